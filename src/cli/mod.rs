@@ -1,0 +1,330 @@
+//! The command line: clap definitions and the dispatch to library functions.
+//!
+//! No maths here: each command resolves its flags into library types, calls the library,
+//! and returns an [`Output`] that the binary prints as JSON (`--json`) or as a table.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::privacy::{
+    Conversion, Ledger, Orders, PrivacyEvent, RdpAccountant, calibrate_noise_multiplier,
+    delta_from_rdp, epochs_to_steps,
+};
+
+/// dptrain: train neural networks with differential privacy, and account for it.
+#[derive(Debug, Parser)]
+#[command(name = "dptrain", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The (ε, δ) spent by DP-SGD steps: one homogeneous block from flags, or a ledger CSV.
+    Account(AccountArgs),
+    /// The smallest noise multiplier that keeps DP-SGD within a target ε.
+    Calibrate(CalibrateArgs),
+}
+
+/// How many steps at which sample rate: given directly, or as epochs over a data set.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Poisson sampling probability q (expected batch size / data set size).
+    #[arg(long, value_name = "Q")]
+    pub sample_rate: Option<f64>,
+    /// Number of DP-SGD steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Passes over the data (with --dataset-size and --batch-size): q = B/N, steps = ⌈E·N/B⌉.
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<f64>,
+    /// Number of training examples N.
+    #[arg(long, value_name = "N")]
+    pub dataset_size: Option<u64>,
+    /// Expected batch size B.
+    #[arg(long, value_name = "B")]
+    pub batch_size: Option<u64>,
+}
+
+/// The accountants `account` can use.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccountantKind {
+    /// Rényi DP (Mironov 2017; Mironov, Talwar & Zhang 2019), dp_accounting's default orders.
+    Rdp,
+}
+
+/// The RDP to (ε, δ) conversions.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConversionKind {
+    /// Balle et al. 2020, as dp_accounting (default).
+    Improved,
+    /// Mironov 2017, Prop. 3, as TF Privacy's compute_dp_sgd_privacy.
+    Classic,
+}
+
+/// Flags of `dptrain account`.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Steps and sample rate (not with --events).
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// Noise standard deviation over the clip norm, σ (not with --events).
+    #[arg(long, value_name = "S")]
+    pub noise_multiplier: Option<f64>,
+    /// A ledger CSV with header `sample_rate,noise_multiplier,steps`, composed in order.
+    #[arg(long, value_name = "FILE.csv")]
+    pub events: Option<PathBuf>,
+    /// The δ at which to report ε.
+    #[arg(long, value_name = "D", conflicts_with = "epsilon")]
+    pub delta: Option<f64>,
+    /// Report δ at this ε instead of ε at a δ.
+    #[arg(long, value_name = "E")]
+    pub epsilon: Option<f64>,
+    /// The accountant.
+    #[arg(long, value_enum, default_value = "rdp")]
+    pub accountant: AccountantKind,
+    /// The RDP to (ε, δ) conversion.
+    #[arg(long, value_enum, default_value = "improved")]
+    pub conversion: ConversionKind,
+}
+
+/// Flags of `dptrain calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// The ε not to exceed.
+    #[arg(long, value_name = "E")]
+    pub target_epsilon: f64,
+    /// Steps and sample rate.
+    #[command(flatten)]
+    pub step: StepArgs,
+    /// The δ of the target.
+    #[arg(long, value_name = "D")]
+    pub delta: f64,
+    /// The RDP to (ε, δ) conversion.
+    #[arg(long, value_enum, default_value = "improved")]
+    pub conversion: ConversionKind,
+}
+
+/// What a command produced: one JSON object, and the same as rows of a table.
+#[derive(Debug)]
+pub struct Output {
+    /// The machine-readable result (the contract of design.md section 6).
+    pub json: Value,
+    /// Label and value rows for people.
+    pub table: Vec<(String, String)>,
+}
+
+impl Output {
+    /// The table, labels padded to one width.
+    pub fn render_table(&self) -> String {
+        let width = self.table.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        self.table
+            .iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: &Cli) -> Result<Output> {
+    match &cli.command {
+        Command::Account(args) => account(args),
+        Command::Calibrate(args) => calibrate(args),
+    }
+}
+
+impl From<ConversionKind> for Conversion {
+    fn from(kind: ConversionKind) -> Self {
+        match kind {
+            ConversionKind::Improved => Conversion::Improved,
+            ConversionKind::Classic => Conversion::Classic,
+        }
+    }
+}
+
+impl StepArgs {
+    fn any(&self) -> bool {
+        self.sample_rate.is_some()
+            || self.steps.is_some()
+            || self.epochs.is_some()
+            || self.dataset_size.is_some()
+            || self.batch_size.is_some()
+    }
+
+    /// (sample_rate, steps) from either form; errors say which flags are missing.
+    fn resolve(&self) -> Result<(f64, u64)> {
+        let by_epochs =
+            self.epochs.is_some() || self.dataset_size.is_some() || self.batch_size.is_some();
+        let direct = self.sample_rate.is_some() || self.steps.is_some();
+        match (direct, by_epochs) {
+            (true, true) => Err(Error::Usage(
+                "give either --sample-rate and --steps, or --epochs, --dataset-size and \
+                 --batch-size, not both"
+                    .into(),
+            )),
+            (true, false) => match (self.sample_rate, self.steps) {
+                (Some(q), Some(steps)) => Ok((q, steps)),
+                (None, _) => Err(Error::Usage("--steps needs --sample-rate".into())),
+                (_, None) => Err(Error::Usage("--sample-rate needs --steps".into())),
+            },
+            (false, true) => match (self.epochs, self.dataset_size, self.batch_size) {
+                (Some(e), Some(n), Some(b)) => epochs_to_steps(e, n, b),
+                _ => Err(Error::Usage(
+                    "--epochs, --dataset-size and --batch-size go together; give all three".into(),
+                )),
+            },
+            (false, false) => Err(Error::Usage(
+                "give --sample-rate and --steps, or --epochs, --dataset-size and --batch-size"
+                    .into(),
+            )),
+        }
+    }
+}
+
+fn account(args: &AccountArgs) -> Result<Output> {
+    let AccountantKind::Rdp = args.accountant;
+    let ledger = match &args.events {
+        Some(path) => {
+            if args.step.any() || args.noise_multiplier.is_some() {
+                return Err(Error::Usage(
+                    "--events takes the steps from the file; drop --sample-rate, --steps, \
+                     --epochs, --dataset-size, --batch-size and --noise-multiplier"
+                        .into(),
+                ));
+            }
+            Ledger::read_csv(path)?
+        }
+        None => {
+            let (sample_rate, steps) = args.step.resolve()?;
+            let noise_multiplier = args.noise_multiplier.ok_or_else(|| {
+                Error::Usage("--noise-multiplier is required (or give --events FILE.csv)".into())
+            })?;
+            let mut ledger = Ledger::new();
+            ledger.push(PrivacyEvent::new(sample_rate, noise_multiplier, steps)?);
+            ledger
+        }
+    };
+    let accountant = RdpAccountant::from_ledger(
+        &ledger,
+        Orders::dp_accounting_default(),
+        args.conversion.into(),
+    )?;
+    let mut table = ledger_rows(&ledger);
+    match (args.delta, args.epsilon) {
+        (Some(delta), _) => {
+            let spent = accountant.epsilon(delta)?;
+            table.extend([
+                ("epsilon".into(), format!("{:.6}", spent.epsilon)),
+                ("delta".into(), format!("{delta:e}")),
+                ("accountant".into(), accountant_label(args.conversion)),
+                ("best order".into(), format!("{}", spent.order)),
+            ]);
+            Ok(Output {
+                json: json!({
+                    "epsilon": spent.epsilon,
+                    "delta": spent.delta,
+                    "accountant": "rdp",
+                    "order": spent.order,
+                    "steps": spent.steps,
+                }),
+                table,
+            })
+        }
+        (None, Some(epsilon)) => {
+            if let ConversionKind::Classic = args.conversion {
+                return Err(Error::Usage(
+                    "--epsilon (δ at a given ε) uses the improved conversion only".into(),
+                ));
+            }
+            let best = delta_from_rdp(accountant.orders().values(), accountant.rdp(), epsilon)?;
+            table.extend([
+                ("epsilon".into(), format!("{epsilon}")),
+                ("delta".into(), format!("{:e}", best.delta)),
+                ("accountant".into(), accountant_label(args.conversion)),
+                ("best order".into(), format!("{}", best.order)),
+            ]);
+            Ok(Output {
+                json: json!({
+                    "epsilon": epsilon,
+                    "delta": best.delta,
+                    "accountant": "rdp",
+                    "order": best.order,
+                    "steps": ledger.steps(),
+                }),
+                table,
+            })
+        }
+        (None, None) => Err(Error::Usage(
+            "give --delta D (ε at that δ) or --epsilon E (δ at that ε)".into(),
+        )),
+    }
+}
+
+fn calibrate(args: &CalibrateArgs) -> Result<Output> {
+    let (sample_rate, steps) = args.step.resolve()?;
+    let template = RdpAccountant::new(Orders::dp_accounting_default(), args.conversion.into());
+    let c = calibrate_noise_multiplier(
+        args.target_epsilon,
+        args.delta,
+        sample_rate,
+        steps,
+        &template,
+    )?;
+    let table = vec![
+        (
+            "noise multiplier".into(),
+            format!("{:.6}", c.noise_multiplier),
+        ),
+        (
+            "epsilon".into(),
+            format!("{:.6} (target {})", c.epsilon, args.target_epsilon),
+        ),
+        ("delta".into(), format!("{:e}", c.delta)),
+        ("sample rate".into(), format!("{sample_rate}")),
+        ("steps".into(), format!("{steps}")),
+        ("accountant".into(), accountant_label(args.conversion)),
+    ];
+    Ok(Output {
+        json: json!({
+            "noise_multiplier": c.noise_multiplier,
+            "epsilon": c.epsilon,
+            "delta": c.delta,
+        }),
+        table,
+    })
+}
+
+fn ledger_rows(ledger: &Ledger) -> Vec<(String, String)> {
+    match ledger.events() {
+        [one] => vec![
+            ("sample rate".into(), format!("{}", one.sample_rate)),
+            (
+                "noise multiplier".into(),
+                format!("{}", one.noise_multiplier),
+            ),
+            ("steps".into(), format!("{}", one.steps)),
+        ],
+        events => vec![
+            ("blocks".into(), format!("{}", events.len())),
+            ("steps".into(), format!("{}", ledger.steps())),
+        ],
+    }
+}
+
+fn accountant_label(conversion: ConversionKind) -> String {
+    match conversion {
+        ConversionKind::Improved => "RDP (dp_accounting orders, Balle et al. 2020 conversion)",
+        ConversionKind::Classic => "RDP (dp_accounting orders, Mironov 2017 conversion)",
+    }
+    .into()
+}

@@ -1,0 +1,81 @@
+//! The one error type of dptrain, and its `Result` alias.
+//!
+//! Every variant carries what a user needs to fix the problem: the offending value, the
+//! accepted range, and, for files, the path, line and column. The binary prints the error
+//! and exits with a non-zero code; nothing in the library panics on user input.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in dptrain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A numeric parameter is outside the range where the maths holds.
+    #[error("invalid {name} = {value}: expected {expected}")]
+    InvalidParameter {
+        /// The parameter's name, as a user spells it (`sample_rate`, `delta`, ...).
+        name: &'static str,
+        /// The value that was given, formatted.
+        value: String,
+        /// What would have been accepted, in words.
+        expected: String,
+    },
+
+    /// No noise multiplier within the search range reaches the target epsilon.
+    #[error(
+        "target epsilon {target_epsilon} at delta {delta} cannot be reached: even noise multiplier \
+         {max_noise_multiplier} gives epsilon {epsilon_at_max}; raise the target, sample fewer \
+         examples per step or take fewer steps"
+    )]
+    Unreachable {
+        /// The epsilon that was asked for.
+        target_epsilon: f64,
+        /// The delta it was asked at.
+        delta: f64,
+        /// The largest noise multiplier tried.
+        max_noise_multiplier: f64,
+        /// The epsilon that noise multiplier gives.
+        epsilon_at_max: f64,
+    },
+
+    /// A file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A file was read but its content is not what was expected.
+    #[error("{path}:{location}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where in the file: `line N`, `line N, column M (name)`.
+        location: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+
+    /// Command-line arguments that do not fit together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `Result` with dptrain's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidParameter`].
+    pub fn invalid(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! dptrain: training neural networks with differential privacy.
+//!
+//! DP-SGD (Abadi et al. 2016) with Poisson sampling, per-example clipping and calibrated
+//! Gaussian noise, accounted with Rényi DP (Mironov 2017; Mironov, Talwar & Zhang 2019).
+//!
+//! Rooms, lowest layer first (a room imports only its own layer or lower ones):
+//! 0 [`error`], [`fs`], [`privacy::numerics`] → 1 [`privacy`] → 5 [`cli`].
+//! Training, data, models and reports arrive in later layers.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod fs;
+pub mod privacy;
+
+pub use error::{Error, Result};

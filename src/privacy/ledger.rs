@@ -1,0 +1,343 @@
+//! The event ledger: the history of every private step actually taken.
+//!
+//! A run's privacy cost is a function of this list alone, so it is what checkpoints and
+//! reports save, and ε is always recomputed from it. Consecutive steps with the same
+//! (sample_rate, noise_multiplier) are stored as one block. On disk it is a CSV file with
+//! the header `sample_rate,noise_multiplier,steps`, one block per row, in order.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::rdp::check_step;
+use crate::error::{Error, Result};
+
+/// The CSV header of a ledger file.
+pub const LEDGER_HEADER: [&str; 3] = ["sample_rate", "noise_multiplier", "steps"];
+
+/// `steps` repetitions of one Poisson-subsampled Gaussian step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyEvent {
+    /// Poisson sampling probability q ∈ (0, 1].
+    pub sample_rate: f64,
+    /// Noise standard deviation over the clip norm, σ > 0.
+    pub noise_multiplier: f64,
+    /// How many times the step is repeated, at least 1.
+    pub steps: u64,
+}
+
+impl PrivacyEvent {
+    /// A validated block of steps.
+    pub fn new(sample_rate: f64, noise_multiplier: f64, steps: u64) -> Result<Self> {
+        check_step(sample_rate, noise_multiplier)?;
+        if steps == 0 {
+            return Err(Error::invalid("steps", steps, "a whole number at least 1"));
+        }
+        Ok(PrivacyEvent {
+            sample_rate,
+            noise_multiplier,
+            steps,
+        })
+    }
+
+    /// The block of `epochs` passes over a data set of `dataset_size` examples with
+    /// expected batch size `batch_size`: q = B/N and steps = ⌈E·N/B⌉.
+    pub fn from_epochs(
+        epochs: f64,
+        dataset_size: u64,
+        batch_size: u64,
+        noise_multiplier: f64,
+    ) -> Result<Self> {
+        let (sample_rate, steps) = epochs_to_steps(epochs, dataset_size, batch_size)?;
+        PrivacyEvent::new(sample_rate, noise_multiplier, steps)
+    }
+
+    fn same_step(&self, other: &PrivacyEvent) -> bool {
+        self.sample_rate.to_bits() == other.sample_rate.to_bits()
+            && self.noise_multiplier.to_bits() == other.noise_multiplier.to_bits()
+    }
+}
+
+/// Converts epochs to (sample_rate, steps): q = B/N, steps = ⌈E·N/B⌉ (an exact whole number
+/// of steps is not rounded up by floating-point noise).
+pub fn epochs_to_steps(epochs: f64, dataset_size: u64, batch_size: u64) -> Result<(f64, u64)> {
+    if dataset_size == 0 {
+        return Err(Error::invalid(
+            "dataset_size",
+            dataset_size,
+            "a whole number at least 1",
+        ));
+    }
+    if batch_size == 0 || batch_size > dataset_size {
+        return Err(Error::invalid(
+            "batch_size",
+            batch_size,
+            format!("a whole number from 1 to the dataset size ({dataset_size})"),
+        ));
+    }
+    if !(epochs > 0.0 && epochs.is_finite()) {
+        return Err(Error::invalid("epochs", epochs, "a finite number above 0"));
+    }
+    let exact = epochs * dataset_size as f64 / batch_size as f64;
+    let nearest = exact.round();
+    let steps = if (exact - nearest).abs() <= 1e-9 * nearest.max(1.0) {
+        nearest
+    } else {
+        exact.ceil()
+    };
+    if steps > u64::MAX as f64 / 2.0 {
+        return Err(Error::invalid(
+            "epochs",
+            epochs,
+            "few enough epochs for the step count to fit in 64 bits",
+        ));
+    }
+    Ok((
+        batch_size as f64 / dataset_size as f64,
+        (steps as u64).max(1),
+    ))
+}
+
+/// The ordered history of privacy events, with equal consecutive steps merged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    events: Vec<PrivacyEvent>,
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Ledger::default()
+    }
+
+    /// Appends a block, merging it into the last one when the step is the same.
+    pub fn push(&mut self, event: PrivacyEvent) {
+        match self.events.last_mut() {
+            Some(last) if last.same_step(&event) => last.steps += event.steps,
+            _ => self.events.push(event),
+        }
+    }
+
+    /// Appends every block of `other`, in order.
+    pub fn extend(&mut self, other: &Ledger) {
+        for &event in &other.events {
+            self.push(event);
+        }
+    }
+
+    /// The blocks, in order.
+    pub fn events(&self) -> &[PrivacyEvent] {
+        &self.events
+    }
+
+    /// The number of steps in all blocks.
+    pub fn steps(&self) -> u64 {
+        self.events.iter().map(|e| e.steps).sum()
+    }
+
+    /// True when no step has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Reads a ledger CSV file; errors name the file, line and column.
+    pub fn read_csv(path: &Path) -> Result<Ledger> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ledger::parse_csv(&bytes, path)
+    }
+
+    /// Parses ledger CSV text; `path` is only used in error messages.
+    pub fn parse_csv(bytes: &[u8], path: &Path) -> Result<Ledger> {
+        let parse_error = |location: String, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            location,
+            message,
+        };
+        let expected_header = LEDGER_HEADER.join(",");
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_reader(bytes);
+        let header = reader
+            .headers()
+            .map_err(|e| parse_error("line 1".into(), e.to_string()))?
+            .clone();
+        if header.iter().collect::<Vec<_>>() != LEDGER_HEADER {
+            let found = header.iter().collect::<Vec<_>>().join(",");
+            let found = if found.is_empty() {
+                "an empty file".to_string()
+            } else {
+                format!("header `{found}`")
+            };
+            return Err(parse_error(
+                "line 1".into(),
+                format!("expected the header `{expected_header}`, found {found}"),
+            ));
+        }
+        let mut ledger = Ledger::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line());
+                let message = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { len, .. } => format!(
+                        "expected {} fields ({expected_header}), found {len}",
+                        LEDGER_HEADER.len()
+                    ),
+                    _ => e.to_string(),
+                };
+                parse_error(format!("line {line}"), message)
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |column: usize| {
+                let at = format!(
+                    "line {line}, column {} ({})",
+                    column + 1,
+                    LEDGER_HEADER[column]
+                );
+                (record.get(column).unwrap_or(""), at)
+            };
+            let number = |column: usize| -> Result<f64> {
+                let (text, at) = field(column);
+                text.parse::<f64>()
+                    .map_err(|_| parse_error(at, format!("expected a number, found `{text}`")))
+            };
+            let sample_rate = number(0)?;
+            let noise_multiplier = number(1)?;
+            let (steps_text, steps_at) = field(2);
+            let steps = steps_text.parse::<u64>().map_err(|_| {
+                parse_error(
+                    steps_at.clone(),
+                    format!("expected a whole number of steps, found `{steps_text}`"),
+                )
+            })?;
+            let event = PrivacyEvent::new(sample_rate, noise_multiplier, steps).map_err(|e| {
+                let column = match &e {
+                    Error::InvalidParameter { name, .. } => {
+                        LEDGER_HEADER.iter().position(|c| c == name).unwrap_or(2)
+                    }
+                    _ => 2,
+                };
+                parse_error(field(column).1, e.to_string())
+            })?;
+            ledger.push(event);
+        }
+        if ledger.is_empty() {
+            return Err(parse_error(
+                "line 2".into(),
+                "no events: expected at least one row after the header".into(),
+            ));
+        }
+        Ok(ledger)
+    }
+
+    /// The ledger as CSV text (floats written so they read back bit for bit).
+    pub fn to_csv(&self) -> String {
+        let mut out = LEDGER_HEADER.join(",");
+        out.push('\n');
+        for e in &self.events {
+            out.push_str(&format!(
+                "{:?},{:?},{}\n",
+                e.sample_rate, e.noise_multiplier, e.steps
+            ));
+        }
+        out
+    }
+
+    /// Writes the ledger CSV atomically.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        crate::fs::write_atomic(path, self.to_csv().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Ledger> {
+        Ledger::parse_csv(text.as_bytes(), Path::new("events.csv"))
+    }
+
+    #[test]
+    fn push_merges_equal_consecutive_steps_only() {
+        let mut ledger = Ledger::new();
+        let a = PrivacyEvent::new(0.01, 1.0, 3).unwrap();
+        let b = PrivacyEvent::new(0.01, 2.0, 1).unwrap();
+        ledger.push(a);
+        ledger.push(a);
+        ledger.push(b);
+        ledger.push(a);
+        assert_eq!(ledger.events().len(), 3);
+        assert_eq!(ledger.events()[0].steps, 6);
+        assert_eq!(ledger.steps(), 10);
+    }
+
+    #[test]
+    fn csv_round_trips_bit_for_bit() {
+        let mut ledger = Ledger::new();
+        ledger.push(PrivacyEvent::new(256.0 / 60000.0, 1.1, 14063).unwrap());
+        ledger.push(PrivacyEvent::new(0.1, 1.5 * 0.999f64.powf(7.0), 1).unwrap());
+        let back = parse(&ledger.to_csv()).unwrap();
+        assert_eq!(back, ledger);
+    }
+
+    #[test]
+    fn epochs_become_exact_step_counts() {
+        assert_eq!(
+            epochs_to_steps(60.0, 60000, 256).unwrap(),
+            (256.0 / 60000.0, 14063)
+        );
+        // 1 epoch of 60000 in batches of 250 is exactly 240 steps, not 241.
+        assert_eq!(epochs_to_steps(1.0, 60000, 250).unwrap().1, 240);
+        assert_eq!(epochs_to_steps(0.5, 100, 10).unwrap().1, 5);
+        assert!(epochs_to_steps(1.0, 100, 0).is_err());
+        assert!(epochs_to_steps(1.0, 100, 101).is_err());
+        assert!(epochs_to_steps(0.0, 100, 10).is_err());
+        assert!(epochs_to_steps(1.0, 0, 10).is_err());
+    }
+
+    #[test]
+    fn csv_errors_name_line_and_column() {
+        let cases = [
+            (
+                "q,sigma,steps\n0.1,1,1\n",
+                "events.csv:line 1: expected the header",
+            ),
+            ("", "found an empty file"),
+            ("sample_rate,noise_multiplier,steps\n", "no events"),
+            (
+                "sample_rate,noise_multiplier,steps\n0.1,1.0,10\n0.1,abc,10\n",
+                "line 3, column 2 (noise_multiplier): expected a number, found `abc`",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps\n1.5,1.0,10\n",
+                "line 2, column 1 (sample_rate): invalid sample_rate = 1.5",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps\n0.1,1.0,0\n",
+                "line 2, column 3 (steps): invalid steps = 0",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps\n0.1,1.0,2.5\n",
+                "line 2, column 3 (steps): expected a whole number of steps, found `2.5`",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps\n0.1,1.0\n",
+                "line 2: expected 3 fields",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps\n0.1,-1,4\n",
+                "line 2, column 2 (noise_multiplier): invalid noise_multiplier = -1",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{text:?}: `{err}` lacks `{expected}`"
+            );
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Privacy accounting: what a run spends, in (ε, δ).
+//!
+//! This room never sees a tensor. The trainer reports each step actually taken as a
+//! [`PrivacyEvent`] (sample rate q, noise multiplier σ); the [`RdpAccountant`] composes their
+//! Rényi DP ([`rdp`]), converts it to (ε, δ) ([`conversion`]), and answers whether the next
+//! step fits a [`PrivacyBudget`]. [`calibration`] finds the noise a target ε needs.
+//!
+//! Neighbours: `sampling` must sample exactly as assumed here (Poisson, rate q);
+//! `mechanism` adds the noise σ·C that is accounted here.
+
+pub mod accountant;
+pub mod budget;
+pub mod calibration;
+pub mod conversion;
+pub mod ledger;
+pub mod numerics;
+pub mod rdp;
+
+pub use accountant::{PrivacySpent, RdpAccountant, ledger_rdp};
+pub use budget::{BudgetCheck, PrivacyBudget};
+pub use calibration::{Calibration, calibrate_noise_multiplier, calibrate_scale};
+pub use conversion::{Conversion, delta_from_rdp, epsilon_from_rdp};
+pub use ledger::{Ledger, PrivacyEvent, epochs_to_steps};
+pub use rdp::{Orders, poisson_gaussian_rdp};

@@ -1,0 +1,8 @@
+//! dptrain's integration tests, in one binary so CI links once.
+
+mod accounting_bounds;
+mod accounting_properties;
+mod accounting_vectors;
+mod architecture;
+mod cli;
+mod support;
