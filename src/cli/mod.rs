@@ -214,7 +214,7 @@ fn account(args: &AccountArgs) -> Result<Output> {
             ledger
         }
     };
-    let accountant = RdpAccountant::from_ledger(
+    let mut accountant = RdpAccountant::from_ledger(
         &ledger,
         Orders::dp_accounting_default(),
         args.conversion.into(),
@@ -246,7 +246,8 @@ fn account(args: &AccountArgs) -> Result<Output> {
                     "--epsilon (δ at a given ε) uses the improved conversion only".into(),
                 ));
             }
-            let best = delta_from_rdp(accountant.orders().values(), accountant.rdp(), epsilon)?;
+            let orders = accountant.orders().clone();
+            let best = delta_from_rdp(orders.values(), accountant.rdp()?, epsilon)?;
             table.extend([
                 ("epsilon".into(), format!("{epsilon}")),
                 ("delta".into(), format!("{:e}", best.delta)),

@@ -63,7 +63,7 @@ impl PrivacyBudget {
     }
 
     /// Whether what the accountant has spent is within the budget.
-    pub fn is_within(&self, accountant: &RdpAccountant) -> Result<bool> {
+    pub fn is_within(&self, accountant: &mut RdpAccountant) -> Result<bool> {
         Ok(accountant.epsilon(self.delta)?.epsilon <= self.target_epsilon)
     }
 }
@@ -82,7 +82,7 @@ mod tests {
             accountant.compose(step).unwrap();
             taken += 1;
         }
-        assert!(budget.is_within(&accountant).unwrap());
+        assert!(budget.is_within(&mut accountant).unwrap());
         // One more would overspend, and the accountant agrees from scratch.
         let mut over = RdpAccountant::default();
         over.compose(PrivacyEvent::new(0.01, 2.0, taken + 1).unwrap())

@@ -71,19 +71,7 @@ pub fn epsilon_from_rdp(
         order: orders[0],
     };
     for (&alpha, &r) in orders.iter().zip(rdp) {
-        let epsilon = match conversion {
-            Conversion::Improved => {
-                if r < 0.0 || delta * delta + (-r).exp_m1() > 0.0 {
-                    // r < 0 only from rounding; the KL bound gives δ ≥ sqrt(1 − e^−r).
-                    0.0
-                } else if alpha > 1.01 {
-                    r + (-1.0 / alpha).ln_1p() - (delta * alpha).ln() / (alpha - 1.0)
-                } else {
-                    f64::INFINITY
-                }
-            }
-            Conversion::Classic => r - delta.ln() / (alpha - 1.0),
-        };
+        let epsilon = epsilon_at_order(alpha, r, delta, conversion);
         // `<` keeps the first order on ties; NaN never wins.
         if epsilon < best.epsilon {
             best = EpsilonAtOrder {
@@ -94,6 +82,63 @@ pub fn epsilon_from_rdp(
     }
     best.epsilon = best.epsilon.max(0.0);
     Ok(best)
+}
+
+/// ε at one order before the final clamp at 0 (it may be negative): what
+/// [`epsilon_from_rdp`] minimises. `delta` must be valid.
+pub fn epsilon_at_order(alpha: f64, r: f64, delta: f64, conversion: Conversion) -> f64 {
+    match conversion {
+        Conversion::Improved => {
+            if r < 0.0 || below_kl_threshold(r, delta) {
+                // r < 0 only from rounding; the KL bound gives δ ≥ sqrt(1 − e^−r).
+                0.0
+            } else if alpha > 1.01 {
+                // Evaluated left to right as dp_accounting does, for identical rounding.
+                r + (-1.0 / alpha).ln_1p() - (delta * alpha).ln() / (alpha - 1.0)
+            } else {
+                f64::INFINITY
+            }
+        }
+        Conversion::Classic => r - delta.ln() / (alpha - 1.0),
+    }
+}
+
+/// A lower bound on [`epsilon_at_order`] over every RDP value `r >= r_lower`.
+///
+/// Both conversions are non-decreasing in r except for the improved one's jump from 0 (KL
+/// branch) to `r + offset` at the KL threshold, where the offset may be negative; below the
+/// threshold the bound is therefore `min(0, offset)`.
+pub fn epsilon_at_order_lower_bound(
+    alpha: f64,
+    r_lower: f64,
+    delta: f64,
+    conversion: Conversion,
+) -> f64 {
+    match conversion {
+        Conversion::Improved => {
+            let offset = if alpha > 1.01 {
+                improved_offset(alpha, delta)
+            } else {
+                f64::INFINITY
+            };
+            if r_lower >= 0.0 && !below_kl_threshold(r_lower, delta) {
+                r_lower + offset
+            } else {
+                offset.min(0.0)
+            }
+        }
+        Conversion::Classic => epsilon_at_order(alpha, r_lower.max(0.0), delta, conversion),
+    }
+}
+
+/// True where the KL bound δ ≥ sqrt(1 − e^−r) already gives ε = 0.
+fn below_kl_threshold(r: f64, delta: f64) -> bool {
+    delta * delta + (-r).exp_m1() > 0.0
+}
+
+/// `log(1 − 1/α) − log(δα)/(α − 1)`: Balle et al. 2020, Prop. 12, less the RDP.
+fn improved_offset(alpha: f64, delta: f64) -> f64 {
+    (-1.0 / alpha).ln_1p() - (delta * alpha).ln() / (alpha - 1.0)
 }
 
 /// The smallest δ over the orders for which the composed mechanism is (ε, δ)-DP.

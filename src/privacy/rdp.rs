@@ -30,6 +30,10 @@ use crate::error::{Error, Result};
 /// terms, as in dp_accounting (`_MAX_STEPS_LOG_A_FRAC`).
 pub const MAX_FRACTIONAL_TERMS: usize = 1000;
 
+/// Integer orders up to this are composed for every step; larger and fractional orders
+/// only when a lower bound says they could give the smallest ε.
+pub const EAGER_MAX_ORDER: f64 = 16.0;
+
 /// Integer orders above this would need more than this many terms per step.
 pub const MAX_INTEGER_ORDER: f64 = 100_000.0;
 
@@ -49,6 +53,10 @@ pub struct Orders(Arc<OrdersInner>);
 struct OrdersInner {
     values: Vec<f64>,
     kinds: Vec<OrderKind>,
+    /// Cheap orders (integers up to [`EAGER_MAX_ORDER`]), always composed.
+    eager: Vec<bool>,
+    /// Indices of the eager orders, by increasing order.
+    eager_sorted: Vec<usize>,
     /// Distinct fractional parts among the fractional orders.
     fractions: Vec<f64>,
     /// The largest integer part of a fractional order (offsets the shared `erfc` tables).
@@ -158,9 +166,18 @@ impl Orders {
                 });
             }
         }
+        let eager: Vec<bool> = values
+            .iter()
+            .map(|&a| a.fract() == 0.0 && a <= EAGER_MAX_ORDER)
+            .collect();
+        let mut eager_sorted: Vec<usize> = (0..values.len()).filter(|&i| eager[i]).collect();
+        eager_sorted.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+        eager_sorted.dedup_by(|a, b| values[*a] == values[*b]);
         Ok(Orders(Arc::new(OrdersInner {
             values,
             kinds,
+            eager,
+            eager_sorted,
             fractions,
             max_floor,
             max_integer_order,
@@ -181,6 +198,17 @@ impl Orders {
     pub fn is_empty(&self) -> bool {
         self.0.values.is_empty()
     }
+
+    /// Whether order `index` is cheap enough to be composed for every step (integers up to
+    /// [`EAGER_MAX_ORDER`]); the others are computed only when they could give the best ε.
+    pub fn is_eager(&self, index: usize) -> bool {
+        self.0.eager[index]
+    }
+
+    /// Indices of the eager orders, by increasing order value (no repeated values).
+    pub fn eager_sorted(&self) -> &[usize] {
+        &self.0.eager_sorted
+    }
 }
 
 /// Reusable work space for [`poisson_gaussian_rdp_into`]: the per-step `erfc` tables.
@@ -196,6 +224,8 @@ pub struct RdpScratch {
     upper_tail: Vec<Vec<(u32, f64)>>,
     /// Terms of an integer order's sum.
     terms: Vec<f64>,
+    /// `log(exp((k²−k)/(2σ²)) − 1)` for k = 0, 1, ...: the same for every integer order.
+    ln_expm1_quadratic: Vec<f64>,
 }
 
 /// Rényi DP of one step of the Poisson-subsampled Gaussian mechanism at every order.
@@ -222,6 +252,17 @@ pub fn poisson_gaussian_rdp(
         &mut out,
     )?;
     Ok(out)
+}
+
+/// A lower bound on the RDP of one step at every order α ≥ 1: `2 (q·erf(1/(2√2σ)))²`.
+///
+/// RDP is non-decreasing in α (van Erven & Harremoës 2014, Thm. 3), so it is at least the
+/// KL divergence, which is at least 2·TV² (Pinsker); the subsampled mixture's total
+/// variation from the null distribution is q times that of N(1, σ²) from N(0, σ²), which is
+/// erf(1/(2√2σ)). Used only to rule orders out of the ε minimisation, never to report ε.
+pub fn poisson_gaussian_rdp_lower_bound(sample_rate: f64, noise_multiplier: f64) -> f64 {
+    let tv = sample_rate * libm::erf(1.0 / (2.0 * std::f64::consts::SQRT_2 * noise_multiplier));
+    2.0 * tv * tv
 }
 
 /// Checks that (q, σ) describe a valid Poisson-subsampled Gaussian step.
@@ -254,23 +295,52 @@ pub fn poisson_gaussian_rdp_into(
     scratch: &mut RdpScratch,
     out: &mut [f64],
 ) -> Result<()> {
+    poisson_gaussian_rdp_selected(sample_rate, noise_multiplier, orders, None, scratch, out)
+}
+
+/// [`poisson_gaussian_rdp_into`] at the orders where `selected` is true (all when `None`);
+/// the other entries of `out` are left as they are.
+///
+/// # Privacy
+/// As [`poisson_gaussian_rdp`].
+pub fn poisson_gaussian_rdp_selected(
+    sample_rate: f64,
+    noise_multiplier: f64,
+    orders: &Orders,
+    selected: Option<&[bool]>,
+    scratch: &mut RdpScratch,
+    out: &mut [f64],
+) -> Result<()> {
     check_step(sample_rate, noise_multiplier)?;
+    let wanted = |index: usize| selected.is_none_or(|s| s[index]);
     assert_eq!(out.len(), orders.len(), "one output per order");
     let q = sample_rate;
     let sigma = noise_multiplier;
     if q == 1.0 {
         // No subsampling: the Gaussian mechanism, α / (2σ²) (Mironov 2017, Prop. 7).
-        for (rdp, &alpha) in out.iter_mut().zip(orders.values()) {
-            *rdp = alpha / (2.0 * sigma * sigma);
+        for (index, (rdp, &alpha)) in out.iter_mut().zip(orders.values()).enumerate() {
+            if wanted(index) {
+                *rdp = alpha / (2.0 * sigma * sigma);
+            }
         }
         return Ok(());
     }
     let step = Step::new(q, sigma);
     scratch.start(&orders.0);
-    for (rdp, kind) in out.iter_mut().zip(&orders.0.kinds) {
+    for (index, (rdp, kind)) in out.iter_mut().zip(&orders.0.kinds).enumerate() {
+        if !wanted(index) {
+            continue;
+        }
         *rdp = match kind {
             OrderKind::Integer { alpha, ln_binomial } => {
-                step.ln_a_integer(*alpha, ln_binomial, &mut scratch.terms) / (*alpha as f64 - 1.0)
+                scratch.quadratic_terms(&step, *alpha);
+                let ln_a = step.ln_a_integer(
+                    *alpha,
+                    ln_binomial,
+                    &scratch.ln_expm1_quadratic,
+                    &mut scratch.terms,
+                );
+                ln_a / (*alpha as f64 - 1.0)
             }
             OrderKind::Fractional {
                 alpha,
@@ -311,6 +381,16 @@ impl RdpScratch {
             table.resize(width, (0, 0.0));
         }
         self.terms.reserve(orders.max_integer_order + 1);
+        self.ln_expm1_quadratic.clear();
+    }
+
+    /// Fills `ln_expm1_quadratic` up to k = `alpha` for this step.
+    fn quadratic_terms(&mut self, step: &Step, alpha: usize) {
+        let table = &mut self.ln_expm1_quadratic;
+        for k in table.len()..=alpha {
+            let k = k as f64;
+            table.push(ln_expm1((k * k - k) / step.two_sigma_sq));
+        }
     }
 }
 
@@ -383,15 +463,24 @@ impl Step {
     /// `A_α − 1 = Σ_{k≥2} C(α,k) (1−q)^(α−k) q^k (exp((k²−k)/(2σ²)) − 1)`, a sum of positive
     /// terms. Summing that and taking `log1p` keeps full relative precision even when the
     /// RDP is 1e-16 (q = 1e-6, σ = 100), where `log(Σ terms)` would cancel to noise.
-    fn ln_a_integer(&self, alpha: usize, ln_binomial: &[f64], terms: &mut Vec<f64>) -> f64 {
+    /// `ln_expm1_quadratic[k]` is `log(exp((k²−k)/(2σ²)) − 1)`.
+    fn ln_a_integer(
+        &self,
+        alpha: usize,
+        ln_binomial: &[f64],
+        ln_expm1_quadratic: &[f64],
+        terms: &mut Vec<f64>,
+    ) -> f64 {
         terms.clear();
         let mut largest = f64::NEG_INFINITY;
-        for (k, &ln_binomial) in ln_binomial.iter().enumerate().skip(2) {
+        for (k, (&ln_binomial, &ln_quadratic)) in ln_binomial
+            .iter()
+            .zip(ln_expm1_quadratic)
+            .enumerate()
+            .skip(2)
+        {
             let k_f = k as f64;
-            let s = ln_binomial
-                + k_f * self.ln_q
-                + (alpha - k) as f64 * self.ln_1mq
-                + ln_expm1((k_f * k_f - k_f) / self.two_sigma_sq);
+            let s = ln_binomial + k_f * self.ln_q + (alpha - k) as f64 * self.ln_1mq + ln_quadratic;
             largest = largest.max(s);
             terms.push(s);
         }

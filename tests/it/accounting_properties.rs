@@ -1,1 +1,125 @@
-//! placeholder
+//! Properties every correct accountant has, on random inputs (proptest, fixed seed per run
+//! from proptest's defaults; failures are shrunk and reported with their inputs).
+
+use dptrain::privacy::accountant::rdp_lower_bound;
+use dptrain::privacy::rdp::poisson_gaussian_rdp_lower_bound;
+use dptrain::privacy::{
+    Conversion, Ledger, Orders, PrivacyEvent, RdpAccountant, epsilon_from_rdp, ledger_rdp,
+    poisson_gaussian_rdp,
+};
+use proptest::prelude::*;
+
+/// Sample rates from 1e-4 to 0.5, spread evenly in log scale.
+fn sample_rate() -> impl Strategy<Value = f64> {
+    (-4.0f64..-std::f64::consts::LOG10_2).prop_map(|e| 10f64.powf(e))
+}
+
+/// Noise multipliers from 0.5 to 20, even in log scale.
+fn noise_multiplier() -> impl Strategy<Value = f64> {
+    (0.5f64.ln()..20f64.ln()).prop_map(f64::exp)
+}
+
+fn delta() -> impl Strategy<Value = f64> {
+    (-10.0f64..-3.0).prop_map(|e| 10f64.powf(e))
+}
+
+fn event() -> impl Strategy<Value = PrivacyEvent> {
+    (sample_rate(), noise_multiplier(), 1u64..20_000)
+        .prop_map(|(q, s, n)| PrivacyEvent::new(q, s, n).unwrap())
+}
+
+fn ledger(max_blocks: usize) -> impl Strategy<Value = Ledger> {
+    prop::collection::vec(event(), 1..=max_blocks).prop_map(|events| {
+        let mut ledger = Ledger::new();
+        for e in events {
+            ledger.push(e);
+        }
+        ledger
+    })
+}
+
+fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    let mut accountant = RdpAccountant::default();
+    accountant
+        .compose(PrivacyEvent::new(q, sigma, steps).unwrap())
+        .unwrap();
+    accountant.epsilon(delta).unwrap().epsilon
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn epsilon_grows_with_steps(q in sample_rate(), sigma in noise_multiplier(),
+                                steps in 1u64..50_000, more in 1u64..50_000, d in delta()) {
+        let fewer = epsilon(q, sigma, steps, d);
+        let after = epsilon(q, sigma, steps + more, d);
+        prop_assert!(after >= fewer, "{fewer} then {after}");
+    }
+
+    #[test]
+    fn epsilon_grows_with_sample_rate(q in sample_rate(), factor in 1.0f64..4.0,
+                                      sigma in noise_multiplier(), steps in 1u64..20_000,
+                                      d in delta()) {
+        let larger_q = (q * factor).min(1.0);
+        let low = epsilon(q, sigma, steps, d);
+        let high = epsilon(larger_q, sigma, steps, d);
+        prop_assert!(high >= low, "q {q} -> {low}, q {larger_q} -> {high}");
+    }
+
+    #[test]
+    fn epsilon_falls_with_noise(q in sample_rate(), sigma in noise_multiplier(),
+                                factor in 1.0f64..4.0, steps in 1u64..20_000, d in delta()) {
+        let noisy = epsilon(q, sigma * factor, steps, d);
+        let quiet = epsilon(q, sigma, steps, d);
+        prop_assert!(noisy <= quiet, "sigma {sigma} -> {quiet}, {} -> {noisy}", sigma * factor);
+    }
+
+    #[test]
+    fn composing_two_ledgers_equals_their_concatenation(a in ledger(4), b in ledger(4),
+                                                        d in delta()) {
+        let mut concatenated = a.clone();
+        concatenated.extend(&b);
+        let mut whole = RdpAccountant::from_ledger(
+            &concatenated, Orders::dp_accounting_default(), Conversion::Improved).unwrap();
+        let mut parts = RdpAccountant::from_ledger(
+            &a, Orders::dp_accounting_default(), Conversion::Improved).unwrap();
+        parts.compose_ledger(&b).unwrap();
+        let (w, p) = (whole.epsilon(d).unwrap(), parts.epsilon(d).unwrap());
+        prop_assert!((w.epsilon - p.epsilon).abs() <= 1e-12 * w.epsilon.max(1.0), "{w:?} vs {p:?}");
+        prop_assert_eq!(w.steps, p.steps);
+        prop_assert_eq!(parts.ledger(), &concatenated);
+        for (x, y) in whole.rdp().unwrap().to_vec().iter().zip(parts.rdp().unwrap()) {
+            prop_assert!(x == y || (x - y).abs() <= 1e-12 * x.abs(), "{x} vs {y}");
+        }
+    }
+
+    /// The accountant skips orders that provably cannot be the minimiser; its answer must be
+    /// exactly that of evaluating every order.
+    #[test]
+    fn skipping_orders_never_changes_the_answer(l in ledger(3), d in delta(), classic: bool) {
+        let conversion = if classic { Conversion::Classic } else { Conversion::Improved };
+        let orders = Orders::dp_accounting_default();
+        let full = epsilon_from_rdp(orders.values(), &ledger_rdp(&l, &orders).unwrap(), d, conversion)
+            .unwrap();
+        let mut accountant = RdpAccountant::from_ledger(&l, orders, conversion).unwrap();
+        let lazy = accountant.epsilon(d).unwrap();
+        prop_assert_eq!(lazy.epsilon, full.epsilon);
+        prop_assert_eq!(lazy.order, full.order);
+    }
+
+    /// The lower bounds behind the skipping hold at every order.
+    #[test]
+    fn rdp_lower_bounds_hold(q in sample_rate(), sigma in noise_multiplier()) {
+        let orders = Orders::dp_accounting_default();
+        let rdp = poisson_gaussian_rdp(q, sigma, &orders).unwrap();
+        let pinsker = poisson_gaussian_rdp_lower_bound(q, sigma);
+        let eager: Vec<(f64, f64)> = orders.eager_sorted().iter()
+            .map(|&j| (orders.values()[j], rdp[j])).collect();
+        for (&alpha, &r) in orders.values().iter().zip(&rdp) {
+            prop_assert!(pinsker <= r, "alpha {alpha}: Pinsker {pinsker} > {r}");
+            let bound = rdp_lower_bound(alpha, &eager);
+            prop_assert!(bound <= r, "alpha {alpha}: bound {bound} > {r}");
+        }
+    }
+}

@@ -243,7 +243,7 @@ fn heterogeneous_schedules_match_dp_accounting() {
         if case.accountant != "rdp" {
             continue;
         }
-        let accountant = RdpAccountant::from_ledger(
+        let mut accountant = RdpAccountant::from_ledger(
             &ledger,
             Orders::dp_accounting_default(),
             Conversion::Improved,
