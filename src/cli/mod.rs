@@ -74,6 +74,7 @@ pub enum ConversionKind {
 
 /// Flags of `dptrain account`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct AccountArgs {
     /// Steps and sample rate (not with --events).
     #[command(flatten)]
@@ -100,6 +101,7 @@ pub struct AccountArgs {
 
 /// Flags of `dptrain calibrate`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct CalibrateArgs {
     /// The ε not to exceed.
     #[arg(long, value_name = "E")]

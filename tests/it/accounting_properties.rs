@@ -123,3 +123,37 @@ proptest! {
         }
     }
 }
+
+/// The operating range: q from 1e-6 to 1, σ from 0.3 to 100, up to 1e6 steps.
+/// Every integer order's RDP is finite and positive, and ε is finite, non-negative and
+/// ordered as the inputs are.
+#[test]
+fn the_whole_operating_range_gives_finite_values() {
+    let orders = Orders::dp_accounting_default();
+    for q in [1e-6, 1e-3, 0.1, 0.5, 1.0] {
+        for sigma in [0.3, 1.0, 10.0, 100.0] {
+            let rdp = poisson_gaussian_rdp(q, sigma, &orders).unwrap();
+            for (&alpha, &r) in orders.values().iter().zip(&rdp) {
+                if alpha.fract() == 0.0 {
+                    assert!(
+                        r.is_finite() && r > 0.0,
+                        "q={q} sigma={sigma} alpha={alpha}: {r}"
+                    );
+                } else {
+                    // Fractional series may be dropped (+inf) where they do not converge,
+                    // never NaN or negative.
+                    assert!(r > 0.0, "q={q} sigma={sigma} alpha={alpha}: {r}");
+                }
+            }
+            let mut last = 0.0;
+            for steps in [1, 1_000, 1_000_000] {
+                let e = epsilon(q, sigma, steps, 1e-5);
+                assert!(
+                    e.is_finite() && e >= last,
+                    "q={q} sigma={sigma} steps={steps}: {e}"
+                );
+                last = e;
+            }
+        }
+    }
+}

@@ -1,1 +1,388 @@
-//! placeholder
+//! The `dptrain` binary: JSON contracts of `account` and `calibrate`, and bad input.
+//!
+//! Bad input must give a clear message on stderr and a non-zero exit, never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::{relative_error, rows};
+
+fn dptrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .args(args)
+        .output()
+        .expect("the dptrain binary runs")
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = dptrain(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// A file in a fresh temporary directory of this test process.
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dptrain-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn account_json_has_the_contract_keys_and_dp_accountings_value() {
+    let v = json(&[
+        "account",
+        "--sample-rate",
+        "0.004266666666666667",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "14063",
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["accountant", "delta", "epsilon", "order", "steps"]);
+    // known_values.csv, tfp_mnist_tutorial_sigma_1.1.
+    assert!(relative_error(v["epsilon"].as_f64().unwrap(), 2.596655529521983) < 1e-8);
+    assert_eq!(v["order"].as_f64(), Some(8.1));
+    assert_eq!(v["steps"].as_u64(), Some(14063));
+    assert_eq!(v["accountant"], "rdp");
+    assert_eq!(v["delta"].as_f64(), Some(1e-5));
+}
+
+#[test]
+fn account_by_epochs_is_the_same_as_by_steps() {
+    let v = json(&[
+        "account",
+        "--epochs",
+        "60",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--noise-multiplier",
+        "1.1",
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert_eq!(v["steps"].as_u64(), Some(14063));
+    assert!(relative_error(v["epsilon"].as_f64().unwrap(), 2.596655529521983) < 1e-8);
+}
+
+#[test]
+fn account_events_matches_the_heterogeneous_vector() {
+    // heterogeneous.csv, iv_two_sampling_rates (RDP): 300 steps at (0.01, 1.0), then 300
+    // at (0.05, 2.0); grouped here as two blocks.
+    let path = temp_file(
+        "events.csv",
+        "sample_rate,noise_multiplier,steps\n0.01,1.0,300\n0.05,2.0,300\n",
+    );
+    let v = json(&[
+        "account",
+        "--events",
+        path.to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert!(relative_error(v["epsilon"].as_f64().unwrap(), 2.417644188362938) < 1e-8);
+    assert_eq!(v["order"].as_f64(), Some(7.9));
+    assert_eq!(v["steps"].as_u64(), Some(600));
+}
+
+#[test]
+fn account_gives_delta_at_an_epsilon_that_inverts_epsilon_at_delta() {
+    let common = [
+        "account",
+        "--sample-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.0",
+        "--steps",
+        "1000",
+        "--json",
+    ];
+    let at_delta = json(&[&common[..], &["--delta", "1e-5"]].concat());
+    let epsilon = at_delta["epsilon"].as_f64().unwrap().to_string();
+    let at_epsilon = json(&[&common[..], &["--epsilon", &epsilon]].concat());
+    assert!(relative_error(at_epsilon["delta"].as_f64().unwrap(), 1e-5) < 1e-6);
+}
+
+#[test]
+fn calibrate_json_meets_the_target_and_matches_dp_accounting() {
+    let row = &rows("accounting/calibration.csv")[0];
+    let v = json(&[
+        "calibrate",
+        "--target-epsilon",
+        row.text("target_epsilon"),
+        "--sample-rate",
+        row.text("q"),
+        "--steps",
+        row.text("steps"),
+        "--delta",
+        row.text("delta"),
+        "--json",
+    ]);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["delta", "epsilon", "noise_multiplier"]);
+    assert!(v["epsilon"].as_f64().unwrap() <= row.f64("target_epsilon"));
+    assert!(
+        relative_error(
+            v["noise_multiplier"].as_f64().unwrap(),
+            row.f64("noise_multiplier")
+        ) < 1e-4
+    );
+}
+
+#[test]
+fn tables_are_printed_without_json() {
+    let out = dptrain(&[
+        "calibrate",
+        "--target-epsilon",
+        "3",
+        "--epochs",
+        "30",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for label in ["noise multiplier", "epsilon", "steps", "7032"] {
+        assert!(text.contains(label), "{label} missing from\n{text}");
+    }
+}
+
+/// Each bad command line, and a piece of the message it must print.
+#[test]
+fn bad_input_is_a_clear_error_and_never_a_panic() {
+    let missing = "/nonexistent/dptrain/events.csv";
+    let wrong_header = temp_file("header.csv", "q,sigma,steps\n0.1,1.0,10\n");
+    let bad_number = temp_file(
+        "number.csv",
+        "sample_rate,noise_multiplier,steps\n0.1,1.0,10\n0.1,1.O,10\n",
+    );
+    let (wrong_header, bad_number) = (
+        wrong_header.to_str().unwrap().to_string(),
+        bad_number.to_str().unwrap().to_string(),
+    );
+    let account = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "account",
+            "--sample-rate",
+            "0.01",
+            "--noise-multiplier",
+            "1.0",
+            "--steps",
+            "100",
+            "--delta",
+            "1e-5",
+        ];
+        for pair in extra.chunks(2) {
+            match args.iter().position(|a| *a == pair[0]) {
+                Some(i) => args[i + 1] = pair[1],
+                None => args.extend(pair),
+            }
+        }
+        args.into_iter().map(String::from).collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            account(&["--sample-rate", "0"]),
+            "invalid sample_rate = 0: expected a probability in (0, 1]",
+        ),
+        (
+            account(&["--sample-rate", "1.5"]),
+            "invalid sample_rate = 1.5",
+        ),
+        (
+            account(&["--sample-rate", "NaN"]),
+            "invalid sample_rate = NaN",
+        ),
+        (
+            account(&["--noise-multiplier", "0"]),
+            "invalid noise_multiplier = 0: expected a finite number above 0",
+        ),
+        (
+            account(&["--noise-multiplier", "-1"]),
+            "invalid noise_multiplier = -1",
+        ),
+        (
+            account(&["--noise-multiplier", "inf"]),
+            "invalid noise_multiplier = inf",
+        ),
+        (
+            account(&["--steps", "0"]),
+            "invalid steps = 0: expected a whole number at least 1",
+        ),
+        (
+            account(&["--delta", "0"]),
+            "invalid delta = 0: expected a probability in (0, 1)",
+        ),
+        (account(&["--delta", "1"]), "invalid delta = 1"),
+        (account(&["--delta", "2.5"]), "invalid delta = 2.5"),
+        (
+            account(&["--steps", "ten"]),
+            "invalid value 'ten' for '--steps <N>'",
+        ),
+        (
+            vec![
+                "calibrate",
+                "--target-epsilon",
+                "0.001",
+                "--sample-rate",
+                "1",
+                "--steps",
+                "1000000",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "target epsilon 0.001 at delta 0.00001 cannot be reached: even noise multiplier 10000",
+        ),
+        (
+            vec![
+                "calibrate",
+                "--target-epsilon",
+                "-1",
+                "--sample-rate",
+                "0.01",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "invalid target_epsilon = -1",
+        ),
+        (
+            vec!["account", "--events", missing, "--delta", "1e-5"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "/nonexistent/dptrain/events.csv: No such file or directory",
+        ),
+        (
+            vec!["account", "--events", &wrong_header, "--delta", "1e-5"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "header.csv:line 1: expected the header `sample_rate,noise_multiplier,steps`, found header `q,sigma,steps`",
+        ),
+        (
+            vec!["account", "--events", &bad_number, "--delta", "1e-5"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "number.csv:line 3, column 2 (noise_multiplier): expected a number, found `1.O`",
+        ),
+        (
+            vec![
+                "account",
+                "--events",
+                &bad_number,
+                "--steps",
+                "3",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "--events takes the steps from the file",
+        ),
+        (
+            vec![
+                "account",
+                "--sample-rate",
+                "0.01",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "give --delta D",
+        ),
+        (
+            vec![
+                "account",
+                "--sample-rate",
+                "0.01",
+                "--noise-multiplier",
+                "1",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "--sample-rate needs --steps",
+        ),
+        (
+            vec![
+                "account",
+                "--epochs",
+                "3",
+                "--noise-multiplier",
+                "1",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "--epochs, --dataset-size and --batch-size go together",
+        ),
+        (
+            vec![
+                "account",
+                "--epochs",
+                "3",
+                "--dataset-size",
+                "100",
+                "--batch-size",
+                "200",
+                "--noise-multiplier",
+                "1",
+                "--delta",
+                "1e-5",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "invalid batch_size = 200: expected a whole number from 1 to the dataset size (100)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = dptrain(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: stderr `{stderr}` lacks `{expected}`"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout on error");
+    }
+}
