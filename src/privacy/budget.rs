@@ -6,9 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::accountant::{PrivacySpent, RdpAccountant};
-use super::conversion::check_delta;
+use super::conversion::{check_delta, check_target_epsilon};
 use super::ledger::PrivacyEvent;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A target (ε, δ).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -31,13 +31,7 @@ pub struct BudgetCheck {
 impl PrivacyBudget {
     /// A validated budget: ε > 0 finite, δ ∈ (0, 1).
     pub fn new(target_epsilon: f64, delta: f64) -> Result<Self> {
-        if !(target_epsilon > 0.0 && target_epsilon.is_finite()) {
-            return Err(Error::invalid(
-                "target_epsilon",
-                target_epsilon,
-                "a finite number above 0",
-            ));
-        }
+        check_target_epsilon(target_epsilon)?;
         check_delta(delta)?;
         Ok(PrivacyBudget {
             target_epsilon,

@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use super::accountant::RdpAccountant;
-use super::conversion::check_delta;
+use super::conversion::{check_delta, check_target_epsilon};
 use super::ledger::PrivacyEvent;
 use crate::error::{Error, Result};
 
@@ -47,13 +47,7 @@ pub fn calibrate_scale(
     delta: f64,
     mut epsilon_of: impl FnMut(f64) -> Result<f64>,
 ) -> Result<Calibration> {
-    if !(target_epsilon > 0.0 && target_epsilon.is_finite()) {
-        return Err(Error::invalid(
-            "target_epsilon",
-            target_epsilon,
-            "a finite number above 0",
-        ));
-    }
+    check_target_epsilon(target_epsilon)?;
     check_delta(delta)?;
     let meets = |epsilon: f64| epsilon <= target_epsilon;
     let calibration = |noise_multiplier, epsilon| Calibration {

@@ -50,6 +50,19 @@ pub fn check_delta(delta: f64) -> Result<()> {
     }
 }
 
+/// Checks that a target ε is finite and above 0.
+pub fn check_target_epsilon(target_epsilon: f64) -> Result<()> {
+    if target_epsilon > 0.0 && target_epsilon.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "target_epsilon",
+            target_epsilon,
+            "a finite number above 0",
+        ))
+    }
+}
+
 /// The smallest ε over the orders for which the composed mechanism is (ε, δ)-DP.
 ///
 /// `rdp[i]` is the RDP at `orders[i]`; +∞ entries are skipped.

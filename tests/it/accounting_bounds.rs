@@ -4,18 +4,10 @@
 //! Poisson-subsampled Gaussian; RDP composition plus conversion is looser. An RDP ε below
 //! PRV's certified lower bound, or below PLD's estimate, would mean a bug in ours.
 
-use dptrain::privacy::{Conversion, Orders, PrivacyEvent, RdpAccountant};
+use dptrain::privacy::{Conversion, Orders, RdpAccountant};
 
 use crate::accounting_vectors::heterogeneous_cases;
-use crate::support::rows;
-
-fn rdp_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    let mut accountant = RdpAccountant::default();
-    accountant
-        .compose(PrivacyEvent::new(q, sigma, steps).unwrap())
-        .unwrap();
-    accountant.epsilon(delta).unwrap().epsilon
-}
+use crate::support::{epsilon, rows};
 
 /// Above this ε, dp_accounting's PLD ε-from-δ underflows and overstates ε by 0.94-0.99
 /// (README, pld_epsilon.csv); those rows are compared with that slack.
@@ -32,7 +24,7 @@ fn rdp_epsilon_is_never_below_pld() {
             row.f64("delta"),
         );
         let pld = row.f64("epsilon_pld");
-        let ours = rdp_epsilon(q, sigma, steps, delta);
+        let ours = epsilon(q, sigma, steps, delta);
         let slack = if pld > PLD_UNDERFLOW_EPSILON {
             1.0
         } else {
@@ -59,7 +51,7 @@ fn rdp_epsilon_is_never_below_prv() {
             row.u64("steps"),
             row.f64("delta"),
         );
-        let ours = rdp_epsilon(q, sigma, steps, delta);
+        let ours = epsilon(q, sigma, steps, delta);
         // eps_low is a certified lower bound on the true ε; the estimate is near-exact.
         for column in ["eps_low", "eps_estimate"] {
             let theirs = row.f64(column);
@@ -98,7 +90,7 @@ fn heterogeneous_rdp_epsilon_is_never_below_pld() {
 #[test]
 fn known_settings_rdp_is_above_pld_and_prv() {
     for row in rows("accounting/known_values.csv") {
-        let ours = rdp_epsilon(
+        let ours = epsilon(
             row.f64("q"),
             row.f64("noise_multiplier"),
             row.u64("steps"),

@@ -9,6 +9,8 @@ use dptrain::privacy::{
 };
 use proptest::prelude::*;
 
+use crate::support::epsilon;
+
 /// Sample rates from 1e-4 to 0.5, spread evenly in log scale.
 fn sample_rate() -> impl Strategy<Value = f64> {
     (-4.0f64..-std::f64::consts::LOG10_2).prop_map(|e| 10f64.powf(e))
@@ -36,14 +38,6 @@ fn ledger(max_blocks: usize) -> impl Strategy<Value = Ledger> {
         }
         ledger
     })
-}
-
-fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    let mut accountant = RdpAccountant::default();
-    accountant
-        .compose(PrivacyEvent::new(q, sigma, steps).unwrap())
-        .unwrap();
-    accountant.epsilon(delta).unwrap().epsilon
 }
 
 proptest! {

@@ -4,21 +4,13 @@
 //! relative, best orders exactly, calibrated noise to 1e-4 relative (and never above target).
 
 use dptrain::privacy::{
-    Conversion, Ledger, Orders, PrivacyEvent, PrivacySpent, RdpAccountant,
-    calibrate_noise_multiplier, poisson_gaussian_rdp,
+    Conversion, Ledger, Orders, PrivacyEvent, RdpAccountant, calibrate_noise_multiplier,
+    poisson_gaussian_rdp,
 };
 
-use crate::support::{relative_error, rows};
+use crate::support::{relative_error, rows, spent};
 
 const RELATIVE: f64 = 1e-8;
-
-fn spent(q: f64, sigma: f64, steps: u64, delta: f64, conversion: Conversion) -> PrivacySpent {
-    let mut accountant = RdpAccountant::new(Orders::dp_accounting_default(), conversion);
-    accountant
-        .compose(PrivacyEvent::new(q, sigma, steps).unwrap())
-        .unwrap();
-    accountant.epsilon(delta).unwrap()
-}
 
 #[test]
 fn default_orders_are_dp_accountings() {

@@ -26,6 +26,11 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 
+/// Owned arguments from string slices.
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
 /// A file in a fresh temporary directory of this test process.
 fn temp_file(name: &str, contents: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dptrain-cli-{}", std::process::id()));
@@ -180,7 +185,7 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
         bad_number.to_str().unwrap().to_string(),
     );
     let account = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec![
+        let mut line = vec![
             "account",
             "--sample-rate",
             "0.01",
@@ -192,12 +197,12 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
             "1e-5",
         ];
         for pair in extra.chunks(2) {
-            match args.iter().position(|a| *a == pair[0]) {
-                Some(i) => args[i + 1] = pair[1],
-                None => args.extend(pair),
+            match line.iter().position(|a| *a == pair[0]) {
+                Some(i) => line[i + 1] = pair[1],
+                None => line.extend(pair),
             }
         }
-        args.into_iter().map(String::from).collect()
+        args(&line)
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -239,7 +244,7 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
             "invalid value 'ten' for '--steps <N>'",
         ),
         (
-            vec![
+            args(&[
                 "calibrate",
                 "--target-epsilon",
                 "0.001",
@@ -249,14 +254,11 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "1000000",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "target epsilon 0.001 at delta 0.00001 cannot be reached: even noise multiplier 10000",
         ),
         (
-            vec![
+            args(&[
                 "calibrate",
                 "--target-epsilon",
                 "-1",
@@ -266,35 +268,23 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "10",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "invalid target_epsilon = -1",
         ),
         (
-            vec!["account", "--events", missing, "--delta", "1e-5"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            args(&["account", "--events", missing, "--delta", "1e-5"]),
             "/nonexistent/dptrain/events.csv: No such file or directory",
         ),
         (
-            vec!["account", "--events", &wrong_header, "--delta", "1e-5"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            args(&["account", "--events", &wrong_header, "--delta", "1e-5"]),
             "header.csv:line 1: expected the header `sample_rate,noise_multiplier,steps`, found header `q,sigma,steps`",
         ),
         (
-            vec!["account", "--events", &bad_number, "--delta", "1e-5"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            args(&["account", "--events", &bad_number, "--delta", "1e-5"]),
             "number.csv:line 3, column 2 (noise_multiplier): expected a number, found `1.O`",
         ),
         (
-            vec![
+            args(&[
                 "account",
                 "--events",
                 &bad_number,
@@ -302,14 +292,11 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "3",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "--events takes the steps from the file",
         ),
         (
-            vec![
+            args(&[
                 "account",
                 "--sample-rate",
                 "0.01",
@@ -317,14 +304,11 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "1",
                 "--steps",
                 "10",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "give --delta D",
         ),
         (
-            vec![
+            args(&[
                 "account",
                 "--sample-rate",
                 "0.01",
@@ -332,14 +316,11 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "1",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "--sample-rate needs --steps",
         ),
         (
-            vec![
+            args(&[
                 "account",
                 "--epochs",
                 "3",
@@ -347,14 +328,11 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "1",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "--epochs, --dataset-size and --batch-size go together",
         ),
         (
-            vec![
+            args(&[
                 "account",
                 "--epochs",
                 "3",
@@ -366,10 +344,7 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
                 "1",
                 "--delta",
                 "1e-5",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            ]),
             "invalid batch_size = 200: expected a whole number from 1 to the dataset size (100)",
         ),
     ];

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 
 use std::collections::HashMap;
+
+use dptrain::privacy::{Conversion, Orders, PrivacyEvent, PrivacySpent, RdpAccountant};
 use std::path::{Path, PathBuf};
 
 /// A path under `tests/data`.
@@ -54,4 +56,18 @@ pub fn rows(relative: &str) -> Vec<Row> {
 /// |a − b| / |b|, with equal infinities and exact zeros counting as 0.
 pub fn relative_error(a: f64, b: f64) -> f64 {
     if a == b { 0.0 } else { ((a - b) / b).abs() }
+}
+
+/// What `steps` steps at (q, σ) spend at δ under the default orders.
+pub fn spent(q: f64, sigma: f64, steps: u64, delta: f64, conversion: Conversion) -> PrivacySpent {
+    let mut accountant = RdpAccountant::new(Orders::dp_accounting_default(), conversion);
+    accountant
+        .compose(PrivacyEvent::new(q, sigma, steps).unwrap())
+        .unwrap();
+    accountant.epsilon(delta).unwrap()
+}
+
+/// ε of `steps` steps at (q, σ) and δ, default orders and conversion.
+pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    spent(q, sigma, steps, delta, Conversion::Improved).epsilon
 }
