@@ -4,14 +4,18 @@
 //! Gaussian noise, accounted with Rényi DP (Mironov 2017; Mironov, Talwar & Zhang 2019).
 //!
 //! Rooms, lowest layer first (a room imports only its own layer or lower ones):
-//! 0 [`error`], [`fs`], [`privacy::numerics`] → 1 [`privacy`] → 5 [`cli`].
+//! 0 [`error`], [`fs`], [`privacy::numerics`] → 1 [`privacy`], [`sampling`] → 2 [`data`],
+//! [`mechanism`] → 5 [`cli`].
 //! Training, data, models and reports arrive in later layers.
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod fs;
+pub mod mechanism;
 pub mod privacy;
+pub mod sampling;
 
 pub use error::{Error, Result};

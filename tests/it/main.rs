@@ -5,4 +5,5 @@ mod accounting_properties;
 mod accounting_vectors;
 mod architecture;
 mod cli;
+mod data;
 mod support;

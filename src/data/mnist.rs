@@ -1,0 +1,120 @@
+//! MNIST (LeCun, Cortes & Burges): 60,000 training and 10,000 test digits, 28×28 grey.
+//!
+//! Read from the four gzip IDX files shipped in `datasets/mnist`, each checked against
+//! `SHA256SUMS` before use. Pixels become `x/255`, then `(x − 0.1307)/0.3081`, the usual
+//! public constants (as ../bench/opacus does), so the same numbers reach every model.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Dataset;
+use super::idx::{read_idx, read_sha256sums, verify_sha256};
+use crate::error::{Error, Result};
+
+/// Mean of MNIST pixels after scaling to [0, 1] (a published constant).
+pub const MNIST_MEAN: f32 = 0.1307;
+/// Standard deviation of MNIST pixels after scaling to [0, 1] (a published constant).
+pub const MNIST_STD: f32 = 0.3081;
+
+/// Where MNIST lives and whether to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MnistConfig {
+    /// Folder with the four `*-idx?-ubyte.gz` files and `SHA256SUMS`.
+    pub dir: PathBuf,
+    /// Check every file against `SHA256SUMS` before reading it.
+    pub verify_checksums: bool,
+}
+
+impl Default for MnistConfig {
+    fn default() -> Self {
+        MnistConfig {
+            dir: PathBuf::from("datasets/mnist"),
+            verify_checksums: true,
+        }
+    }
+}
+
+/// The training and test splits.
+#[derive(Debug, Clone)]
+pub struct Mnist {
+    /// 60,000 examples.
+    pub train: Dataset,
+    /// 10,000 examples.
+    pub test: Dataset,
+}
+
+/// Loads and normalises both splits.
+pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
+    let dir = &config.dir;
+    let sums = if config.verify_checksums {
+        let sums_path = dir.join("SHA256SUMS");
+        Some((read_sha256sums(&sums_path)?, sums_path))
+    } else {
+        None
+    };
+    let split = |images: &str, labels: &str| -> Result<Dataset> {
+        let (images, labels) = (dir.join(images), dir.join(labels));
+        if let Some((sums, sums_path)) = &sums {
+            verify_sha256(&images, sums, sums_path)?;
+            verify_sha256(&labels, sums, sums_path)?;
+        }
+        read_split(&images, &labels)
+    };
+    Ok(Mnist {
+        train: split("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")?,
+        test: split("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")?,
+    })
+}
+
+/// One split from its image and label files (no checksum check).
+pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    let images = read_idx(images_path, 3)?;
+    let labels = read_idx(labels_path, 1)?;
+    let invalid = |path: &Path, location: String, message: String| Error::Parse {
+        path: path.to_path_buf(),
+        location,
+        message,
+    };
+    let (count, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
+    if (rows, cols) != (28, 28) {
+        return Err(invalid(
+            images_path,
+            "header".into(),
+            format!("images are {rows}×{cols}, expected 28×28"),
+        ));
+    }
+    if labels.dims[0] != count {
+        return Err(invalid(
+            labels_path,
+            "header".into(),
+            format!(
+                "{} labels for {count} images in {}",
+                labels.dims[0],
+                images_path.display()
+            ),
+        ));
+    }
+    if let Some(at) = labels.data.iter().position(|&l| l > 9) {
+        return Err(invalid(
+            labels_path,
+            format!("label {at}"),
+            format!(
+                "label {} is out of range: expected a digit 0-9",
+                labels.data[at]
+            ),
+        ));
+    }
+    let features = images
+        .data
+        .iter()
+        .map(|&p| (f32::from(p) / 255.0 - MNIST_MEAN) / MNIST_STD)
+        .collect();
+    Ok(Dataset {
+        features,
+        labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
+        feature_shape: vec![1, rows, cols],
+        classes: 10,
+    })
+}

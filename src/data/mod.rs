@@ -1,0 +1,46 @@
+//! Data sets: readers, checks and normalisation, producing plain in-memory arrays.
+//!
+//! Nothing here touches privacy accounting; the trainer samples from a [`Dataset`] with the
+//! Poisson sampler of `sampling`. Normalisation constants are fixed public values, never
+//! statistics computed from the private training data.
+
+pub mod idx;
+pub mod mnist;
+
+pub use mnist::{Mnist, MnistConfig, load_mnist};
+
+/// Examples as rows of `f32` features with integer class labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// `len() × feature_len()` values, row-major.
+    pub features: Vec<f32>,
+    /// One class index per example, each below `classes`.
+    pub labels: Vec<u32>,
+    /// The shape of one example's features (for MNIST `[1, 28, 28]`).
+    pub feature_shape: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Number of feature values per example.
+    pub fn feature_len(&self) -> usize {
+        self.feature_shape.iter().product()
+    }
+
+    /// The features of example `index`.
+    pub fn example(&self, index: usize) -> &[f32] {
+        let d = self.feature_len();
+        &self.features[index * d..(index + 1) * d]
+    }
+}

@@ -1,0 +1,12 @@
+//! The Gaussian mechanism of DP-SGD: clip each example's gradient, then add noise once per
+//! step to the sum (Abadi et al. 2016, Alg. 1).
+//!
+//! This room works on plain slices, not tensors: the part of the privacy claim it carries
+//! (the sensitivity bound C and noise of standard deviation σ·C) stays small and auditable.
+//! It never computes ε; the trainer reports each step to `privacy`.
+
+pub mod clipping;
+pub mod noise;
+
+pub use clipping::{ClippingConfig, ClippingMode, clip_factor, per_layer_clip_norms};
+pub use noise::GaussianNoise;

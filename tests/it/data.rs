@@ -1,0 +1,126 @@
+//! The shipped MNIST: checksums, sizes, the label counts its README publishes, and errors
+//! for damaged copies.
+
+use std::path::{Path, PathBuf};
+
+use dptrain::data::mnist::{MNIST_MEAN, MNIST_STD};
+use dptrain::data::{MnistConfig, load_mnist};
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist")
+}
+
+fn label_counts(labels: &[u32]) -> Vec<usize> {
+    let mut counts = vec![0; 10];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    counts
+}
+
+#[test]
+fn shipped_mnist_matches_its_readme() {
+    let mnist = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: true,
+    })
+    .unwrap();
+    assert_eq!(mnist.train.len(), 60_000);
+    assert_eq!(mnist.test.len(), 10_000);
+    assert_eq!(mnist.train.feature_shape, [1, 28, 28]);
+    // datasets/mnist/README.md.
+    assert_eq!(
+        label_counts(&mnist.train.labels),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
+    assert_eq!(
+        label_counts(&mnist.test.labels),
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
+    // Pixels 0 and 255 map to the ends of the normalised range.
+    let (lo, hi) = (
+        (0.0 - MNIST_MEAN) / MNIST_STD,
+        (1.0 - MNIST_MEAN) / MNIST_STD,
+    );
+    let min = mnist
+        .train
+        .features
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, f32::min);
+    let max = mnist
+        .train
+        .features
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!((min, max), (lo, hi));
+}
+
+/// A private copy of the shipped files, to damage.
+fn copy_of_mnist(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dptrain-mnist-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(shipped()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// (name, how to damage the copy, verify checksums?, the message expected).
+type Damage = (&'static str, fn(&Path), bool, &'static str);
+
+#[test]
+fn damaged_copies_are_refused_with_the_file_named() {
+    let cases: [Damage; 4] = [
+        (
+            "checksum",
+            |dir| {
+                let mut bytes = std::fs::read(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), bytes).unwrap();
+            },
+            true,
+            "t10k-labels-idx1-ubyte.gz:contents: SHA-256 mismatch",
+        ),
+        (
+            "truncated",
+            |dir| {
+                let bytes = std::fs::read(dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+                std::fs::write(
+                    dir.join("t10k-images-idx3-ubyte.gz"),
+                    &bytes[..bytes.len() / 2],
+                )
+                .unwrap();
+            },
+            false,
+            "t10k-images-idx3-ubyte.gz:gzip stream: cannot decompress",
+        ),
+        (
+            "missing",
+            |dir| std::fs::remove_file(dir.join("train-labels-idx1-ubyte.gz")).unwrap(),
+            false,
+            "train-labels-idx1-ubyte.gz: No such file or directory",
+        ),
+        (
+            "no-sums",
+            |dir| std::fs::remove_file(dir.join("SHA256SUMS")).unwrap(),
+            true,
+            "SHA256SUMS: No such file or directory",
+        ),
+    ];
+    for (tag, damage, verify, expected) in cases {
+        let dir = copy_of_mnist(tag);
+        damage(&dir);
+        let err = load_mnist(&MnistConfig {
+            dir: dir.clone(),
+            verify_checksums: verify,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{tag}: `{err}` lacks `{expected}`");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
