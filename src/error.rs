@@ -57,6 +57,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A tensor operation failed (shapes, dtypes, devices): a bug or an unsupported model.
+    #[error("tensor operation failed: {0}")]
+    Tensor(String),
+
     /// Command-line arguments that do not fit together.
     #[error("{0}")]
     Usage(String),

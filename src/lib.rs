@@ -14,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod fs;
+pub mod grad_sample;
 pub mod mechanism;
 pub mod privacy;
 pub mod sampling;

@@ -6,4 +6,5 @@ mod accounting_vectors;
 mod architecture;
 mod cli;
 mod data;
+mod grad_sample;
 mod support;

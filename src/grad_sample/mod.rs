@@ -1,0 +1,22 @@
+//! Per-example gradient norms and clipped sums, without materialising per-example gradients
+//! where a cheaper formula exists (Goodfellow 2015; Li et al. 2022, ghost clipping).
+//!
+//! Every DP layer here is linear in its parameters: y = A Wᵀ + b, with A the layer's input
+//! as it multiplies W (for a Conv2d, the unfolded patches of `im2col`). One forward pass
+//! records A; one backward pass gives G = ∂loss/∂y (through a zero probe added to y, because
+//! candle drops the gradients of intermediate tensors). From A and G alone:
+//! per-example squared norms (`linear::sq_norms`) and the clipped sum Σ_i c_i ∇θ_i
+//! (`linear::clipped_sums`), one matmul each. Each layer type has its file and is tested
+//! against a naive loop of batch-size-1 backward passes (tests/it/grad_sample.rs).
+
+pub mod conv2d;
+pub mod im2col;
+pub mod linear;
+
+use crate::error::Error;
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(e.to_string())
+    }
+}
