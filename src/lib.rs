@@ -16,7 +16,9 @@ pub mod error;
 pub mod fs;
 pub mod grad_sample;
 pub mod mechanism;
+pub mod model;
 pub mod privacy;
 pub mod sampling;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -6,5 +6,6 @@ mod accounting_vectors;
 mod architecture;
 mod cli;
 mod data;
+mod dp_step;
 mod grad_sample;
 mod support;

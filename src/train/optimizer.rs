@@ -1,0 +1,419 @@
+//! The DP optimizer: clip → sum → noise → scale, then the inner optimizer's step
+//! (Abadi et al. 2016, Alg. 1; the same order as Opacus's `DPOptimizer.pre_step`).
+//!
+//! One logical step takes the Poisson batch's indices, processes them in physical chunks of
+//! at most `max_physical_batch` (virtual batches: the clipped sums accumulate across
+//! chunks), adds noise once, divides by the *expected* batch size q·N, and hands the result
+//! to the inner optimizer as its gradients. The inner optimizer sees only privatised
+//! gradients, so its update (momentum, Adam moments) is post-processing.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::mechanism::{
+    ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
+};
+use crate::model::{
+    Model, batch_tensor, label_tensor, layer_clipped_sums, layer_sq_norms, summed_cross_entropy,
+};
+
+/// The inner optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// SGD, optionally with (heavy-ball) momentum: v ← μv + g, θ ← θ − lr·v.
+    Sgd {
+        /// Learning rate.
+        learning_rate: f64,
+        /// Momentum μ ∈ [0, 1).
+        #[serde(default)]
+        momentum: f64,
+    },
+    /// Adam (candle's AdamW with no weight decay).
+    Adam {
+        /// Learning rate.
+        learning_rate: f64,
+        /// β₁.
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// β₂.
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+    },
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+
+fn default_beta2() -> f64 {
+    0.999
+}
+
+impl OptimizerConfig {
+    /// The learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd { learning_rate, .. }
+            | OptimizerConfig::Adam { learning_rate, .. } => *learning_rate,
+        }
+    }
+
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        let lr = self.learning_rate();
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::invalid(
+                "training.optimizer.learning_rate",
+                lr,
+                "a finite number above 0",
+            ));
+        }
+        match *self {
+            OptimizerConfig::Sgd { momentum, .. } if !(0.0..1.0).contains(&momentum) => {
+                Err(Error::invalid(
+                    "training.optimizer.momentum",
+                    momentum,
+                    "a number in [0, 1)",
+                ))
+            }
+            OptimizerConfig::Adam { beta1, beta2, .. }
+                if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) =>
+            {
+                Err(Error::invalid(
+                    "training.optimizer.beta1/beta2",
+                    format!("{beta1}/{beta2}"),
+                    "numbers in [0, 1)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// SGD with momentum (candle's SGD has none).
+struct SgdMomentum {
+    vars: Vec<Var>,
+    velocity: Vec<Option<Tensor>>,
+    learning_rate: f64,
+    momentum: f64,
+}
+
+impl SgdMomentum {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        for (var, velocity) in self.vars.iter().zip(&mut self.velocity) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let direction = match velocity.take() {
+                Some(v) if self.momentum > 0.0 => ((v * self.momentum)? + g)?,
+                _ => g.clone(),
+            };
+            var.set(&(var.as_tensor() - (&direction * self.learning_rate)?)?)?;
+            if self.momentum > 0.0 {
+                *velocity = Some(direction);
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Inner {
+    Sgd(SgdMomentum),
+    Adam(Box<AdamW>),
+}
+
+/// What one logical step did.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepStats {
+    /// Examples in the Poisson batch (private; for monitoring only, never for scaling).
+    pub batch_size: usize,
+    /// Σ of the examples' losses.
+    pub loss_sum: f64,
+    /// Examples whose gradient norm exceeded C (were scaled down).
+    pub clipped: usize,
+    /// Examples whose gradient was not finite (contributed nothing).
+    pub nonfinite: usize,
+}
+
+/// Everything a [`DpOptimizer`] needs besides the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSettings {
+    /// The inner optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Clip norm C and mode.
+    pub clipping: ClippingConfig,
+    /// σ: the noise standard deviation is σ·C.
+    pub noise_multiplier: f64,
+    /// q·N: the sum is divided by this.
+    pub expected_batch_size: f64,
+    /// Largest chunk processed at once (virtual batches).
+    pub max_physical_batch: usize,
+    /// False for the non-private baseline (no clipping, no noise).
+    pub private: bool,
+    /// Seed of the fast noise stream.
+    pub noise_seed: u64,
+}
+
+/// DP-SGD around an inner optimizer.
+pub struct DpOptimizer {
+    inner: Inner,
+    params: Vec<Var>,
+    clipping: ClippingConfig,
+    noise: GaussianNoise,
+    noise_multiplier: f64,
+    expected_batch_size: f64,
+    max_physical_batch: usize,
+    private: bool,
+}
+
+impl DpOptimizer {
+    /// A DP optimizer for `model`'s parameters. `private = false` gives the non-private
+    /// baseline through the same code path (factors 1, no noise).
+    pub fn new(model: &Model, settings: DpSettings) -> Result<Self> {
+        let DpSettings {
+            optimizer,
+            clipping,
+            noise_multiplier,
+            expected_batch_size,
+            max_physical_batch,
+            private,
+            noise_seed,
+        } = settings;
+        optimizer.validate()?;
+        clipping.validate()?;
+        if private && !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
+            return Err(Error::invalid(
+                "noise_multiplier",
+                noise_multiplier,
+                "a finite number above 0",
+            ));
+        }
+        if !(expected_batch_size > 0.0 && expected_batch_size.is_finite()) {
+            return Err(Error::invalid(
+                "expected_batch_size",
+                expected_batch_size,
+                "a number above 0",
+            ));
+        }
+        if max_physical_batch == 0 {
+            return Err(Error::invalid(
+                "training.max_physical_batch",
+                0,
+                "at least 1",
+            ));
+        }
+        let params = model.parameters();
+        let inner = match optimizer {
+            OptimizerConfig::Sgd {
+                learning_rate,
+                momentum,
+            } => Inner::Sgd(SgdMomentum {
+                velocity: vec![None; params.len()],
+                vars: params.clone(),
+                learning_rate,
+                momentum,
+            }),
+            OptimizerConfig::Adam {
+                learning_rate,
+                beta1,
+                beta2,
+            } => Inner::Adam(Box::new(AdamW::new(
+                params.clone(),
+                ParamsAdamW {
+                    lr: learning_rate,
+                    beta1,
+                    beta2,
+                    eps: 1e-8,
+                    weight_decay: 0.0,
+                },
+            )?)),
+        };
+        let noise_std = if private {
+            noise_multiplier * clipping.clip_norm
+        } else {
+            0.0
+        };
+        Ok(DpOptimizer {
+            inner,
+            params,
+            clipping,
+            noise: GaussianNoise::new(noise_std, noise_seed)?,
+            noise_multiplier,
+            expected_batch_size,
+            max_physical_batch,
+            private,
+        })
+    }
+
+    /// The noise multiplier σ of the next step.
+    pub fn noise_multiplier(&self) -> f64 {
+        self.noise_multiplier
+    }
+
+    /// Sets the learning rate (learning-rate schedules cost no privacy).
+    pub fn set_learning_rate(&mut self, learning_rate: f64) {
+        match &mut self.inner {
+            Inner::Sgd(sgd) => sgd.learning_rate = learning_rate,
+            Inner::Adam(adam) => adam.set_learning_rate(learning_rate),
+        }
+    }
+
+    /// One logical DP-SGD step on the examples `indices` of `data` (a Poisson batch; may be
+    /// empty).
+    ///
+    /// # Privacy
+    /// Every example's gradient is scaled to norm at most C (flat) or C/√L per layer, so the
+    /// sum has L2 sensitivity C under add/remove-one; N(0, (σC)²) is added once per
+    /// coordinate; the result is divided by the expected batch size, a public constant.
+    pub fn step(&mut self, model: &Model, data: &Dataset, indices: &[usize]) -> Result<StepStats> {
+        let mut sums: Vec<Vec<f32>> = self
+            .params
+            .iter()
+            .map(|p| vec![0.0; p.elem_count()])
+            .collect();
+        let mut stats = StepStats {
+            batch_size: indices.len(),
+            ..StepStats::default()
+        };
+        for chunk in indices.chunks(self.max_physical_batch) {
+            self.accumulate(model, data, chunk, &mut sums, &mut stats)?;
+        }
+        let mut grads = GradStore::default();
+        for (param, mut sum) in self.params.iter().zip(sums) {
+            if self.private {
+                self.noise.add_to(&mut sum);
+            }
+            let scale = (1.0 / self.expected_batch_size) as f32;
+            sum.iter_mut().for_each(|v| *v *= scale);
+            let grad = Tensor::from_vec(sum, param.shape(), &Device::Cpu)?;
+            grads.insert(param.as_tensor(), grad);
+        }
+        match &mut self.inner {
+            Inner::Sgd(sgd) => sgd.step(&grads)?,
+            Inner::Adam(adam) => adam.step(&grads)?,
+        }
+        Ok(stats)
+    }
+
+    /// Adds one physical chunk's clipped per-example gradients to `sums`.
+    fn accumulate(
+        &self,
+        model: &Model,
+        data: &Dataset,
+        chunk: &[usize],
+        sums: &mut [Vec<f32>],
+        stats: &mut StepStats,
+    ) -> Result<()> {
+        let x = batch_tensor(
+            &data.features,
+            data.feature_len(),
+            chunk,
+            &data.feature_shape,
+        )?;
+        let y = label_tensor(&data.labels, chunk)?;
+        let mut traces = Vec::new();
+        let logits = model.forward(&x, Some(&mut traces))?;
+        let loss = summed_cross_entropy(&logits, &y)?;
+        stats.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+        let grads = loss.backward()?;
+        let layers: Vec<_> = model.dp_layers().collect();
+        let output_grads: Vec<&Tensor> = traces
+            .iter()
+            .map(|t| {
+                grads
+                    .get(t.probe.as_tensor())
+                    .ok_or_else(|| Error::Tensor("a DP layer got no gradient".into()))
+            })
+            .collect::<Result<_>>()?;
+        let layer_norms: Vec<Vec<f32>> = layers
+            .iter()
+            .zip(&traces)
+            .zip(&output_grads)
+            .map(|((layer, trace), g)| Ok(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?))
+            .collect::<Result<_>>()?;
+        let batch = chunk.len();
+        // Clip factors per layer (the same vector for every layer under flat clipping).
+        let per_layer_factors: Vec<Vec<f32>> = if !self.private {
+            vec![vec![1.0; batch]; layers.len()]
+        } else {
+            match self.clipping.mode {
+                ClippingMode::Flat => {
+                    let c = self.clipping.clip_norm as f32;
+                    let factors: Vec<f32> = (0..batch)
+                        .map(|i| {
+                            let norm = layer_norms.iter().map(|n| n[i]).sum::<f32>().sqrt();
+                            stats.clipped += usize::from(norm.is_finite() && norm > c);
+                            stats.nonfinite += usize::from(!norm.is_finite());
+                            clip_factor(norm, c)
+                        })
+                        .collect();
+                    vec![factors; layers.len()]
+                }
+                ClippingMode::PerLayer => {
+                    let bounds = per_layer_clip_norms(self.clipping.clip_norm, layers.len());
+                    layer_norms
+                        .iter()
+                        .zip(bounds)
+                        .map(|(norms, bound)| {
+                            norms
+                                .iter()
+                                .map(|n| clip_factor(n.sqrt(), bound as f32))
+                                .collect()
+                        })
+                        .collect()
+                }
+            }
+        };
+        let mut param = 0;
+        for (((layer, trace), g), factors) in layers
+            .iter()
+            .zip(&traces)
+            .zip(&output_grads)
+            .zip(per_layer_factors)
+        {
+            let factors = Tensor::from_vec(factors, batch, &Device::Cpu)?;
+            let (weight, bias) = layer_clipped_sums(layer, trace, g, &factors)?;
+            for sum in [weight, bias] {
+                let values = sum.flatten_all()?.to_vec1::<f32>()?;
+                for (acc, v) in sums[param].iter_mut().zip(values) {
+                    *acc += v;
+                }
+                param += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-example gradient norms ‖∇θ_i‖ over all parameters, for a batch (diagnostics and
+/// tests: the quantity flat clipping bounds).
+pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+    let x = batch_tensor(
+        &data.features,
+        data.feature_len(),
+        indices,
+        &data.feature_shape,
+    )?;
+    let y = label_tensor(&data.labels, indices)?;
+    let mut traces = Vec::new();
+    let logits = model.forward(&x, Some(&mut traces))?;
+    let grads = summed_cross_entropy(&logits, &y)?.backward()?;
+    let mut total = vec![0.0f32; indices.len()];
+    for (layer, trace) in model.dp_layers().zip(&traces) {
+        let g = grads
+            .get(trace.probe.as_tensor())
+            .ok_or_else(|| Error::Tensor("a DP layer got no gradient".into()))?;
+        for (t, n) in total
+            .iter_mut()
+            .zip(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?)
+        {
+            *t += n;
+        }
+    }
+    Ok(total.into_iter().map(f32::sqrt).collect())
+}

@@ -1,0 +1,228 @@
+//! The DP step on whole models: per-example norms against the naive loop for every model,
+//! clipped norms within C, and the noise scale σ·C/(q·N) on a zero gradient.
+
+use candle_core::Tensor;
+use dptrain::data::Dataset;
+use dptrain::mechanism::{ClippingConfig, clip_factor};
+use dptrain::model::{
+    Activation, Layer, Model, ModelConfig, ModelKind, batch_tensor, label_tensor,
+    layer_clipped_sums, summed_cross_entropy,
+};
+use dptrain::train::{DpOptimizer, DpSettings, OptimizerConfig, per_example_norms};
+
+/// A small MNIST-shaped data set of pseudo-random images (no file I/O in unit-size tests).
+fn fake_mnist(n: usize) -> Dataset {
+    let mut state = 99u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let features = (0..n * 784).map(|_| next() * 3.0 - 0.5).collect();
+    let labels = (0..n).map(|i| (i % 10) as u32).collect();
+    Dataset {
+        features,
+        labels,
+        feature_shape: vec![1, 28, 28],
+        classes: 10,
+    }
+}
+
+fn model(kind: ModelKind) -> Model {
+    let config = ModelConfig {
+        kind,
+        activation: Activation::Tanh,
+        extra_layers: vec![],
+    };
+    Model::new(&config, &[1, 28, 28], 10, 3).unwrap()
+}
+
+/// ‖∇θ_i‖ by one backward pass per example, all parameters, in f64.
+fn naive_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Vec<f64> {
+    indices
+        .iter()
+        .map(|&i| {
+            let x = batch_tensor(&data.features, 784, &[i], &data.feature_shape).unwrap();
+            let y = label_tensor(&data.labels, &[i]).unwrap();
+            let grads = summed_cross_entropy(&model.forward(&x, None).unwrap(), &y)
+                .unwrap()
+                .backward()
+                .unwrap();
+            model
+                .parameters()
+                .iter()
+                .map(|p| {
+                    let g = grads.get(p.as_tensor()).unwrap().flatten_all().unwrap();
+                    g.to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&v| f64::from(v).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect()
+}
+
+#[test]
+fn per_example_norms_match_the_naive_loop_for_every_model() {
+    let data = fake_mnist(12);
+    let indices: Vec<usize> = (0..12).collect();
+    for kind in [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn] {
+        let model = model(kind);
+        let ours = per_example_norms(&model, &data, &indices).unwrap();
+        let naive = naive_norms(&model, &data, &indices);
+        for (i, (a, b)) in ours.iter().zip(&naive).enumerate() {
+            let error = (f64::from(*a) - b).abs() / b;
+            assert!(error < 1e-4, "{kind:?} example {i}: ours {a} vs naive {b}");
+        }
+    }
+}
+
+#[test]
+fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
+    // The gradient each example actually contributes, extracted from the clipped sum with a
+    // one-hot factor vector, has norm at most C (1e-6 slack for f32).
+    let data = fake_mnist(8);
+    let indices: Vec<usize> = (0..8).collect();
+    for (kind, clip_norm) in [
+        (ModelKind::Cnn, 0.1f32),
+        (ModelKind::Mlp, 1.0),
+        (ModelKind::Logreg, 0.01),
+    ] {
+        let model = model(kind);
+        let norms = per_example_norms(&model, &data, &indices).unwrap();
+        let x = batch_tensor(&data.features, 784, &indices, &data.feature_shape).unwrap();
+        let y = label_tensor(&data.labels, &indices).unwrap();
+        let mut traces = Vec::new();
+        let logits = model.forward(&x, Some(&mut traces)).unwrap();
+        let grads = summed_cross_entropy(&logits, &y)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut clipped_any = false;
+        for (i, &norm) in norms.iter().enumerate() {
+            let factor = clip_factor(norm, clip_norm);
+            clipped_any |= factor < 1.0;
+            let mut one_hot = vec![0.0f32; indices.len()];
+            one_hot[i] = factor;
+            let one_hot =
+                Tensor::from_vec(one_hot, indices.len(), &candle_core::Device::Cpu).unwrap();
+            let mut sq = 0.0f64;
+            for (layer, trace) in model.dp_layers().zip(&traces) {
+                let g = grads.get(trace.probe.as_tensor()).unwrap();
+                let (w, b) = layer_clipped_sums(layer, trace, g, &one_hot).unwrap();
+                for t in [w, b] {
+                    sq += t
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|&v| f64::from(v).powi(2))
+                        .sum::<f64>();
+                }
+            }
+            let clipped = sq.sqrt();
+            assert!(
+                clipped <= f64::from(clip_norm) * (1.0 + 1e-6),
+                "{kind:?} example {i}: clipped norm {clipped} > {clip_norm}"
+            );
+        }
+        assert!(clipped_any, "{kind:?}: the test should clip something");
+    }
+}
+
+#[test]
+fn noise_on_a_zero_gradient_has_std_sigma_c_over_expected_batch() {
+    // An empty Poisson batch: the update is −lr · N(0, (σC)²)/(q·N) on every coordinate.
+    let data = fake_mnist(4);
+    let model = model(ModelKind::Mlp);
+    let before: Vec<f32> = model
+        .parameters()
+        .iter()
+        .flat_map(|p| {
+            p.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let (sigma, clip, expected_batch) = (1.3, 0.7, 256.0);
+    let settings = DpSettings {
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 1.0,
+            momentum: 0.0,
+        },
+        clipping: ClippingConfig {
+            clip_norm: clip,
+            ..ClippingConfig::default()
+        },
+        noise_multiplier: sigma,
+        expected_batch_size: expected_batch,
+        max_physical_batch: 64,
+        private: true,
+        noise_seed: 17,
+    };
+    let mut optimizer = DpOptimizer::new(&model, settings).unwrap();
+    let stats = optimizer.step(&model, &data, &[]).unwrap();
+    assert_eq!(stats.batch_size, 0);
+    let after: Vec<f32> = model
+        .parameters()
+        .iter()
+        .flat_map(|p| {
+            p.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let deltas: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| f64::from(a - b))
+        .collect();
+    let n = deltas.len() as f64;
+    let mean = deltas.iter().sum::<f64>() / n;
+    let var = deltas.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let expected_std = sigma * clip / expected_batch;
+    // Variance of n normals: N(s², 2s⁴/n); |z| < 4.9 is a 1e-6 false-failure bound.
+    let z = (var - expected_std.powi(2)) / (expected_std.powi(2) * (2.0 / n).sqrt());
+    assert!(
+        z.abs() < 4.9,
+        "std {} vs {expected_std} (z = {z})",
+        var.sqrt()
+    );
+    assert!(mean.abs() < 4.9 * expected_std / n.sqrt(), "mean {mean}");
+}
+
+#[test]
+fn batch_norm_and_unknown_layers_are_refused_by_name() {
+    let config = ModelConfig {
+        kind: ModelKind::Cnn,
+        activation: Activation::Tanh,
+        extra_layers: vec!["batch_norm".into(), "dropout_mix".into(), "relu".into()],
+    };
+    let err = Model::new(&config, &[1, 28, 28], 10, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`batch_norm` mixes examples"), "{err}");
+    assert!(
+        err.contains("`dropout_mix` has no per-example gradient rule"),
+        "{err}"
+    );
+    assert!(!err.contains("`relu`"), "{err}");
+}
+
+#[test]
+fn models_have_the_reference_parameter_counts() {
+    // ../bench/opacus/README.md: 7,850, 407,050 and 26,010 parameters.
+    assert_eq!(model(ModelKind::Logreg).parameter_count(), 7_850);
+    assert_eq!(model(ModelKind::Mlp).parameter_count(), 407_050);
+    assert_eq!(model(ModelKind::Cnn).parameter_count(), 26_010);
+    assert!(matches!(model(ModelKind::Cnn).layers[0], Layer::Conv2d(_)));
+}
