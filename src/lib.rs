@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod fs;
@@ -18,6 +19,7 @@ pub mod grad_sample;
 pub mod mechanism;
 pub mod model;
 pub mod privacy;
+pub mod report;
 pub mod sampling;
 pub mod train;
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod train;
+
 use crate::error::{Error, Result};
 use crate::privacy::{
     Conversion, Ledger, Orders, PrivacyEvent, RdpAccountant, calibrate_noise_multiplier,
@@ -34,6 +36,54 @@ pub enum Command {
     Account(AccountArgs),
     /// The smallest noise multiplier that keeps DP-SGD within a target ε.
     Calibrate(CalibrateArgs),
+    /// Train a model with DP-SGD from a config and write its run directory.
+    Train(TrainArgs),
+    /// Training-step throughput, private against non-private, on MNIST.
+    Bench(BenchArgs),
+}
+
+/// Flags of `dptrain train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run config (TOML), e.g. configs/quickstart.toml.
+    pub config: PathBuf,
+    /// The run directory (default: reports/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a config value, e.g. --set privacy.target_epsilon=1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Flags of `dptrain bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The model: logreg, mlp or cnn.
+    #[arg(long, value_enum)]
+    pub model: BenchModel,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Timed steps per measurement.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Interleaved repeats (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// The MNIST folder.
+    #[arg(long, default_value = "datasets/mnist")]
+    pub data: PathBuf,
+}
+
+/// Models `bench` can time.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchModel {
+    /// Linear(784 → 10).
+    Logreg,
+    /// Linear(784 → 512) → ReLU → Linear(512 → 10).
+    Mlp,
+    /// The tanh cnn of design.md section 7.
+    Cnn,
 }
 
 /// How many steps at which sample rate: given directly, or as epochs over a data set.
@@ -142,6 +192,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
     match &cli.command {
         Command::Account(args) => account(args),
         Command::Calibrate(args) => calibrate(args),
+        Command::Train(args) => train::run(args),
+        Command::Bench(args) => train::bench(args),
     }
 }
 

@@ -1,0 +1,153 @@
+//! `dptrain train` and `dptrain bench`: resolve the config, load data, call the trainer,
+//! write the run directory.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{BenchArgs, BenchModel, Output, TrainArgs};
+use crate::config::{DataConfig, RunConfig};
+use crate::data::{MnistConfig, load_mnist};
+use crate::error::Result;
+use crate::model::{Activation, ModelConfig, ModelKind};
+use crate::report::{RunManifest, summary_json, unix_now, write_run_dir};
+use crate::train::bench::throughput;
+use crate::train::{save_model, train};
+
+/// Trains from a config and writes `reports/<name>/` (or `--out`).
+pub fn run(args: &TrainArgs) -> Result<Output> {
+    let config = RunConfig::load(&args.config, &args.set)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
+    let DataConfig::Mnist(mnist) = &config.data;
+    let data = load_mnist(mnist)?;
+    let mut manifest = RunManifest::start(config.seed, rayon::current_num_threads());
+    eprintln!(
+        "{}: {} on {} training examples, {} epochs, expected batch {}",
+        config.name,
+        format!("{:?}", config.model.kind).to_lowercase(),
+        data.train.len(),
+        config.training.epochs,
+        config.training.expected_batch_size
+    );
+    let record = train(
+        &data.train,
+        &data.test,
+        &config.model,
+        &config.privacy,
+        &config.training,
+        config.seed,
+        &mut |r| {
+            eprintln!(
+                "epoch {:>3}  step {:>6}  train loss {:.4}  test loss {:.4}  test accuracy {:.2}%  ε {:.3}  {:.0}s",
+                r.epoch,
+                r.step,
+                r.train_loss,
+                r.test_loss,
+                100.0 * r.test_accuracy,
+                r.epsilon,
+                r.wall_seconds
+            )
+        },
+    )?;
+    manifest.finished_unix = unix_now();
+    let summary = summary_json(
+        &record,
+        config.privacy.delta,
+        config.training.expected_batch_size,
+    );
+    write_run_dir(&out, &config.to_toml(), &manifest, &record, &summary)?;
+    save_model(&record.model, &out.join("model.safetensors"))?;
+    let mut table = vec![
+        ("run directory".to_string(), out.display().to_string()),
+        (
+            "test accuracy".into(),
+            record
+                .epochs
+                .last()
+                .map_or("-".into(), |r| format!("{:.2}%", 100.0 * r.test_accuracy)),
+        ),
+        (
+            "steps".into(),
+            format!("{} of {}", record.steps, record.planned_steps),
+        ),
+        ("wall time".into(), format!("{:.0} s", record.wall_seconds)),
+    ];
+    match record.spent {
+        Some(spent) => table.extend([
+            (
+                "epsilon".into(),
+                format!(
+                    "{:.4} at delta {:e} (RDP, order {})",
+                    spent.epsilon, spent.delta, spent.order
+                ),
+            ),
+            (
+                "noise multiplier".into(),
+                format!("{:.6}", record.noise_multiplier),
+            ),
+        ]),
+        None => table.push(("privacy".into(), "none (non-private baseline)".into())),
+    }
+    if let Some(why) = &record.stopped_early {
+        table.push(("stopped early".into(), why.clone()));
+    }
+    Ok(Output {
+        json: summary,
+        table,
+    })
+}
+
+/// Times private and non-private steps of one model.
+pub fn bench(args: &BenchArgs) -> Result<Output> {
+    let data = load_mnist(&MnistConfig {
+        dir: args.data.clone(),
+        verify_checksums: true,
+    })?;
+    let kind = match args.model {
+        BenchModel::Logreg => ModelKind::Logreg,
+        BenchModel::Mlp => ModelKind::Mlp,
+        BenchModel::Cnn => ModelKind::Cnn,
+    };
+    let model = ModelConfig {
+        kind,
+        activation: Activation::Tanh,
+        extra_layers: vec![],
+    };
+    let t = throughput(
+        &model,
+        &data.train,
+        args.batch_size,
+        args.steps,
+        args.repeats,
+    )?;
+    let overhead = t.nonprivate_samples_per_sec / t.private_samples_per_sec;
+    let name = format!("{kind:?}").to_lowercase();
+    let threads = rayon::current_num_threads();
+    Ok(Output {
+        json: json!({
+            "model": name,
+            "batch_size": args.batch_size,
+            "threads": threads,
+            "nonprivate_samples_per_sec": t.nonprivate_samples_per_sec,
+            "private_samples_per_sec": t.private_samples_per_sec,
+            "overhead": overhead,
+        }),
+        table: vec![
+            ("model".into(), name),
+            ("batch size".into(), args.batch_size.to_string()),
+            ("threads".into(), threads.to_string()),
+            (
+                "non-private".into(),
+                format!("{:.0} samples/s", t.nonprivate_samples_per_sec),
+            ),
+            (
+                "private".into(),
+                format!("{:.0} samples/s", t.private_samples_per_sec),
+            ),
+            ("overhead".into(), format!("{overhead:.2}x")),
+        ],
+    })
+}

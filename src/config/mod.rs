@@ -1,0 +1,269 @@
+//! Run configs: TOML files in `configs/`, `--set key=value` overrides, validation.
+//!
+//! One visible merge rule: a `--set` beats the file, the file beats the defaults. Unknown
+//! keys, wrong types and out-of-range values are errors naming the file, the key and what is
+//! expected (the toml crate adds the line and column). The resolved config is saved with
+//! every run.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::MnistConfig;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use crate::train::{PrivacyConfig, TrainingConfig};
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Name of the run (the default output folder is `reports/<name>`).
+    pub name: String,
+    /// Seed of the model init, the sampler and the fast noise.
+    pub seed: u64,
+    /// The data set.
+    pub data: DataConfig,
+    /// The network.
+    pub model: ModelConfig,
+    /// Privacy: target or noise, δ, clipping.
+    pub privacy: PrivacyConfig,
+    /// Optimisation.
+    pub training: TrainingConfig,
+}
+
+/// Which data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dataset", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// MNIST from IDX files.
+    Mnist(MnistConfig),
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`key.path=value`, TOML values), validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RunConfig::parse(&text, path, overrides)
+    }
+
+    /// [`RunConfig::load`] on text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let config_error = |location: String, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            location,
+            message,
+        };
+        let config: RunConfig = if overrides.is_empty() {
+            // Straight from the text, so error spans point into the file.
+            toml::from_str(text)
+                .map_err(|e| config_error(span_location(text, &e), e.message().to_string()))?
+        } else {
+            let mut table: toml::Table = toml::from_str(text)
+                .map_err(|e| config_error(span_location(text, &e), e.message().to_string()))?;
+            for assignment in overrides {
+                apply_override(&mut table, assignment)
+                    .map_err(|message| config_error(format!("--set {assignment}"), message))?;
+            }
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    config_error("with --set overrides".into(), e.message().to_string())
+                })?
+        };
+        config
+            .validate()
+            .map_err(|e| config_error("validation".into(), e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Range checks that the types alone cannot express.
+    pub fn validate(&self) -> Result<()> {
+        self.privacy.validate()?;
+        self.training.validate()?;
+        crate::model::check_layers(&self.model.extra_layers)?;
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return Err(Error::invalid(
+                "name",
+                &self.name,
+                "a non-empty name without slashes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The resolved config as TOML (saved as `config.toml` in the run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunConfig serialises")
+    }
+
+    /// The data folder, for messages.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.data {
+            DataConfig::Mnist(m) => m.dir.clone(),
+        }
+    }
+}
+
+/// `line L, column C` of a toml error, when it has a span.
+fn span_location(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "top level".into(),
+    }
+}
+
+/// Sets `a.b.c = value` in `table`; the value is read as TOML (a bare word is a string).
+/// An integer given for a float key becomes a float.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Result<(), String> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| "expected key.path=value".to_string())?;
+    let key = key.trim();
+    let mut value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
+        Ok(mut t) => t.remove("v").expect("parsed above"),
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).ok_or("empty key")?;
+    let mut current = table;
+    for part in parts {
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    if let (Some(toml::Value::Float(_)), toml::Value::Integer(i)) = (current.get(last), &value) {
+        value = toml::Value::Float(*i as f64);
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+seed = 1
+[data]
+dataset = "mnist"
+dir = "datasets/mnist"
+[model]
+kind = "logreg"
+[privacy]
+target_epsilon = 3.0
+delta = 1e-5
+[training]
+epochs = 1.0
+expected_batch_size = 256
+optimizer = { name = "sgd", learning_rate = 1.0 }
+"#;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<RunConfig> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        RunConfig::parse(text, Path::new("c.toml"), &overrides)
+    }
+
+    #[test]
+    fn a_good_config_round_trips_through_its_resolved_form() {
+        let config = parse(GOOD, &[]).unwrap();
+        assert_eq!(config.privacy.clip_norm, 1.0);
+        assert_eq!(config.training.max_physical_batch, 1024);
+        let again = parse(&config.to_toml(), &[]).unwrap();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        use crate::train::OptimizerConfig;
+        let config = parse(
+            GOOD,
+            &[
+                "privacy.target_epsilon=1",
+                "training.optimizer.momentum=0.9",
+                "model.kind=cnn",
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.privacy.target_epsilon, Some(1.0));
+        assert_eq!(config.model.kind, crate::model::ModelKind::Cnn);
+        assert!(
+            matches!(config.training.optimizer, OptimizerConfig::Sgd { momentum, .. } if momentum == 0.9)
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_file_the_key_and_the_place() {
+        let cases = [
+            (
+                GOOD.replace("seed = 1", "seed = 1\nsede = 2"),
+                vec![],
+                "c.toml:line 4, column 1: unknown field `sede`",
+            ),
+            (
+                GOOD.replace("kind = \"logreg\"", "kind = \"resnet\""),
+                vec![],
+                "unknown variant `resnet`, expected one of `logreg`, `mlp`, `cnn`",
+            ),
+            (
+                GOOD.replace("delta = 1e-5", "delta = 2.0"),
+                vec![],
+                "c.toml:validation: invalid delta = 2: expected a probability in (0, 1)",
+            ),
+            (
+                GOOD.replace("epochs = 1.0", "epochs = \"many\""),
+                vec![],
+                "invalid type: string \"many\", expected f64",
+            ),
+            (
+                GOOD.replace(
+                    "target_epsilon = 3.0",
+                    "target_epsilon = 3.0\nnoise_multiplier = 1.0",
+                ),
+                vec![],
+                "one of them: a target ε",
+            ),
+            (
+                GOOD.replace("target_epsilon = 3.0", ""),
+                vec![],
+                "one of them (or privacy.private = false",
+            ),
+            (
+                GOOD.replace("expected_batch_size = 256", "expected_batch_size = 0"),
+                vec![],
+                "invalid training.expected_batch_size = 0",
+            ),
+            (
+                GOOD.to_string(),
+                vec!["privacy.delta"],
+                "c.toml:--set privacy.delta: expected key.path=value",
+            ),
+            (
+                GOOD.to_string(),
+                vec!["privacy.clip_norm=-1"],
+                "invalid clip_norm = -1",
+            ),
+            (
+                GOOD.replace("[model]", "[model]\nextra_layers = [\"batch_norm\"]"),
+                vec![],
+                "`batch_norm` mixes examples",
+            ),
+            ("name = \n".to_string(), vec![], "c.toml:line 1"),
+        ];
+        for (text, overrides, expected) in cases {
+            let err = parse(&text, &overrides).unwrap_err().to_string();
+            assert!(err.contains(expected), "`{err}` lacks `{expected}`");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The training loop: Poisson batches, DP steps, the ledger of every step taken, and an
+//! evaluation on the test set at the end of each epoch.
+//!
+//! Steps are ⌈E·N/B⌉ (as `dptrain account --epochs` counts them); epoch k ends after step
+//! ⌈k·N/B⌉. With a target ε the noise multiplier is calibrated before the first step, and
+//! each step is checked against the budget before it is taken.
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use super::optimizer::{DpOptimizer, DpSettings};
+use super::settings::{PrivacyConfig, TrainingConfig};
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::model::{Model, ModelConfig, batch_tensor, label_tensor, summed_cross_entropy};
+use crate::privacy::{
+    Ledger, PrivacyBudget, PrivacyEvent, PrivacySpent, RdpAccountant, calibrate_noise_multiplier,
+    epochs_to_steps,
+};
+use crate::sampling::PoissonSampler;
+
+/// One row of metrics.csv: the state at the end of an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Steps taken so far.
+    pub step: u64,
+    /// Mean loss over the examples sampled this epoch (computed from private data: for
+    /// monitoring, not covered by the privacy guarantee).
+    pub train_loss: f64,
+    /// Mean loss on the test set.
+    pub test_loss: f64,
+    /// Accuracy on the test set.
+    pub test_accuracy: f64,
+    /// ε spent so far at the run's δ (0 for a non-private run, where it is meaningless).
+    pub epsilon: f64,
+    /// σ of the last step.
+    pub noise_multiplier: f64,
+    /// C of the last step.
+    pub clip_norm: f64,
+    /// Seconds since the start of training.
+    pub wall_seconds: f64,
+}
+
+/// Everything a finished run produced.
+pub struct TrainingRecord {
+    /// One row per epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// Every step actually taken.
+    pub ledger: Ledger,
+    /// ε at δ of the ledger (None for a non-private run).
+    pub spent: Option<PrivacySpent>,
+    /// The σ used (calibrated or given; 0 when non-private).
+    pub noise_multiplier: f64,
+    /// q = B/N.
+    pub sample_rate: f64,
+    /// Steps taken.
+    pub steps: u64,
+    /// Steps planned.
+    pub planned_steps: u64,
+    /// Why training stopped early, if it did.
+    pub stopped_early: Option<String>,
+    /// Seconds of training (data loading excluded).
+    pub wall_seconds: f64,
+    /// The trained model.
+    pub model: Model,
+}
+
+/// Independent seeds for init, sampling and noise from one run seed (SplitMix64).
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed.wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Mean loss and accuracy of `model` on `data`, in chunks of 1000 examples.
+pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(1000) {
+        let x = batch_tensor(
+            &data.features,
+            data.feature_len(),
+            chunk,
+            &data.feature_shape,
+        )?;
+        let y = label_tensor(&data.labels, chunk)?;
+        let logits = model.forward(&x, None)?;
+        loss += f64::from(summed_cross_entropy(&logits, &y)?.to_scalar::<f32>()?);
+        let predicted = logits.argmax(1)?;
+        let hits: Tensor = predicted
+            .eq(&y)?
+            .to_dtype(candle_core::DType::F32)?
+            .sum_all()?;
+        correct += hits.to_scalar::<f32>()? as usize;
+    }
+    let n = data.len().max(1) as f64;
+    Ok((loss / n, correct as f64 / n))
+}
+
+/// Trains `model_config` on `train` with DP-SGD, evaluating on `test` after each epoch;
+/// `on_epoch` sees each metrics row as it is made.
+pub fn train(
+    train: &Dataset,
+    test: &Dataset,
+    model_config: &ModelConfig,
+    privacy: &PrivacyConfig,
+    training: &TrainingConfig,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+) -> Result<TrainingRecord> {
+    privacy.validate()?;
+    training.validate()?;
+    let n = train.len();
+    let (sample_rate, planned_steps) = epochs_to_steps(
+        training.epochs,
+        n as u64,
+        training.expected_batch_size as u64,
+    )?;
+    let mut accountant = RdpAccountant::default();
+    let noise_multiplier = match (
+        privacy.private,
+        privacy.target_epsilon,
+        privacy.noise_multiplier,
+    ) {
+        (false, _, _) => 0.0,
+        (true, Some(target), _) => {
+            calibrate_noise_multiplier(
+                target,
+                privacy.delta,
+                sample_rate,
+                planned_steps,
+                &accountant,
+            )?
+            .noise_multiplier
+        }
+        (true, None, Some(sigma)) => sigma,
+        (true, None, None) => unreachable!("validated above"),
+    };
+    let budget = match privacy.target_epsilon {
+        Some(target) if privacy.private => Some(PrivacyBudget::new(target, privacy.delta)?),
+        _ => None,
+    };
+    let model = Model::new(
+        model_config,
+        &train.feature_shape,
+        train.classes,
+        derive_seed(seed, 1),
+    )?;
+    let mut sampler = PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?;
+    let mut optimizer = DpOptimizer::new(
+        &model,
+        DpSettings {
+            optimizer: training.optimizer,
+            clipping: privacy.clipping(),
+            noise_multiplier,
+            expected_batch_size: sample_rate * n as f64,
+            max_physical_batch: training.max_physical_batch,
+            private: privacy.private,
+            noise_seed: derive_seed(seed, 3),
+        },
+    )?;
+    let start = Instant::now();
+    let mut epochs = Vec::new();
+    let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
+    let mut stopped_early = None;
+    let mut steps = 0u64;
+    let epoch_end = |k: usize| -> u64 {
+        ((k as f64) * n as f64 / training.expected_batch_size as f64).ceil() as u64
+    };
+    let mut epoch = 1;
+    while steps < planned_steps {
+        let event = PrivacyEvent::new(sample_rate, noise_multiplier.max(f64::MIN_POSITIVE), 1)?;
+        if let Some(budget) = &budget {
+            let check = budget.check(&mut accountant, event)?;
+            if !check.fits {
+                stopped_early = Some(format!(
+                    "step {} would spend ε = {:.4} > target {}",
+                    steps + 1,
+                    check.after.epsilon,
+                    budget.target_epsilon
+                ));
+                break;
+            }
+        }
+        let batch = sampler.sample();
+        let stats = optimizer.step(&model, train, &batch)?;
+        if privacy.private {
+            accountant.compose(event)?;
+        }
+        steps += 1;
+        epoch_loss += stats.loss_sum;
+        epoch_examples += stats.batch_size;
+        if steps == epoch_end(epoch).min(planned_steps) {
+            let (test_loss, test_accuracy) = evaluate(&model, test)?;
+            let epsilon = if privacy.private {
+                accountant.epsilon(privacy.delta)?.epsilon
+            } else {
+                0.0
+            };
+            let record = EpochRecord {
+                epoch,
+                step: steps,
+                train_loss: epoch_loss / epoch_examples.max(1) as f64,
+                test_loss,
+                test_accuracy,
+                epsilon,
+                noise_multiplier,
+                clip_norm: privacy.clip_norm,
+                wall_seconds: start.elapsed().as_secs_f64(),
+            };
+            on_epoch(&record);
+            epochs.push(record);
+            epoch += 1;
+            (epoch_loss, epoch_examples) = (0.0, 0);
+        }
+    }
+    if stopped_early.is_some() && epochs.last().is_none_or(|r| r.step != steps) {
+        let (test_loss, test_accuracy) = evaluate(&model, test)?;
+        let epsilon = if privacy.private {
+            accountant.epsilon(privacy.delta)?.epsilon
+        } else {
+            0.0
+        };
+        let record = EpochRecord {
+            epoch,
+            step: steps,
+            train_loss: epoch_loss / epoch_examples.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            epsilon,
+            noise_multiplier,
+            clip_norm: privacy.clip_norm,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        };
+        on_epoch(&record);
+        epochs.push(record);
+    }
+    let spent = if privacy.private {
+        Some(accountant.epsilon(privacy.delta)?)
+    } else {
+        None
+    };
+    Ok(TrainingRecord {
+        epochs,
+        ledger: accountant.ledger().clone(),
+        spent,
+        noise_multiplier,
+        sample_rate,
+        steps,
+        planned_steps,
+        stopped_early,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        model,
+    })
+}
+
+/// Saves the model's parameters as safetensors (`layers.<i>.weight`, `layers.<i>.bias`),
+/// atomically (temporary file, then rename).
+pub fn save_model(model: &Model, path: &std::path::Path) -> Result<()> {
+    let mut tensors = std::collections::HashMap::new();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (weight, bias) = match layer {
+            crate::model::Layer::Linear(l) => (&l.weight, &l.bias),
+            crate::model::Layer::Conv2d(c) => (&c.weight, &c.bias),
+            _ => continue,
+        };
+        tensors.insert(format!("layers.{i}.weight"), weight.as_tensor().clone());
+        tensors.insert(format!("layers.{i}.bias"), bias.as_tensor().clone());
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let io = |source| crate::error::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
