@@ -301,7 +301,7 @@ fn account(args: &AccountArgs) -> Result<Output> {
                 ));
             }
             let orders = accountant.orders().clone();
-            let best = delta_from_rdp(orders.values(), accountant.rdp()?, epsilon)?;
+            let best = delta_from_rdp(orders.values(), &accountant.rdp()?, epsilon)?;
             table.extend([
                 ("epsilon".into(), format!("{epsilon}")),
                 ("delta".into(), format!("{:e}", best.delta)),

@@ -55,13 +55,18 @@ pub struct RdpAccountant {
     orders: Orders,
     conversion: Conversion,
     ledger: Ledger,
-    /// Σ over the ledger of steps × RDP of the step, per order; valid where `known`.
-    rdp: Vec<f64>,
+    /// Σ over every block but the last of steps × RDP of the step, per order; valid where
+    /// `known`. The composed RDP is `before_last + last.steps × last_curve`: summed block
+    /// by block in ledger order, exactly as [`ledger_rdp`] does, so the ε of a run equals
+    /// the ε recomputed from its saved ledger, bit for bit.
+    before_last: Vec<f64>,
     known: Vec<bool>,
+    /// The RDP curve of the last block's step.
+    last_curve: Option<StepCurve>,
+    /// The curve of the last step asked about that is not the last block's (budget checks).
+    other_curve: Option<StepCurve>,
     /// Σ over the ledger of steps × the Pinsker lower bound of the step.
     rdp_lower_bound: f64,
-    /// The RDP curve of the last (q, σ) seen, so a run of equal steps costs O(orders) each.
-    last_step: Option<StepCurve>,
 }
 
 /// One step's RDP at the orders where `known`.
@@ -71,6 +76,36 @@ struct StepCurve {
     noise_multiplier: u64,
     rdp: Vec<f64>,
     known: Vec<bool>,
+}
+
+impl StepCurve {
+    fn is_for(&self, event: &PrivacyEvent) -> bool {
+        self.sample_rate == event.sample_rate.to_bits()
+            && self.noise_multiplier == event.noise_multiplier.to_bits()
+    }
+
+    /// Fills the orders in `wanted` that are missing.
+    fn complete(&mut self, orders: &Orders, wanted: &[bool]) -> Result<()> {
+        let missing: Vec<bool> = wanted
+            .iter()
+            .zip(&self.known)
+            .map(|(&w, &have)| w && !have)
+            .collect();
+        if missing.iter().any(|&m| m) {
+            poisson_gaussian_rdp_selected(
+                f64::from_bits(self.sample_rate),
+                f64::from_bits(self.noise_multiplier),
+                orders,
+                Some(&missing),
+                &mut RdpScratch::default(),
+                &mut self.rdp,
+            )?;
+            for (have, m) in self.known.iter_mut().zip(missing) {
+                *have |= m;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RdpAccountant {
@@ -85,13 +120,14 @@ impl RdpAccountant {
     pub fn new(orders: Orders, conversion: Conversion) -> Self {
         let known = (0..orders.len()).map(|i| orders.is_eager(i)).collect();
         RdpAccountant {
-            rdp: vec![0.0; orders.len()],
+            before_last: vec![0.0; orders.len()],
             known,
             orders,
             conversion,
             ledger: Ledger::new(),
+            last_curve: None,
+            other_curve: None,
             rdp_lower_bound: 0.0,
-            last_step: None,
         }
     }
 
@@ -104,33 +140,37 @@ impl RdpAccountant {
 
     /// Records one block of steps.
     pub fn compose(&mut self, event: PrivacyEvent) -> Result<()> {
-        let curve = self.step_curve(event)?;
-        let count = event.steps as f64;
-        for ((total, &r), &known) in self.rdp.iter_mut().zip(&curve.rdp).zip(&self.known) {
-            if known {
-                *total += count * r;
+        let merges = self
+            .ledger
+            .events()
+            .last()
+            .is_some_and(|last| last.same_step(&event));
+        if !merges {
+            let curve = self.curve_for(event)?;
+            // The old last block joins the prefix.
+            for i in 0..self.before_last.len() {
+                if self.known[i] {
+                    self.before_last[i] = self.total(i);
+                }
             }
+            self.last_curve = Some(curve);
         }
-        self.rdp_lower_bound +=
-            count * poisson_gaussian_rdp_lower_bound(event.sample_rate, event.noise_multiplier);
+        self.rdp_lower_bound += event.steps as f64
+            * poisson_gaussian_rdp_lower_bound(event.sample_rate, event.noise_multiplier);
         self.ledger.push(event);
         Ok(())
     }
 
     /// Records every block of `ledger`, in order (in parallel for long ledgers).
     pub fn compose_ledger(&mut self, ledger: &Ledger) -> Result<()> {
-        let rdp = ledger_rdp_selected(ledger, &self.orders, Some(&self.known))?;
-        for ((total, r), &known) in self.rdp.iter_mut().zip(rdp).zip(&self.known) {
-            if known {
-                *total += r;
-            }
-        }
         for event in ledger.events() {
             self.rdp_lower_bound += event.steps as f64
                 * poisson_gaussian_rdp_lower_bound(event.sample_rate, event.noise_multiplier);
         }
         self.ledger.extend(ledger);
-        Ok(())
+        self.last_curve = None;
+        let known = self.known.clone();
+        self.recompute(&known)
     }
 
     /// ε at `delta` for everything composed so far.
@@ -143,16 +183,17 @@ impl RdpAccountant {
         self.resolve(delta, None)
     }
 
-    /// ε at `delta` if `event` were composed next; the ledger is not changed.
+    /// ε at `delta` if `event` were composed next; the ledger is not changed. Equal, bit
+    /// for bit, to [`RdpAccountant::epsilon`] after [`RdpAccountant::compose`]`(event)`.
     pub fn epsilon_after(&mut self, event: PrivacyEvent, delta: f64) -> Result<PrivacySpent> {
         self.resolve(delta, Some(event))
     }
 
     /// The composed RDP at every order (computing the orders skipped so far).
-    pub fn rdp(&mut self) -> Result<&[f64]> {
+    pub fn rdp(&mut self) -> Result<Vec<f64>> {
         let missing: Vec<bool> = self.known.iter().map(|k| !k).collect();
         self.learn(&missing)?;
-        Ok(&self.rdp)
+        Ok((0..self.orders.len()).map(|i| self.total(i)).collect())
     }
 
     /// The orders tracked.
@@ -170,18 +211,35 @@ impl RdpAccountant {
         self.conversion
     }
 
+    /// The composed RDP at order `i` (known orders only).
+    fn total(&self, i: usize) -> f64 {
+        match (&self.last_curve, self.ledger.events().last()) {
+            (Some(curve), Some(last)) => self.before_last[i] + last.steps as f64 * curve.rdp[i],
+            _ => self.before_last[i],
+        }
+    }
+
+    /// The composed RDP at order `i` after `extra`, computed as composing it would.
+    fn total_after(&self, i: usize, extra: Option<(&PrivacyEvent, &StepCurve)>) -> f64 {
+        match extra {
+            None => self.total(i),
+            Some((event, curve)) => match (&self.last_curve, self.ledger.events().last()) {
+                (Some(last_curve), Some(last)) if last.same_step(event) => {
+                    self.before_last[i] + (last.steps + event.steps) as f64 * last_curve.rdp[i]
+                }
+                _ => self.total(i) + event.steps as f64 * curve.rdp[i],
+            },
+        }
+    }
+
     /// The best ε over all orders for the ledger plus `extra`, composing skipped orders
     /// only where their lower bound could beat the best known ε.
     fn resolve(&mut self, delta: f64, extra: Option<PrivacyEvent>) -> Result<PrivacySpent> {
         check_delta(delta)?;
-        let extra_curve = extra.map(|e| self.step_curve(e)).transpose()?;
-        let combined = |this: &Self, index: usize| -> f64 {
-            let mut r = this.rdp[index];
-            if let (Some(curve), Some(event)) = (&extra_curve, extra) {
-                r += event.steps as f64 * curve.rdp[index];
-            }
-            r
-        };
+        let orders = self.orders.clone();
+        let alphas = orders.values();
+        let extra_curve = extra.map(|e| self.curve_for(e)).transpose()?;
+        let extra_pair = extra.as_ref().zip(extra_curve.as_ref());
         let mut lower_bound = self.rdp_lower_bound;
         if let Some(e) = extra {
             lower_bound += e.steps as f64
@@ -189,16 +247,21 @@ impl RdpAccountant {
         }
         // Rounding margin: the bounds hold exactly; these guard against last-bit effects.
         let lower_bound = lower_bound * (1.0 - 1e-9);
-        let orders = self.orders.clone();
-        let alphas = orders.values();
         let best_known = (0..alphas.len())
             .filter(|&i| self.known[i])
-            .map(|i| epsilon_at_order(alphas[i], combined(self, i), delta, self.conversion))
+            .map(|i| {
+                epsilon_at_order(
+                    alphas[i],
+                    self.total_after(i, extra_pair),
+                    delta,
+                    self.conversion,
+                )
+            })
             .fold(f64::INFINITY, f64::min);
         let eager: Vec<(f64, f64)> = orders
             .eager_sorted()
             .iter()
-            .map(|&j| (alphas[j], combined(self, j)))
+            .map(|&j| (alphas[j], self.total_after(j, extra_pair)))
             .collect();
         let candidates: Vec<bool> = (0..alphas.len())
             .map(|i| {
@@ -215,23 +278,18 @@ impl RdpAccountant {
             self.learn(&candidates)?;
         }
         // The extra step's curve, now also at the orders just learned.
-        let extra_curve = extra.map(|e| self.step_curve(e)).transpose()?;
-        let extra_steps = extra.map_or(0, |e| e.steps);
+        let extra_curve = extra.map(|e| self.curve_for(e)).transpose()?;
+        let extra_pair = extra.as_ref().zip(extra_curve.as_ref());
         let (known_orders, known_rdp): (Vec<f64>, Vec<f64>) = (0..alphas.len())
             .filter(|&i| self.known[i])
-            .map(|i| {
-                let extra_rdp = extra_curve
-                    .as_ref()
-                    .map_or(0.0, |c| extra_steps as f64 * c.rdp[i]);
-                (alphas[i], self.rdp[i] + extra_rdp)
-            })
+            .map(|i| (alphas[i], self.total_after(i, extra_pair)))
             .unzip();
         let best = epsilon_from_rdp(&known_orders, &known_rdp, delta, self.conversion)?;
         Ok(PrivacySpent {
             epsilon: best.epsilon,
             delta,
             order: best.order,
-            steps: self.ledger.steps() + extra_steps,
+            steps: self.ledger.steps() + extra.map_or(0, |e| e.steps),
         })
     }
 
@@ -242,57 +300,64 @@ impl RdpAccountant {
             .zip(&self.known)
             .map(|(&w, &k)| w && !k)
             .collect();
-        if !new.iter().any(|&n| n) {
-            return Ok(());
-        }
-        let rdp = ledger_rdp_selected(&self.ledger, &self.orders, Some(&new))?;
-        for (i, &n) in new.iter().enumerate() {
-            if n {
-                self.rdp[i] = rdp[i];
-                self.known[i] = true;
+        if new.iter().any(|&n| n) {
+            self.recompute(&new)?;
+            for (known, n) in self.known.iter_mut().zip(new) {
+                *known |= n;
             }
         }
         Ok(())
     }
 
-    /// The RDP curve of `event`'s step at every known order (cached for the last step).
-    fn step_curve(&mut self, event: PrivacyEvent) -> Result<StepCurve> {
-        let (q, sigma) = (event.sample_rate, event.noise_multiplier);
-        let mut curve = match self.last_step.take() {
-            Some(curve)
-                if curve.sample_rate == q.to_bits()
-                    && curve.noise_multiplier == sigma.to_bits() =>
-            {
-                curve
-            }
-            _ => StepCurve {
-                sample_rate: q.to_bits(),
-                noise_multiplier: sigma.to_bits(),
-                rdp: vec![0.0; self.orders.len()],
-                known: vec![false; self.orders.len()],
-            },
+    /// Recomputes `before_last` and the last block's curve at the `selected` orders from
+    /// the ledger.
+    fn recompute(&mut self, selected: &[bool]) -> Result<()> {
+        let events = self.ledger.events();
+        let Some((last, prefix)) = events.split_last() else {
+            return Ok(());
         };
-        let missing: Vec<bool> = self
-            .known
-            .iter()
-            .zip(&curve.known)
-            .map(|(&needed, &have)| needed && !have)
-            .collect();
-        if missing.iter().any(|&m| m) {
-            poisson_gaussian_rdp_selected(
-                q,
-                sigma,
-                &self.orders,
-                Some(&missing),
-                &mut RdpScratch::default(),
-                &mut curve.rdp,
-            )?;
-            for (have, m) in curve.known.iter_mut().zip(missing) {
-                *have |= m;
+        let before = events_rdp(prefix, &self.orders, Some(selected))?;
+        for (i, &s) in selected.iter().enumerate() {
+            if s {
+                self.before_last[i] = before[i];
             }
         }
-        self.last_step = Some(curve.clone());
-        Ok(curve)
+        let mut curve = match self.last_curve.take() {
+            Some(curve) if curve.is_for(last) => curve,
+            _ => StepCurve::empty(last, self.orders.len()),
+        };
+        let wanted: Vec<bool> = self
+            .known
+            .iter()
+            .zip(selected)
+            .map(|(&k, &s)| k || s)
+            .collect();
+        curve.complete(&self.orders, &wanted)?;
+        self.last_curve = Some(curve);
+        Ok(())
+    }
+
+    /// The curve of `event`'s step at every known order, from the caches when possible.
+    fn curve_for(&mut self, event: PrivacyEvent) -> Result<StepCurve> {
+        let known = self.known.clone();
+        let cached = match (&mut self.last_curve, &mut self.other_curve) {
+            (Some(c), _) if c.is_for(&event) => c,
+            (_, Some(c)) if c.is_for(&event) => c,
+            (_, other) => other.insert(StepCurve::empty(&event, known.len())),
+        };
+        cached.complete(&self.orders, &known)?;
+        Ok(cached.clone())
+    }
+}
+
+impl StepCurve {
+    fn empty(event: &PrivacyEvent, width: usize) -> StepCurve {
+        StepCurve {
+            sample_rate: event.sample_rate.to_bits(),
+            noise_multiplier: event.noise_multiplier.to_bits(),
+            rdp: vec![0.0; width],
+            known: vec![false; width],
+        }
     }
 }
 
@@ -344,10 +409,18 @@ pub fn ledger_rdp_selected(
     orders: &Orders,
     selected: Option<&[bool]>,
 ) -> Result<Vec<f64>> {
+    events_rdp(ledger.events(), orders, selected)
+}
+
+/// [`ledger_rdp_selected`] over a slice of blocks.
+fn events_rdp(
+    events: &[PrivacyEvent],
+    orders: &Orders,
+    selected: Option<&[bool]>,
+) -> Result<Vec<f64>> {
     let mut index_of: HashMap<(u64, u64), usize> = HashMap::new();
     let mut distinct: Vec<(f64, f64)> = Vec::new();
-    let slots: Vec<usize> = ledger
-        .events()
+    let slots: Vec<usize> = events
         .iter()
         .map(|e| {
             let key = (e.sample_rate.to_bits(), e.noise_multiplier.to_bits());
@@ -366,7 +439,7 @@ pub fn ledger_rdp_selected(
             poisson_gaussian_rdp_selected(q, sigma, orders, selected, scratch, out)
         })?;
     let mut total = vec![0.0; width];
-    for (event, &slot) in ledger.events().iter().zip(&slots) {
+    for (event, &slot) in events.iter().zip(&slots) {
         let count = event.steps as f64;
         let curve = &curves[slot * width..(slot + 1) * width];
         for (t, &r) in total.iter_mut().zip(curve) {
@@ -394,6 +467,10 @@ mod tests {
         let mut at_once = RdpAccountant::default();
         at_once.compose_ledger(&ledger).unwrap();
         assert_eq!(one_by_one.rdp().unwrap(), at_once.rdp().unwrap());
+        assert_eq!(
+            one_by_one.epsilon(1e-5).unwrap(),
+            at_once.epsilon(1e-5).unwrap()
+        );
         assert_eq!(one_by_one.ledger(), at_once.ledger());
     }
 

@@ -52,7 +52,8 @@ impl PrivacyEvent {
         PrivacyEvent::new(sample_rate, noise_multiplier, steps)
     }
 
-    fn same_step(&self, other: &PrivacyEvent) -> bool {
+    /// True when both blocks repeat the same (q, σ), bit for bit.
+    pub fn same_step(&self, other: &PrivacyEvent) -> bool {
         self.sample_rate.to_bits() == other.sample_rate.to_bits()
             && self.noise_multiplier.to_bits() == other.noise_multiplier.to_bits()
     }

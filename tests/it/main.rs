@@ -9,3 +9,4 @@ mod data;
 mod dp_step;
 mod grad_sample;
 mod support;
+mod training;

@@ -1,0 +1,220 @@
+//! Training runs end to end: reproducibility, the ledger, and the run directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
+use dptrain::model::{Activation, ModelConfig, ModelKind};
+use dptrain::privacy::RdpAccountant;
+use dptrain::report::metrics_csv;
+use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
+
+fn mnist() -> &'static Mnist {
+    static MNIST: OnceLock<Mnist> = OnceLock::new();
+    MNIST.get_or_init(|| {
+        load_mnist(&MnistConfig {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
+            verify_checksums: false,
+        })
+        .unwrap()
+    })
+}
+
+fn head(data: &Dataset, n: usize) -> Dataset {
+    Dataset {
+        features: data.features[..n * data.feature_len()].to_vec(),
+        labels: data.labels[..n].to_vec(),
+        feature_shape: data.feature_shape.clone(),
+        classes: data.classes,
+    }
+}
+
+fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
+    (
+        ModelConfig {
+            kind: ModelKind::Logreg,
+            activation: Activation::Tanh,
+            extra_layers: vec![],
+        },
+        PrivacyConfig {
+            private,
+            target_epsilon: private.then_some(4.0),
+            noise_multiplier: None,
+            delta: 1e-5,
+            clip_norm: 1.0,
+            clipping: Default::default(),
+        },
+        TrainingConfig {
+            epochs: 3.0,
+            expected_batch_size: 64,
+            max_physical_batch: 50,
+            optimizer: OptimizerConfig::Sgd {
+                learning_rate: 0.5,
+                momentum: 0.0,
+            },
+        },
+    )
+}
+
+#[test]
+fn same_seed_same_run_and_the_ledger_is_what_was_spent() {
+    let (train_set, test_set) = (head(&mnist().train, 3000), head(&mnist().test, 1000));
+    let (model, privacy, training) = settings(true);
+    let run = |seed| {
+        train(
+            &train_set,
+            &test_set,
+            &model,
+            &privacy,
+            &training,
+            seed,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let (a, b, other) = (run(7), run(7), run(8));
+    // Every column but the wall clock.
+    let without_time = |csv: String| -> Vec<String> {
+        csv.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(
+        without_time(metrics_csv(&a.epochs)),
+        without_time(metrics_csv(&b.epochs)),
+        "same seed, same metrics"
+    );
+    assert_eq!(a.ledger.to_csv(), b.ledger.to_csv());
+    assert_ne!(
+        metrics_csv(&a.epochs),
+        metrics_csv(&other.epochs),
+        "the seed matters"
+    );
+    // The ledger: q = B/N for every step, steps = ⌈E·N/B⌉, ε recomputed from it alone.
+    assert_eq!(a.steps, (3.0f64 * 3000.0 / 64.0).ceil() as u64);
+    assert!(
+        a.ledger
+            .events()
+            .iter()
+            .all(|e| e.sample_rate == 64.0 / 3000.0)
+    );
+    assert_eq!(a.ledger.steps(), a.steps);
+    let mut recomputed = RdpAccountant::default();
+    recomputed.compose_ledger(&a.ledger).unwrap();
+    let spent = a.spent.unwrap();
+    assert_eq!(recomputed.epsilon(1e-5).unwrap().epsilon, spent.epsilon);
+    assert!(
+        spent.epsilon <= 4.0,
+        "calibrated to the target: {}",
+        spent.epsilon
+    );
+    assert_eq!(a.epochs.len(), 3);
+    // It learns: logistic regression well above chance even with this little data.
+    assert!(a.epochs[2].test_accuracy > 0.7, "{:?}", a.epochs[2]);
+}
+
+#[test]
+fn the_non_private_baseline_spends_nothing_and_learns() {
+    let (train_set, test_set) = (head(&mnist().train, 3000), head(&mnist().test, 1000));
+    let (model, privacy, training) = settings(false);
+    let record = train(
+        &train_set,
+        &test_set,
+        &model,
+        &privacy,
+        &training,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(record.spent.is_none());
+    assert!(record.ledger.is_empty());
+    assert!(record.epochs.last().unwrap().test_accuracy > 0.8);
+}
+
+fn dptrain(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_run_directory_is_complete_and_its_epsilon_is_the_ledgers() {
+    let out: PathBuf = std::env::temp_dir().join(format!("dptrain-run-{}", std::process::id()));
+    let run = dptrain(&[
+        "train",
+        "configs/quickstart.toml",
+        "--set",
+        "model.kind=logreg",
+        "--set",
+        "training.epochs=0.2",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for file in [
+        "config.toml",
+        "manifest.json",
+        "metrics.csv",
+        "ledger.csv",
+        "summary.json",
+        "model.safetensors",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary, printed);
+    let account = dptrain(&[
+        "account",
+        "--events",
+        out.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let account: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    assert_eq!(summary["epsilon"], account["epsilon"]);
+    assert_eq!(summary["steps"], account["steps"]);
+    let ledger = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
+    assert!(
+        ledger.starts_with("sample_rate,noise_multiplier,steps\n0.004266666666666667,"),
+        "{ledger}"
+    );
+    // The resolved config records the override.
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("kind = \"logreg\"") && config.contains("epochs = 0.2"),
+        "{config}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error_and_writes_nothing() {
+    let out = std::env::temp_dir().join(format!("dptrain-bad-run-{}", std::process::id()));
+    let run = dptrain(&[
+        "train",
+        "configs/quickstart.toml",
+        "--set",
+        "privacy.delta=3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("configs/quickstart.toml:validation: invalid delta = 3"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no run directory for a failed config");
+}
