@@ -330,12 +330,17 @@ impl DpOptimizer {
                     .ok_or_else(|| Error::Tensor("a DP layer got no gradient".into()))
             })
             .collect::<Result<_>>()?;
-        let layer_norms: Vec<Vec<f32>> = layers
-            .iter()
-            .zip(&traces)
-            .zip(&output_grads)
-            .map(|((layer, trace), g)| Ok(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?))
-            .collect::<Result<_>>()?;
+        // Per-example norms are needed only to clip (the baseline skips them).
+        let layer_norms: Vec<Vec<f32>> = if self.private {
+            layers
+                .iter()
+                .zip(&traces)
+                .zip(&output_grads)
+                .map(|((layer, trace), g)| Ok(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let batch = chunk.len();
         // Clip factors per layer (the same vector for every layer under flat clipping).
         let per_layer_factors: Vec<Vec<f32>> = if !self.private {
