@@ -105,6 +105,7 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
     let data = load_mnist(&MnistConfig {
         dir: args.data.clone(),
         verify_checksums: true,
+        holdout: 0,
     })?;
     let kind = match args.model {
         BenchModel::Logreg => ModelKind::Logreg,

@@ -25,6 +25,9 @@ pub struct MnistConfig {
     pub dir: PathBuf,
     /// Check every file against `SHA256SUMS` before reading it.
     pub verify_checksums: bool,
+    /// Hold out the last `holdout` training examples as a validation set for tuning: the
+    /// model trains on the rest and is evaluated on them instead of the test set (0: off).
+    pub holdout: usize,
 }
 
 impl Default for MnistConfig {
@@ -32,6 +35,7 @@ impl Default for MnistConfig {
         MnistConfig {
             dir: PathBuf::from("datasets/mnist"),
             verify_checksums: true,
+            holdout: 0,
         }
     }
 }
@@ -39,10 +43,12 @@ impl Default for MnistConfig {
 /// The training and test splits.
 #[derive(Debug, Clone)]
 pub struct Mnist {
-    /// 60,000 examples.
+    /// 60,000 examples (fewer with a holdout).
     pub train: Dataset,
-    /// 10,000 examples.
+    /// 10,000 test examples, or the holdout.
     pub test: Dataset,
+    /// True when `test` is the holdout taken from the training set.
+    pub test_is_holdout: bool,
 }
 
 /// Loads and normalises both splits.
@@ -62,9 +68,26 @@ pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
         }
         read_split(&images, &labels)
     };
+    let train = split("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")?;
+    if config.holdout == 0 {
+        return Ok(Mnist {
+            train,
+            test: split("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")?,
+            test_is_holdout: false,
+        });
+    }
+    if config.holdout >= train.len() {
+        return Err(Error::invalid(
+            "data.holdout",
+            config.holdout,
+            format!("fewer than the {} training examples", train.len()),
+        ));
+    }
+    let (train, holdout) = train.split_at(train.len() - config.holdout);
     Ok(Mnist {
-        train: split("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")?,
-        test: split("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")?,
+        train,
+        test: holdout,
+        test_is_holdout: true,
     })
 }
 

@@ -38,6 +38,18 @@ impl Dataset {
         self.feature_shape.iter().product()
     }
 
+    /// The first `at` examples and the rest, as two data sets.
+    pub fn split_at(&self, at: usize) -> (Dataset, Dataset) {
+        let d = self.feature_len();
+        let part = |range: std::ops::Range<usize>| Dataset {
+            features: self.features[range.start * d..range.end * d].to_vec(),
+            labels: self.labels[range].to_vec(),
+            feature_shape: self.feature_shape.clone(),
+            classes: self.classes,
+        };
+        (part(0..at), part(at..self.len()))
+    }
+
     /// The features of example `index`.
     pub fn example(&self, index: usize) -> &[f32] {
         let d = self.feature_len();

@@ -23,6 +23,7 @@ fn shipped_mnist_matches_its_readme() {
     let mnist = load_mnist(&MnistConfig {
         dir: shipped(),
         verify_checksums: true,
+        holdout: 0,
     })
     .unwrap();
     assert_eq!(mnist.train.len(), 60_000);
@@ -117,10 +118,42 @@ fn damaged_copies_are_refused_with_the_file_named() {
         let err = load_mnist(&MnistConfig {
             dir: dir.clone(),
             verify_checksums: verify,
+            holdout: 0,
         })
         .unwrap_err()
         .to_string();
         assert!(err.contains(expected), "{tag}: `{err}` lacks `{expected}`");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+#[test]
+fn a_holdout_comes_from_the_end_of_the_training_set() {
+    let mnist = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: false,
+        holdout: 5000,
+    })
+    .unwrap();
+    assert!(mnist.test_is_holdout);
+    assert_eq!((mnist.train.len(), mnist.test.len()), (55_000, 5_000));
+    let full = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: false,
+        holdout: 0,
+    })
+    .unwrap();
+    assert_eq!(mnist.test.labels[..], full.train.labels[55_000..]);
+    assert_eq!(mnist.test.example(0), full.train.example(55_000));
+    let too_big = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: false,
+        holdout: 60_000,
+    });
+    assert!(
+        too_big
+            .unwrap_err()
+            .to_string()
+            .contains("invalid data.holdout = 60000")
+    );
 }

@@ -16,6 +16,7 @@ fn mnist() -> &'static Mnist {
         load_mnist(&MnistConfig {
             dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
             verify_checksums: false,
+            holdout: 0,
         })
         .unwrap()
     })
