@@ -7,6 +7,8 @@
 //! Layers that mix examples (batch norm) or have no per-example rule do not exist here; a
 //! config asking for them is refused with the layers named ([`check_layers`]).
 
+pub mod tanh;
+
 use candle_core::{D, DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -299,7 +301,7 @@ impl Model {
                     let y = Self::probe(&patches, y, trace.as_deref_mut())?;
                     y.transpose(1, 2)?.reshape((b, out, oh, ow))?
                 }
-                Layer::Tanh => x.tanh()?,
+                Layer::Tanh => tanh::tanh(&x)?,
                 Layer::Relu => x.relu()?,
                 Layer::MaxPool2Stride1 => max_pool_2_stride_1(&x)?,
                 Layer::Flatten => x.flatten_from(1)?,
