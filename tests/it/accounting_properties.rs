@@ -1,5 +1,5 @@
-//! Properties every correct accountant has, on random inputs (proptest, fixed seed per run
-//! from proptest's defaults; failures are shrunk and reported with their inputs).
+//! Properties every correct accountant has, on random inputs (proptest with a fixed seed;
+//! failures are shrunk and reported with their inputs).
 
 use dptrain::privacy::accountant::rdp_lower_bound;
 use dptrain::privacy::rdp::poisson_gaussian_rdp_lower_bound;
@@ -41,7 +41,13 @@ fn ledger(max_blocks: usize) -> impl Strategy<Value = Ledger> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // A fixed seed: CI runs the same 256 cases every time (set PROPTEST_CASES and edit the
+    // seed to explore further locally).
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_124),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn epsilon_grows_with_steps(q in sample_rate(), sigma in noise_multiplier(),
@@ -61,8 +67,12 @@ proptest! {
         prop_assert!(high >= low, "q {q} -> {low}, q {larger_q} -> {high}");
     }
 
+    /// Sample rates up to 0.1 here: above that, dp_accounting's absolute-value series (which
+    /// we reproduce) drops fractional orders whose series does not converge in 1000 terms,
+    /// and which orders are dropped can change with σ, so its ε is not monotone in σ there
+    /// (see `dp_accountings_bound_is_not_monotone_in_noise_at_large_sample_rates`).
     #[test]
-    fn epsilon_falls_with_noise(q in sample_rate(), sigma in noise_multiplier(),
+    fn epsilon_falls_with_noise(q in (-4.0f64..-1.0).prop_map(|e| 10f64.powf(e)), sigma in noise_multiplier(),
                                 factor in 1.0f64..4.0, steps in 1u64..20_000, d in delta()) {
         let noisy = epsilon(q, sigma * factor, steps, d);
         let quiet = epsilon(q, sigma, steps, d);
@@ -172,4 +182,18 @@ fn the_whole_operating_range_gives_finite_values() {
             }
         }
     }
+}
+
+/// Found by `epsilon_falls_with_noise` when it drew q up to 0.5: more noise, more ε. dp_accounting
+/// 0.6.0 gives the same two values (126.93208424407337 at order 1.8 and 128.4235919540344 at
+/// order 1.9): an artefact of its absolute-value series, which we match on purpose. Kept so
+/// that a change in this behaviour is noticed.
+#[test]
+fn dp_accountings_bound_is_not_monotone_in_noise_at_large_sample_rates() {
+    let q = 0.46806475054301394;
+    let low = crate::support::spent(q, 0.9259426073377921, 351, 1e-3, Conversion::Improved);
+    let high = crate::support::spent(q, 0.9444195493696473, 351, 1e-3, Conversion::Improved);
+    assert!((low.epsilon - 126.93208424407337).abs() < 1e-8 * 127.0);
+    assert!((high.epsilon - 128.4235919540344).abs() < 1e-8 * 128.0);
+    assert_eq!((low.order, high.order), (1.8, 1.9));
 }
