@@ -165,17 +165,44 @@ pub fn train(
         },
     )?;
     let start = Instant::now();
-    let mut epochs = Vec::new();
+    let mut epochs: Vec<EpochRecord> = Vec::new();
     let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
     let mut stopped_early = None;
     let mut steps = 0u64;
-    let epoch_end = |k: usize| -> u64 {
-        ((k as f64) * n as f64 / training.expected_batch_size as f64).ceil() as u64
-    };
+    let expected_batch = training.expected_batch_size as f64;
+    let epoch_end = |k: usize| ((k as f64) * n as f64 / expected_batch).ceil() as u64;
+    // Evaluates and records the state after `steps` steps.
+    let mut record_epoch =
+        |epoch: usize, steps: u64, train_loss: f64, accountant: &mut RdpAccountant| -> Result<()> {
+            let (test_loss, test_accuracy) = evaluate(&model, test)?;
+            let epsilon = match privacy.private {
+                true => accountant.epsilon(privacy.delta)?.epsilon,
+                false => 0.0,
+            };
+            let record = EpochRecord {
+                epoch,
+                step: steps,
+                train_loss,
+                test_loss,
+                test_accuracy,
+                epsilon,
+                noise_multiplier,
+                clip_norm: privacy.clip_norm,
+                wall_seconds: start.elapsed().as_secs_f64(),
+            };
+            on_epoch(&record);
+            epochs.push(record);
+            Ok(())
+        };
     let mut epoch = 1;
+    let mut recorded_step = 0u64;
     while steps < planned_steps {
-        let event = PrivacyEvent::new(sample_rate, noise_multiplier.max(f64::MIN_POSITIVE), 1)?;
-        if let Some(budget) = &budget {
+        // The step about to be taken, as the accountant sees it (None when non-private).
+        let event = match privacy.private {
+            true => Some(PrivacyEvent::new(sample_rate, noise_multiplier, 1)?),
+            false => None,
+        };
+        if let (Some(budget), Some(event)) = (&budget, event) {
             let check = budget.check(&mut accountant, event)?;
             if !check.fits {
                 stopped_early = Some(format!(
@@ -189,56 +216,24 @@ pub fn train(
         }
         let batch = sampler.sample();
         let stats = optimizer.step(&model, train, &batch)?;
-        if privacy.private {
+        if let Some(event) = event {
             accountant.compose(event)?;
         }
         steps += 1;
         epoch_loss += stats.loss_sum;
         epoch_examples += stats.batch_size;
-        if steps == epoch_end(epoch).min(planned_steps) {
-            let (test_loss, test_accuracy) = evaluate(&model, test)?;
-            let epsilon = if privacy.private {
-                accountant.epsilon(privacy.delta)?.epsilon
-            } else {
-                0.0
-            };
-            let record = EpochRecord {
-                epoch,
-                step: steps,
-                train_loss: epoch_loss / epoch_examples.max(1) as f64,
-                test_loss,
-                test_accuracy,
-                epsilon,
-                noise_multiplier,
-                clip_norm: privacy.clip_norm,
-                wall_seconds: start.elapsed().as_secs_f64(),
-            };
-            on_epoch(&record);
-            epochs.push(record);
+        let at_epoch_end = steps == epoch_end(epoch).min(planned_steps);
+        if at_epoch_end {
+            let train_loss = epoch_loss / epoch_examples.max(1) as f64;
+            record_epoch(epoch, steps, train_loss, &mut accountant)?;
+            recorded_step = steps;
             epoch += 1;
             (epoch_loss, epoch_examples) = (0.0, 0);
         }
     }
-    if stopped_early.is_some() && epochs.last().is_none_or(|r| r.step != steps) {
-        let (test_loss, test_accuracy) = evaluate(&model, test)?;
-        let epsilon = if privacy.private {
-            accountant.epsilon(privacy.delta)?.epsilon
-        } else {
-            0.0
-        };
-        let record = EpochRecord {
-            epoch,
-            step: steps,
-            train_loss: epoch_loss / epoch_examples.max(1) as f64,
-            test_loss,
-            test_accuracy,
-            epsilon,
-            noise_multiplier,
-            clip_norm: privacy.clip_norm,
-            wall_seconds: start.elapsed().as_secs_f64(),
-        };
-        on_epoch(&record);
-        epochs.push(record);
+    if stopped_early.is_some() && recorded_step != steps {
+        let train_loss = epoch_loss / epoch_examples.max(1) as f64;
+        record_epoch(epoch, steps, train_loss, &mut accountant)?;
     }
     let spent = if privacy.private {
         Some(accountant.epsilon(privacy.delta)?)
