@@ -274,14 +274,20 @@ impl Model {
 
     /// Logits (B, classes) for inputs (B, C, H, W) or (B, features). With `trace`, every DP
     /// layer's input and output probe are recorded, in layer order.
+    ///
+    /// When tracing, the parameters enter the graph detached: the DP step builds each
+    /// parameter's gradient from the probes (the clipped sum), so the backward pass skips
+    /// the weight-gradient products it would otherwise compute and throw away.
     pub fn forward(&self, x: &Tensor, mut trace: Option<&mut Vec<LayerTrace>>) -> Result<Tensor> {
+        let traced = trace.is_some();
+        let param = |v: &Var| if traced { v.as_tensor().detach() } else { v.as_tensor().clone() };
         let mut x = x.clone();
         for layer in &self.layers {
             x = match layer {
                 Layer::Linear(l) => {
                     let y = x
-                        .matmul(&l.weight.as_tensor().t()?)?
-                        .broadcast_add(l.bias.as_tensor())?;
+                        .matmul(&param(&l.weight).t()?)?
+                        .broadcast_add(&param(&l.bias))?;
                     Self::probe(&x, y, trace.as_deref_mut())?
                 }
                 Layer::Conv2d(c) => {
@@ -294,10 +300,10 @@ impl Model {
                     })?;
                     let out = c.weight.dim(0)?;
                     let patches = im2col(&x, c.geometry)?;
-                    let weight = c.weight.as_tensor().flatten_from(1)?;
+                    let weight = param(&c.weight).flatten_from(1)?;
                     let y = patches
                         .broadcast_matmul(&weight.t()?)?
-                        .broadcast_add(c.bias.as_tensor())?;
+                        .broadcast_add(&param(&c.bias))?;
                     let y = Self::probe(&patches, y, trace.as_deref_mut())?;
                     y.transpose(1, 2)?.reshape((b, out, oh, ow))?
                 }

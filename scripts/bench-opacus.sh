@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Training-step throughput of dptrain and Opacus side by side, in one invocation, model by
+# model (batch 256, 2 threads, fixed batches, sigma = 1, C = 1).
+#
+#   OPACUS_PYTHON=~/venv-opacus/bin/python scripts/bench-opacus.sh [REPEATS]
+#
+# Needs ../shared/bench/opacus (bench_throughput.py) beside this checkout and a Python with
+# torch 2.15.0 and opacus 1.6.0 (python3 -m venv ~/venv-opacus &&
+# ~/venv-opacus/bin/pip install torch==2.15.0 opacus==1.6.0 numpy; about 5.5 GB, keep it
+# outside the repo). Run it on an otherwise idle machine. Peak RSS of dptrain is measured
+# with /usr/bin/time when it is installed (GNU time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeats=${1:-1}
+python=${OPACUS_PYTHON:-python3}
+opacus=../shared/bench/opacus
+out=reports/bench-opacus
+mkdir -p "$out"
+: > "$out/opacus.jsonl"
+: > "$out/dptrain.jsonl"
+cargo build --release --quiet
+for model in logreg mlp cnn; do
+  (cd "$opacus" && "$python" bench_throughput.py matrix --models "$model" \
+      --modes nonprivate,hooks,ghost,ew --repeats "$repeats" \
+      --data "$OLDPWD/datasets/mnist" --out "$OLDPWD/$out/opacus.jsonl") > /dev/null
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f '{"model": "'"$model"'", "peak_rss_mib": %M}' -o "$out/rss-$model.json" \
+      target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
+  else
+    target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
+  fi
+done
+(cd "$opacus" && "$python" bench_throughput.py summarize --out "$OLDPWD/$out/opacus.jsonl")
+cat "$out/dptrain.jsonl"
+cat "$out"/rss-*.json 2>/dev/null || true
