@@ -280,7 +280,13 @@ impl Model {
     /// the weight-gradient products it would otherwise compute and throw away.
     pub fn forward(&self, x: &Tensor, mut trace: Option<&mut Vec<LayerTrace>>) -> Result<Tensor> {
         let traced = trace.is_some();
-        let param = |v: &Var| if traced { v.as_tensor().detach() } else { v.as_tensor().clone() };
+        let param = |v: &Var| {
+            if traced {
+                v.as_tensor().detach()
+            } else {
+                v.as_tensor().clone()
+            }
+        };
         let mut x = x.clone();
         for layer in &self.layers {
             x = match layer {
