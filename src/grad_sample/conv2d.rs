@@ -16,6 +16,11 @@ pub fn sq_norms(patches: &Tensor, output_grad: &Tensor) -> Result<Tensor> {
     linear::sq_norms(patches, output_grad, true)
 }
 
+/// Norms and, when materialised, per-example gradients (see [`linear::per_example`]).
+pub fn per_example(patches: &Tensor, output_grad: &Tensor) -> Result<linear::PerExample> {
+    linear::per_example(patches, output_grad)
+}
+
 /// Σ_i c_i ∇W_i as (out, C, kh, kw) and Σ_i c_i ∇b_i as (out).
 pub fn clipped_sums(
     patches: &Tensor,

@@ -23,29 +23,78 @@ fn with_sequence_axis(t: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Per-example squared norms ‖∇W_i‖² (+ ‖∇b_i‖² when `bias`), shape (B,).
-pub fn sq_norms(input: &Tensor, output_grad: &Tensor, bias: bool) -> Result<Tensor> {
+/// Per-example squared norms of one layer, and the per-example gradients themselves when
+/// they were materialised to get the norms (then the clipped sum reuses them).
+#[derive(Debug)]
+pub struct PerExample {
+    /// ‖∇W_i‖² + ‖∇b_i‖², shape (B,).
+    pub sq_norms: Tensor,
+    /// (∇W_i (B, p, d), ∇b_i (B, p)) when materialised.
+    pub gradients: Option<(Tensor, Tensor)>,
+}
+
+/// Per-example squared norms ‖∇W_i‖² + ‖∇b_i‖², by the cheapest rule (see the module).
+pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
     let a = with_sequence_axis(input)?;
     let g = with_sequence_axis(output_grad)?;
     let (_, t, d) = a.dims3()?;
     let p = g.dim(2)?;
-    let weight = if t == 1 {
+    let bias_grads = g.sum(1)?;
+    let bias = bias_grads.sqr()?.sum(D::Minus1)?;
+    if t == 1 {
         let a2 = a.sqr()?.sum((1, 2))?;
         let g2 = g.sqr()?.sum((1, 2))?;
-        (a2 * g2)?
-    } else if t * t * (p + d) < t * p * d {
+        return Ok(PerExample {
+            sq_norms: ((a2 * g2)? + bias)?,
+            gradients: None,
+        });
+    }
+    if t * t * (p + d) < t * p * d {
         // Ghost norm: ⟨A Aᵀ, G Gᵀ⟩ per example.
         let aa = a.matmul(&a.transpose(1, 2)?)?;
         let gg = g.matmul(&g.transpose(1, 2)?)?;
-        (aa * gg)?.sum((1, 2))?
-    } else {
-        g.transpose(1, 2)?.matmul(&a)?.sqr()?.sum((1, 2))?
-    };
+        return Ok(PerExample {
+            sq_norms: ((aa * gg)?.sum((1, 2))? + bias)?,
+            gradients: None,
+        });
+    }
+    let weight_grads = g.transpose(1, 2)?.matmul(&a)?;
+    Ok(PerExample {
+        sq_norms: (weight_grads.sqr()?.sum((1, 2))? + bias)?,
+        gradients: Some((weight_grads, bias_grads)),
+    })
+}
+
+/// Per-example squared norms ‖∇W_i‖² (+ ‖∇b_i‖² when `bias`), shape (B,).
+pub fn sq_norms(input: &Tensor, output_grad: &Tensor, bias: bool) -> Result<Tensor> {
+    let both = per_example(input, output_grad)?.sq_norms;
     if bias {
-        let b = g.sum(1)?.sqr()?.sum(D::Minus1)?;
-        Ok((weight + b)?)
-    } else {
-        Ok(weight)
+        return Ok(both);
+    }
+    let g = with_sequence_axis(output_grad)?;
+    Ok((both - g.sum(1)?.sqr()?.sum(D::Minus1)?)?)
+}
+
+/// [`clipped_sums`], reusing materialised per-example gradients when `per_example` has
+/// them (a weighted sum of B small matrices instead of a matmul over all B·T rows).
+pub fn clipped_sums_with(
+    per_example: &PerExample,
+    input: &Tensor,
+    output_grad: &Tensor,
+    factors: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    match &per_example.gradients {
+        Some((weight_grads, bias_grads)) => {
+            let b = factors.dim(0)?;
+            let weight = weight_grads
+                .broadcast_mul(&factors.reshape((b, 1, 1))?)?
+                .sum(0)?;
+            let bias = bias_grads
+                .broadcast_mul(&factors.reshape((b, 1))?)?
+                .sum(0)?;
+            Ok((weight, bias))
+        }
+        None => clipped_sums(input, output_grad, factors),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Layers that mix examples (batch norm) or have no per-example rule do not exist here; a
 //! config asking for them is refused with the layers named ([`check_layers`]).
 
+pub mod pool;
 pub mod tanh;
 
 use candle_core::{D, DType, Device, Tensor, Var};
@@ -185,18 +186,6 @@ impl DpConv2d {
     }
 }
 
-/// 2×2 max pooling with stride 1 as the maximum of four shifted views (candle's own
-/// `max_pool2d_with_stride(2, 1)` fails in backward).
-fn max_pool_2_stride_1(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let view = |dy: usize, dx: usize| -> Result<Tensor> {
-        Ok(x.narrow(2, dy, h - 1)?.narrow(3, dx, w - 1)?)
-    };
-    let top = view(0, 0)?.maximum(&view(0, 1)?)?;
-    let bottom = view(1, 0)?.maximum(&view(1, 1)?)?;
-    Ok(top.maximum(&bottom)?)
-}
-
 impl Model {
     /// Builds the configured model for inputs of `input_shape` ([1, 28, 28] for MNIST) and
     /// `classes` outputs, initialised from `seed`.
@@ -315,7 +304,7 @@ impl Model {
                 }
                 Layer::Tanh => tanh::tanh(&x)?,
                 Layer::Relu => x.relu()?,
-                Layer::MaxPool2Stride1 => max_pool_2_stride_1(&x)?,
+                Layer::MaxPool2Stride1 => pool::max_pool_2_stride_1(&x)?,
                 Layer::Flatten => x.flatten_from(1)?,
             };
         }
@@ -354,18 +343,36 @@ pub fn layer_sq_norms(layer: &Layer, trace: &LayerTrace, output_grad: &Tensor) -
     }
 }
 
-/// Clipped sums (weight, bias) of one DP layer, shaped like its parameters.
+/// Per-example norms of one DP layer, with the per-example gradients when they were
+/// materialised on the way (pass them to [`layer_clipped_sums`]).
+pub fn layer_per_example(
+    layer: &Layer,
+    trace: &LayerTrace,
+    output_grad: &Tensor,
+) -> Result<linear::PerExample> {
+    match layer {
+        Layer::Linear(_) => linear::per_example(&trace.input, output_grad),
+        Layer::Conv2d(_) => conv2d::per_example(&trace.input, output_grad),
+        _ => Err(Error::Tensor("not a DP layer".into())),
+    }
+}
+
+/// Clipped sums (weight, bias) of one DP layer, shaped like its parameters; reuses the
+/// per-example gradients of `per_example` when it has them.
 pub fn layer_clipped_sums(
     layer: &Layer,
     trace: &LayerTrace,
     output_grad: &Tensor,
     factors: &Tensor,
+    per_example: Option<&linear::PerExample>,
 ) -> Result<(Tensor, Tensor)> {
+    let (weight, bias) = match per_example {
+        Some(pe) => linear::clipped_sums_with(pe, &trace.input, output_grad, factors)?,
+        None => linear::clipped_sums(&trace.input, output_grad, factors)?,
+    };
     match layer {
-        Layer::Linear(_) => linear::clipped_sums(&trace.input, output_grad, factors),
-        Layer::Conv2d(c) => {
-            conv2d::clipped_sums(&trace.input, output_grad, factors, c.weight.dims4()?)
-        }
+        Layer::Linear(_) => Ok((weight, bias)),
+        Layer::Conv2d(c) => Ok((weight.reshape(c.weight.dims4()?)?, bias)),
         _ => Err(Error::Tensor("not a DP layer".into())),
     }
 }

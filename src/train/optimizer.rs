@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::grad_sample::linear::PerExample;
 use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
 };
 use crate::model::{
-    Model, batch_tensor, label_tensor, layer_clipped_sums, layer_sq_norms, summed_cross_entropy,
+    Model, batch_tensor, label_tensor, layer_clipped_sums, layer_per_example, layer_sq_norms,
+    summed_cross_entropy,
 };
 
 /// The inner optimizer.
@@ -331,16 +333,20 @@ impl DpOptimizer {
             })
             .collect::<Result<_>>()?;
         // Per-example norms are needed only to clip (the baseline skips them).
-        let layer_norms: Vec<Vec<f32>> = if self.private {
+        let per_example: Vec<PerExample> = if self.private {
             layers
                 .iter()
                 .zip(&traces)
                 .zip(&output_grads)
-                .map(|((layer, trace), g)| Ok(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?))
+                .map(|((layer, trace), g)| layer_per_example(layer, trace, g))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
+        let layer_norms: Vec<Vec<f32>> = per_example
+            .iter()
+            .map(|pe| Ok(pe.sq_norms.to_vec1::<f32>()?))
+            .collect::<Result<_>>()?;
         let batch = chunk.len();
         // Clip factors per layer (the same vector for every layer under flat clipping).
         let per_layer_factors: Vec<Vec<f32>> = if !self.private {
@@ -375,14 +381,16 @@ impl DpOptimizer {
             }
         };
         let mut param = 0;
-        for (((layer, trace), g), factors) in layers
+        for (index, (((layer, trace), g), factors)) in layers
             .iter()
             .zip(&traces)
             .zip(&output_grads)
             .zip(per_layer_factors)
+            .enumerate()
         {
             let factors = Tensor::from_vec(factors, batch, &Device::Cpu)?;
-            let (weight, bias) = layer_clipped_sums(layer, trace, g, &factors)?;
+            let (weight, bias) =
+                layer_clipped_sums(layer, trace, g, &factors, per_example.get(index))?;
             for sum in [weight, bias] {
                 let values = sum.flatten_all()?.to_vec1::<f32>()?;
                 for (acc, v) in sums[param].iter_mut().zip(values) {

@@ -6,7 +6,7 @@ use dptrain::data::Dataset;
 use dptrain::mechanism::{ClippingConfig, clip_factor};
 use dptrain::model::{
     Activation, Layer, Model, ModelConfig, ModelKind, batch_tensor, label_tensor,
-    layer_clipped_sums, summed_cross_entropy,
+    layer_clipped_sums, layer_per_example, summed_cross_entropy,
 };
 use dptrain::train::{DpOptimizer, DpSettings, OptimizerConfig, per_example_norms};
 
@@ -113,7 +113,9 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
             let mut sq = 0.0f64;
             for (layer, trace) in model.dp_layers().zip(&traces) {
                 let g = grads.get(trace.probe.as_tensor()).unwrap();
-                let (w, b) = layer_clipped_sums(layer, trace, g, &one_hot).unwrap();
+                // The per-example gradients, when the norm rule materialised them, are reused.
+                let pe = layer_per_example(layer, trace, g).unwrap();
+                let (w, b) = layer_clipped_sums(layer, trace, g, &one_hot, Some(&pe)).unwrap();
                 for t in [w, b] {
                     sq += t
                         .flatten_all()

@@ -175,6 +175,11 @@ fn check_conv(
     let c = factors(batch);
     let (sum_w, sum_b) = conv2d::clipped_sums(&patches, g, &c, (out, channels, k, k)).unwrap();
     assert_eq!(sum_w.dims(), [out, channels, k, k]);
+    // Reusing the materialised per-example gradients gives the same sums.
+    let pe = conv2d::per_example(&patches, g).unwrap();
+    let (reused_w, reused_b) = linear::clipped_sums_with(&pe, &patches, g, &c).unwrap();
+    assert_close(&flat(&reused_w), &flat(&sum_w), "reused weight sum");
+    assert_close(&flat(&reused_b), &flat(&sum_b), "reused bias sum");
     // Naive: candle's conv2d, one example at a time.
     let (naive_norms, naive_w, naive_b) = naive_loop(&flat(&c), |i| {
         let xi = x.narrow(0, i, 1).unwrap();
