@@ -24,7 +24,7 @@ for model in logreg mlp cnn; do
       --modes nonprivate,hooks,ghost,ew --repeats "$repeats" \
       --data "$OLDPWD/datasets/mnist" --out "$OLDPWD/$out/opacus.jsonl") > /dev/null
   if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f '{"model": "'"$model"'", "peak_rss_mib": %M}' -o "$out/rss-$model.json" \
+    /usr/bin/time -f '{"model": "'"$model"'", "peak_rss_kib": %M}' -o "$out/rss-$model.json" \
       target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
   else
     target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
