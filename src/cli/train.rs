@@ -32,6 +32,11 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         config.training.epochs,
         config.training.expected_batch_size
     );
+    let eval_name = if data.test_is_holdout {
+        "holdout"
+    } else {
+        "test"
+    };
     let record = train(
         &data.train,
         &data.test,
@@ -41,7 +46,7 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         config.seed,
         &mut |r| {
             eprintln!(
-                "epoch {:>3}  step {:>6}  train loss {:.4}  test loss {:.4}  test accuracy {:.2}%  ε {:.3}  {:.0}s",
+                "epoch {:>3}  step {:>6}  train loss {:.4}  {eval_name} loss {:.4}  {eval_name} accuracy {:.2}%  ε {:.3}  {:.0}s",
                 r.epoch,
                 r.step,
                 r.train_loss,

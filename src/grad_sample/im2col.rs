@@ -9,6 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 
+use super::contiguous_slice as contiguous;
+
 /// Geometry of a 2-D convolution window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -81,13 +83,6 @@ fn for_each_tap(
                 }
             }
         }
-    }
-}
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("im2col: the input must be contiguous"),
     }
 }
 
@@ -169,12 +164,12 @@ impl CustomOp1 for Im2Col {
         ));
         let out = match storage {
             CpuStorage::F32(data) => CpuStorage::F32(unfold(
-                contiguous(data, layout)?,
+                contiguous(data, layout, "im2col")?,
                 (b, c, h, w),
                 self.geometry,
             )),
             CpuStorage::F64(data) => CpuStorage::F64(unfold(
-                contiguous(data, layout)?,
+                contiguous(data, layout, "im2col")?,
                 (b, c, h, w),
                 self.geometry,
             )),
@@ -213,8 +208,12 @@ impl CustomOp1 for Col2Im {
         let (b, _, _) = layout.shape().dims3()?;
         let shape = Shape::from((b, self.channels, self.height, self.width));
         let out = match storage {
-            CpuStorage::F32(data) => CpuStorage::F32(fold(contiguous(data, layout)?, b, self)),
-            CpuStorage::F64(data) => CpuStorage::F64(fold(contiguous(data, layout)?, b, self)),
+            CpuStorage::F32(data) => {
+                CpuStorage::F32(fold(contiguous(data, layout, "col2im")?, b, self))
+            }
+            CpuStorage::F64(data) => {
+                CpuStorage::F64(fold(contiguous(data, layout, "col2im")?, b, self))
+            }
             other => candle_core::bail!("col2im: unsupported dtype {:?}", other.dtype()),
         };
         Ok((out, shape))

@@ -15,6 +15,19 @@ pub mod linear;
 
 use crate::error::Error;
 
+/// The values of a contiguous CPU tensor's storage, or an error naming `op` (custom ops
+/// here read their input as one flat slice).
+pub(crate) fn contiguous_slice<'a, T>(
+    data: &'a [T],
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
         Error::Tensor(e.to_string())

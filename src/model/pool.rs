@@ -6,6 +6,7 @@
 //! maximum in one pass and the backward sends each output gradient to the first maximal
 //! input of its window (scan order, as PyTorch does), found again from the input.
 
+use crate::grad_sample::contiguous_slice as contiguous;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
@@ -16,13 +17,6 @@ pub struct MaxPool2Stride1;
 /// Its gradient: (output gradient, input) → input gradient.
 #[derive(Debug, Clone, Copy)]
 struct MaxPool2Stride1Backward;
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
 
 /// Offset, within one (H, W) plane, of the first maximal input of window (y, x).
 #[inline]

@@ -8,6 +8,7 @@
 //! backward is one pass of
 //! `g·(1 − y²)` from the saved output y.
 
+use crate::grad_sample::contiguous_slice as contiguous;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
@@ -18,13 +19,6 @@ pub struct Tanh;
 /// ∂tanh: (output gradient, tanh output) → input gradient.
 #[derive(Debug, Clone, Copy)]
 struct TanhBackward;
-
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
-    }
-}
 
 /// Taylor coefficients of tanh(x)/x in powers of x² (A&S 4.5.64): 1, −1/3, 2/15, ...
 const TANH_SERIES: [f32; 9] = [

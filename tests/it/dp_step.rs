@@ -38,6 +38,21 @@ fn model(kind: ModelKind) -> Model {
     Model::new(&config, &[1, 28, 28], 10, 3).unwrap()
 }
 
+/// Every parameter of `model`, flattened, in order.
+fn flat_parameters(model: &Model) -> Vec<f32> {
+    model
+        .parameters()
+        .iter()
+        .flat_map(|p| {
+            p.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// ‖∇θ_i‖ by one backward pass per example, all parameters, in f64.
 fn naive_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Vec<f64> {
     indices
@@ -142,17 +157,7 @@ fn noise_on_a_zero_gradient_has_std_sigma_c_over_expected_batch() {
     // An empty Poisson batch: the update is −lr · N(0, (σC)²)/(q·N) on every coordinate.
     let data = fake_mnist(4);
     let model = model(ModelKind::Mlp);
-    let before: Vec<f32> = model
-        .parameters()
-        .iter()
-        .flat_map(|p| {
-            p.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect();
+    let before = flat_parameters(&model);
     let (sigma, clip, expected_batch) = (1.3, 0.7, 256.0);
     let settings = DpSettings {
         optimizer: OptimizerConfig::Sgd {
@@ -172,17 +177,7 @@ fn noise_on_a_zero_gradient_has_std_sigma_c_over_expected_batch() {
     let mut optimizer = DpOptimizer::new(&model, settings).unwrap();
     let stats = optimizer.step(&model, &data, &[]).unwrap();
     assert_eq!(stats.batch_size, 0);
-    let after: Vec<f32> = model
-        .parameters()
-        .iter()
-        .flat_map(|p| {
-            p.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect();
+    let after = flat_parameters(&model);
     let deltas: Vec<f64> = before
         .iter()
         .zip(&after)
