@@ -51,6 +51,33 @@ pub struct TrainingConfig {
     pub max_physical_batch: usize,
     /// The inner optimizer.
     pub optimizer: OptimizerConfig,
+    /// How the learning rate evolves over the steps (costs no privacy: post-processing).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+}
+
+/// Learning-rate schedules (a first two; the schedule room of issue 4 generalises them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// The configured rate throughout.
+    #[default]
+    Constant,
+    /// lr₀ · (1 + cos(π t/T))/2 at step t of T (Loshchilov & Hutter 2017, no restarts).
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of step `step` (0-based) of `steps`, from `base`.
+    pub fn rate(&self, base: f64, step: u64, steps: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Cosine => {
+                let progress = step as f64 / steps.max(1) as f64;
+                base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
 }
 
 fn default_physical_batch() -> usize {
@@ -113,5 +140,20 @@ impl TrainingConfig {
             ));
         }
         self.optimizer.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_matches_its_closed_form() {
+        let s = LrSchedule::Cosine;
+        assert_eq!(s.rate(2.0, 0, 100), 2.0);
+        assert!((s.rate(2.0, 50, 100) - 1.0).abs() < 1e-12);
+        assert!((s.rate(2.0, 25, 100) - (1.0 + std::f64::consts::FRAC_1_SQRT_2)).abs() < 1e-12);
+        assert!(s.rate(2.0, 99, 100) < 0.001);
+        assert_eq!(LrSchedule::Constant.rate(2.0, 99, 100), 2.0);
     }
 }

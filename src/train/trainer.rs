@@ -214,6 +214,11 @@ pub fn train(
                 break;
             }
         }
+        optimizer.set_learning_rate(training.lr_schedule.rate(
+            training.optimizer.learning_rate(),
+            steps,
+            planned_steps,
+        ));
         let batch = sampler.sample();
         let stats = optimizer.step(&model, train, &batch)?;
         if let Some(event) = event {

@@ -8,7 +8,7 @@ use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::model::{Activation, ModelConfig, ModelKind};
 use dptrain::privacy::RdpAccountant;
 use dptrain::report::metrics_csv;
-use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
+use dptrain::train::{LrSchedule, OptimizerConfig, PrivacyConfig, TrainingConfig, train};
 
 fn mnist() -> &'static Mnist {
     static MNIST: OnceLock<Mnist> = OnceLock::new();
@@ -54,6 +54,7 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
                 learning_rate: 0.5,
                 momentum: 0.0,
             },
+            lr_schedule: LrSchedule::Cosine,
         },
     )
 }
