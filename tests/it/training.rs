@@ -220,3 +220,18 @@ fn a_bad_config_is_a_clear_error_and_writes_nothing() {
     );
     assert!(!out.exists(), "no run directory for a failed config");
 }
+
+#[test]
+fn every_shipped_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            dptrain::config::RunConfig::load(&path, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            count += 1;
+        }
+    }
+    assert!(count >= 3, "{count} configs");
+}
