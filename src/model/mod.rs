@@ -401,6 +401,17 @@ pub fn batch_tensor(
     Ok(Tensor::from_vec(values, dims, &Device::Cpu)?)
 }
 
+/// Inputs and labels of the examples `indices` of `data`, as tensors.
+pub fn dataset_batch(data: &crate::data::Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+    let x = batch_tensor(
+        &data.features,
+        data.feature_len(),
+        indices,
+        &data.feature_shape,
+    )?;
+    Ok((x, label_tensor(&data.labels, indices)?))
+}
+
 /// Labels (B,) as u32 for `indices`.
 pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
     let values: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();

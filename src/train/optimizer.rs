@@ -19,7 +19,7 @@ use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
 };
 use crate::model::{
-    Model, batch_tensor, label_tensor, layer_clipped_sums, layer_per_example, layer_sq_norms,
+    Model, dataset_batch, layer_clipped_sums, layer_per_example, layer_sq_norms,
     summed_cross_entropy,
 };
 
@@ -311,13 +311,7 @@ impl DpOptimizer {
         sums: &mut [Vec<f32>],
         stats: &mut StepStats,
     ) -> Result<()> {
-        let x = batch_tensor(
-            &data.features,
-            data.feature_len(),
-            chunk,
-            &data.feature_shape,
-        )?;
-        let y = label_tensor(&data.labels, chunk)?;
+        let (x, y) = dataset_batch(data, chunk)?;
         let mut traces = Vec::new();
         let logits = model.forward(&x, Some(&mut traces))?;
         let loss = summed_cross_entropy(&logits, &y)?;
@@ -406,13 +400,7 @@ impl DpOptimizer {
 /// Per-example gradient norms ‖∇θ_i‖ over all parameters, for a batch (diagnostics and
 /// tests: the quantity flat clipping bounds).
 pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-    let x = batch_tensor(
-        &data.features,
-        data.feature_len(),
-        indices,
-        &data.feature_shape,
-    )?;
-    let y = label_tensor(&data.labels, indices)?;
+    let (x, y) = dataset_batch(data, indices)?;
     let mut traces = Vec::new();
     let logits = model.forward(&x, Some(&mut traces))?;
     let grads = summed_cross_entropy(&logits, &y)?.backward()?;

@@ -14,7 +14,7 @@ use super::optimizer::{DpOptimizer, DpSettings};
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::model::{Model, ModelConfig, batch_tensor, label_tensor, summed_cross_entropy};
+use crate::model::{Model, ModelConfig, dataset_batch, summed_cross_entropy};
 use crate::privacy::{
     Ledger, PrivacyBudget, PrivacyEvent, PrivacySpent, RdpAccountant, calibrate_noise_multiplier,
     epochs_to_steps,
@@ -82,13 +82,7 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
     let (mut loss, mut correct) = (0.0f64, 0usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(1000) {
-        let x = batch_tensor(
-            &data.features,
-            data.feature_len(),
-            chunk,
-            &data.feature_shape,
-        )?;
-        let y = label_tensor(&data.labels, chunk)?;
+        let (x, y) = dataset_batch(data, chunk)?;
         let logits = model.forward(&x, None)?;
         loss += f64::from(summed_cross_entropy(&logits, &y)?.to_scalar::<f32>()?);
         let predicted = logits.argmax(1)?;
