@@ -9,6 +9,7 @@
 use crate::grad_sample::contiguous_slice as contiguous;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// The pooling op on a contiguous (B, C, H, W) tensor.
 #[derive(Debug, Clone, Copy)]
@@ -18,49 +19,80 @@ pub struct MaxPool2Stride1;
 #[derive(Debug, Clone, Copy)]
 struct MaxPool2Stride1Backward;
 
-/// Offset, within one (H, W) plane, of the first maximal input of window (y, x).
-#[inline]
-fn argmax<T: WithDType>(plane: &[T], width: usize, y: usize, x: usize) -> usize {
-    let mut best = y * width + x;
-    for candidate in [
-        y * width + x + 1,
-        (y + 1) * width + x,
-        (y + 1) * width + x + 1,
-    ] {
-        if plane[candidate] > plane[best] {
-            best = candidate;
-        }
+/// Which of window (a, b; c, d) is its first maximal entry in scan order: 0 = a … 3 = d.
+/// Each candidate replaces the best so far only when strictly greater, as PyTorch does
+/// (so ties and NaNs keep the earlier entry).
+#[inline(always)]
+fn first_max<T: WithDType>(a: T, b: T, c: T, d: T) -> (T, u8) {
+    let (mut best, mut which) = (a, 0);
+    if b > best {
+        (best, which) = (b, 1);
     }
-    best
+    if c > best {
+        (best, which) = (c, 2);
+    }
+    if d > best {
+        (best, which) = (d, 3);
+    }
+    (best, which)
 }
+
+/// Planes per parallel task: enough work to amortise rayon's scheduling.
+const PLANES_PER_TASK: usize = 64;
 
 fn forward<T: WithDType>(src: &[T], planes: usize, height: usize, width: usize) -> Vec<T> {
     let (oh, ow) = (height - 1, width - 1);
-    let mut out = Vec::with_capacity(planes * oh * ow);
-    for plane in src.chunks_exact(height * width) {
-        for y in 0..oh {
-            for x in 0..ow {
-                out.push(plane[argmax(plane, width, y, x)]);
+    let mut out = vec![T::zero(); planes * oh * ow];
+    out.par_chunks_mut(PLANES_PER_TASK * oh * ow)
+        .zip(src.par_chunks(PLANES_PER_TASK * height * width))
+        .for_each(|(out, src)| {
+            for (out, plane) in out
+                .chunks_exact_mut(oh * ow)
+                .zip(src.chunks_exact(height * width))
+            {
+                for (y, out) in out.chunks_exact_mut(ow).enumerate() {
+                    // Slices of equal length ow, so the loop has no bounds checks.
+                    let top = &plane[y * width..(y + 1) * width];
+                    let bottom = &plane[(y + 1) * width..(y + 2) * width];
+                    let (a, b) = (&top[..ow], &top[1..]);
+                    let (c, d) = (&bottom[..ow], &bottom[1..]);
+                    for x in 0..ow {
+                        out[x] = first_max(a[x], b[x], c[x], d[x]).0;
+                    }
+                }
             }
-        }
-    }
+        });
     out
 }
 
 fn backward<T: WithDType>(grad: &[T], input: &[T], height: usize, width: usize) -> Vec<T> {
     let (oh, ow) = (height - 1, width - 1);
     let mut out = vec![T::zero(); input.len()];
-    for ((plane, grad), out) in input
-        .chunks_exact(height * width)
-        .zip(grad.chunks_exact(oh * ow))
-        .zip(out.chunks_exact_mut(height * width))
-    {
-        for y in 0..oh {
-            for x in 0..ow {
-                out[argmax(plane, width, y, x)] += grad[y * ow + x];
+    out.par_chunks_mut(PLANES_PER_TASK * height * width)
+        .zip(input.par_chunks(PLANES_PER_TASK * height * width))
+        .zip(grad.par_chunks(PLANES_PER_TASK * oh * ow))
+        .for_each(|((out, input), grad)| {
+            for ((out, plane), grad) in out
+                .chunks_exact_mut(height * width)
+                .zip(input.chunks_exact(height * width))
+                .zip(grad.chunks_exact(oh * ow))
+            {
+                for (y, grad) in grad.chunks_exact(ow).enumerate() {
+                    let top = &plane[y * width..(y + 1) * width];
+                    let bottom = &plane[(y + 1) * width..(y + 2) * width];
+                    let (out_top, out_bottom) = out[y * width..(y + 2) * width].split_at_mut(width);
+                    for x in 0..ow {
+                        let (_, which) = first_max(top[x], top[x + 1], bottom[x], bottom[x + 1]);
+                        let row = if which < 2 {
+                            &mut *out_top
+                        } else {
+                            &mut *out_bottom
+                        };
+                        row[x + usize::from(which & 1)] += grad[x];
+                    }
+                }
             }
-        }
-    }
+        });
     out
 }
 
@@ -138,6 +170,13 @@ impl CustomOp2 for MaxPool2Stride1Backward {
 /// 2×2 max pooling with stride 1 of (B, C, H, W), differentiable.
 pub fn max_pool_2_stride_1(x: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(MaxPool2Stride1)
+}
+
+/// The input gradient of [`max_pool_2_stride_1`] from its output gradient and its input
+/// (not differentiable itself).
+pub fn max_pool_2_stride_1_backward(grad: &Tensor, input: &Tensor) -> candle_core::Result<Tensor> {
+    grad.contiguous()?
+        .apply_op2_no_bwd(&input.contiguous()?, &MaxPool2Stride1Backward)
 }
 
 #[cfg(test)]
