@@ -20,6 +20,7 @@ pub mod mechanism;
 pub mod model;
 pub mod privacy;
 pub mod report;
+pub mod runtime;
 pub mod sampling;
 pub mod train;
 

@@ -2,23 +2,13 @@
 
 use std::process::ExitCode;
 
-/// Keeps freed memory in the process: a training step allocates and frees the same large
-/// tensors every step, and glibc's defaults (mmap above 128 KiB, trim on free) made every
-/// step pay for page faults and the zeroing of fresh pages (a quarter of the mlp's time).
-fn keep_freed_memory() {
-    // SAFETY: mallopt only changes allocator tunables; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 use clap::Parser;
 use dptrain::Error;
 use dptrain::cli::{Cli, run};
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    // SAFETY: the first statement of main; no other thread exists yet.
+    unsafe { dptrain::runtime::configure_process() };
     let cli = Cli::parse();
     match run(&cli) {
         Ok(output) => {
