@@ -9,6 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 
+use rayon::prelude::*;
+
 use super::contiguous_slice as contiguous;
 
 /// Geometry of a 2-D convolution window.
@@ -102,16 +104,15 @@ fn unfold<T: WithDType>(
     for_each_tap(geometry, channels, height, width, |_, _, index| {
         taps.push(index)
     });
-    for (image, patches) in src
-        .chunks_exact(per_image)
-        .zip(dst.chunks_exact_mut(per_patches))
-    {
-        for (out, tap) in patches.iter_mut().zip(&taps) {
-            if let Some(index) = tap {
-                *out = image[*index];
+    dst.par_chunks_mut(per_patches)
+        .zip(src.par_chunks(per_image))
+        .for_each(|(patches, image)| {
+            for (out, tap) in patches.iter_mut().zip(&taps) {
+                if let Some(index) = tap {
+                    *out = image[*index];
+                }
             }
-        }
-    }
+        });
     dst
 }
 
@@ -127,16 +128,15 @@ fn fold<T: WithDType>(src: &[T], batch: usize, col: &Col2Im) -> Vec<T> {
     );
     let per_patches = taps.len();
     let mut dst = vec![T::zero(); batch * per_image];
-    for (patches, image) in src
-        .chunks_exact(per_patches)
-        .zip(dst.chunks_exact_mut(per_image))
-    {
-        for (value, tap) in patches.iter().zip(&taps) {
-            if let Some(index) = tap {
-                image[*index] += *value;
+    dst.par_chunks_mut(per_image)
+        .zip(src.par_chunks(per_patches))
+        .for_each(|(image, patches)| {
+            for (value, tap) in patches.iter().zip(&taps) {
+                if let Some(index) = tap {
+                    image[*index] += *value;
+                }
             }
-        }
-    }
+        });
     dst
 }
 
@@ -223,6 +223,27 @@ impl CustomOp1 for Col2Im {
 /// Unfolds (B, C, H, W) into patches (B, T, C·kh·kw); differentiable.
 pub fn im2col(x: &Tensor, geometry: ConvGeometry) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Im2Col { geometry })
+}
+
+/// The adjoint of [`im2col`]: patch gradients (B, T, C·kh·kw) summed back onto images
+/// (B, C, H, W) of `(channels, height, width)` (not differentiable itself).
+pub fn col2im(
+    patches: &Tensor,
+    geometry: ConvGeometry,
+    (channels, height, width): (usize, usize, usize),
+) -> candle_core::Result<Tensor> {
+    if geometry.output_size(height, width).is_none() {
+        candle_core::bail!(
+            "col2im: kernel {:?} does not fit {height}×{width}",
+            geometry.kernel
+        );
+    }
+    patches.contiguous()?.apply_op1_no_bwd(&Col2Im {
+        geometry,
+        channels,
+        height,
+        width,
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //! - Clipped sum: Σ_i c_i ∇W_i = (c ⊙ G)ᵀ A over all (i, t) rows: one matmul.
 
 use candle_core::{D, Tensor};
+use rayon::prelude::*;
 
+use super::matmul::{MatRef, matmul};
+use super::{tensor, with_values};
 use crate::error::Result;
 
 /// (B, T, n) from (B, n) or (B, T, n).
@@ -33,38 +36,83 @@ pub struct PerExample {
     pub gradients: Option<(Tensor, Tensor)>,
 }
 
+/// Σ_t G_i[t] into `dst` (p values) for one example's rows `g` (T × p).
+fn sum_rows(g: &[f32], p: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    for row in g.chunks_exact(p) {
+        for (acc, v) in dst.iter_mut().zip(row) {
+            *acc += v;
+        }
+    }
+}
+
+fn sq_sum(values: &[f32]) -> f32 {
+    values.iter().map(|v| v * v).sum()
+}
+
 /// Per-example squared norms ‖∇W_i‖² + ‖∇b_i‖², by the cheapest rule (see the module).
 pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
     let a = with_sequence_axis(input)?;
     let g = with_sequence_axis(output_grad)?;
-    let (_, t, d) = a.dims3()?;
+    let (b, t, d) = a.dims3()?;
     let p = g.dim(2)?;
-    let bias_grads = g.sum(1)?;
-    let bias = bias_grads.sqr()?.sum(D::Minus1)?;
-    if t == 1 {
-        let a2 = a.sqr()?.sum((1, 2))?;
-        let g2 = g.sqr()?.sum((1, 2))?;
-        return Ok(PerExample {
-            sq_norms: ((a2 * g2)? + bias)?,
-            gradients: None,
-        });
+    if g.dims3()? != (b, t, p) {
+        return Err(crate::Error::Tensor(format!(
+            "per-example rule: input {:?} and output gradient {:?} disagree",
+            a.dims(),
+            g.dims()
+        )));
     }
-    if t * t * (p + d) < t * p * d {
-        // Ghost norm: ⟨A Aᵀ, G Gᵀ⟩ per example.
-        let aa = a.matmul(&a.transpose(1, 2)?)?;
-        let gg = g.matmul(&g.transpose(1, 2)?)?;
-        return Ok(PerExample {
-            sq_norms: ((aa * gg)?.sum((1, 2))? + bias)?,
-            gradients: None,
-        });
-    }
-    let weight_grads = g.transpose(1, 2)?.matmul(&a)?;
-    Ok(PerExample {
-        sq_norms: (weight_grads.sqr()?.sum((1, 2))? + bias)?,
-        gradients: Some((weight_grads, bias_grads)),
-    })
+    let ghost = t > 1 && t * t * (p + d) < t * p * d;
+    let materialise = t > 1 && !ghost;
+    with_values(&a, "per-example norms", |a| {
+        with_values(&g, "per-example norms", |g| {
+            let examples = a.par_chunks(t * d.max(1)).zip(g.par_chunks(t * p.max(1)));
+            if !materialise {
+                let norms: Vec<f32> = examples
+                    .map_init(
+                        || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; p]),
+                        |(aa, gg, bias), (a, g)| {
+                            sum_rows(g, p, bias);
+                            let bias = sq_sum(bias);
+                            if t == 1 {
+                                // ‖g aᵀ‖² = ‖a‖²‖g‖² (Goodfellow 2015).
+                                return sq_sum(a) * sq_sum(g) + bias;
+                            }
+                            // Ghost norm ⟨A Aᵀ, G Gᵀ⟩ (Li et al. 2022).
+                            let (a, g) = (MatRef::row_major(a, t, d), MatRef::row_major(g, t, p));
+                            matmul(aa, a, a.t(), false, 1);
+                            matmul(gg, g, g.t(), false, 1);
+                            aa.iter().zip(gg.iter()).map(|(x, y)| x * y).sum::<f32>() + bias
+                        },
+                    )
+                    .collect();
+                return Ok(PerExample {
+                    sq_norms: tensor(norms, &[b])?,
+                    gradients: None,
+                });
+            }
+            // Materialised: ∇W_i = G_iᵀ A_i, one single-threaded product per example.
+            let mut weights = vec![0f32; b * p * d];
+            let mut biases = vec![0f32; b * p];
+            let norms: Vec<f32> = weights
+                .par_chunks_mut(p * d)
+                .zip(biases.par_chunks_mut(p))
+                .zip(examples)
+                .map(|((weight, bias), (a, g))| {
+                    sum_rows(g, p, bias);
+                    let (a, g) = (MatRef::row_major(a, t, d), MatRef::row_major(g, t, p));
+                    matmul(weight, g.t(), a, false, 1);
+                    sq_sum(weight) + sq_sum(bias)
+                })
+                .collect();
+            Ok(PerExample {
+                sq_norms: tensor(norms, &[b])?,
+                gradients: Some((tensor(weights, &[b, p, d])?, tensor(biases, &[b, p])?)),
+            })
+        })?
+    })?
 }
-
 /// Per-example squared norms ‖∇W_i‖² (+ ‖∇b_i‖² when `bias`), shape (B,).
 pub fn sq_norms(input: &Tensor, output_grad: &Tensor, bias: bool) -> Result<Tensor> {
     let both = per_example(input, output_grad)?.sq_norms;
@@ -76,29 +124,53 @@ pub fn sq_norms(input: &Tensor, output_grad: &Tensor, bias: bool) -> Result<Tens
 }
 
 /// [`clipped_sums`], reusing materialised per-example gradients when `per_example` has
-/// them (a weighted sum of B small matrices instead of a matmul over all B·T rows).
+/// them (a weighted sum of B small matrices instead of a product over all B·T rows).
 pub fn clipped_sums_with(
     per_example: &PerExample,
     input: &Tensor,
     output_grad: &Tensor,
     factors: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
-    match &per_example.gradients {
-        Some((weight_grads, bias_grads)) => {
-            let b = factors.dim(0)?;
-            let weight = weight_grads
-                .broadcast_mul(&factors.reshape((b, 1, 1))?)?
-                .sum(0)?;
-            let bias = bias_grads
-                .broadcast_mul(&factors.reshape((b, 1))?)?
-                .sum(0)?;
-            Ok((weight, bias))
-        }
-        None => clipped_sums(input, output_grad, factors),
-    }
+    let Some((weight_grads, bias_grads)) = &per_example.gradients else {
+        return clipped_sums(input, output_grad, factors);
+    };
+    let c = factors.to_vec1::<f32>()?;
+    let weighted_sum = |grads: &Tensor| -> Result<Tensor> {
+        let size = grads.elem_count() / c.len().max(1);
+        let dims = &grads.dims()[1..];
+        let sum = with_values(grads, "clipped sum", |grads| {
+            // Each task owns a range of coordinates and adds the examples in order, so the
+            // result does not depend on the thread count.
+            let mut sum = vec![0f32; size];
+            sum.par_chunks_mut(SUM_CHUNK)
+                .enumerate()
+                .for_each(|(chunk, out)| {
+                    let start = chunk * SUM_CHUNK;
+                    for (example, &factor) in grads.chunks_exact(size).zip(&c) {
+                        for (acc, v) in out.iter_mut().zip(&example[start..]) {
+                            *acc += factor * v;
+                        }
+                    }
+                });
+            sum
+        })?;
+        tensor(sum, dims)
+    };
+    Ok((weighted_sum(weight_grads)?, weighted_sum(bias_grads)?))
 }
 
-/// Σ_i c_i ∇W_i (p, d) and Σ_i c_i ∇b_i (p), for clip factors `factors` (B,).
+/// Coordinates per task of a weighted sum of per-example gradients.
+const SUM_CHUNK: usize = 256;
+
+/// Examples per task of the split product in [`clipped_sums`].
+const EXAMPLES_PER_TASK: usize = 32;
+
+/// Output size (p·d) from which one product split by gemm over the threads beats products
+/// split over the examples (and their partial sums).
+const LARGE_OUTPUT: usize = 1 << 16;
+
+/// Σ_i c_i ∇W_i (p, d) and Σ_i c_i ∇b_i (p), for clip factors `factors` (B,):
+/// (c ⊙ G)ᵀ A over all B·T rows.
 pub fn clipped_sums(
     input: &Tensor,
     output_grad: &Tensor,
@@ -108,9 +180,62 @@ pub fn clipped_sums(
     let g = with_sequence_axis(output_grad)?;
     let (b, t, d) = a.dims3()?;
     let p = g.dim(2)?;
-    let scaled = g.broadcast_mul(&factors.reshape((b, 1, 1))?)?;
-    let rows = scaled.reshape((b * t, p))?;
-    let weight = rows.t()?.matmul(&a.reshape((b * t, d))?.contiguous()?)?;
-    let bias = rows.sum(0)?;
-    Ok((weight, bias))
+    let c = factors.to_vec1::<f32>()?;
+    if c.len() != b {
+        return Err(crate::Error::Tensor(format!(
+            "{} clip factors for a batch of {b}",
+            c.len()
+        )));
+    }
+    let (weight, bias) = with_values(&a, "clipped sum", |a| {
+        with_values(&g, "clipped sum", |g| {
+            // The rows of G scaled by their example's factor.
+            let mut scaled = g.to_vec();
+            scaled
+                .par_chunks_mut(t * p.max(1))
+                .zip(&c)
+                .for_each(|(rows, factor)| rows.iter_mut().for_each(|v| *v *= factor));
+            let mut bias = vec![0f32; p];
+            sum_rows(&scaled, p, &mut bias);
+            let mut weight = vec![0f32; p * d];
+            if p * d >= LARGE_OUTPUT || b <= EXAMPLES_PER_TASK {
+                let threads = rayon::current_num_threads();
+                let rows = b * t;
+                matmul(
+                    &mut weight,
+                    MatRef::row_major(&scaled, rows, p).t(),
+                    MatRef::row_major(a, rows, d),
+                    false,
+                    threads,
+                );
+            } else {
+                // A small output and many rows: gemm would run on one thread; split the
+                // rows instead, in fixed groups (the same sum for any thread count).
+                let rows = EXAMPLES_PER_TASK * t;
+                let partials: Vec<Vec<f32>> = scaled
+                    .par_chunks(rows * p)
+                    .zip(a.par_chunks(rows * d))
+                    .map(|(g, a)| {
+                        let n = g.len() / p;
+                        let mut partial = vec![0f32; p * d];
+                        matmul(
+                            &mut partial,
+                            MatRef::row_major(g, n, p).t(),
+                            MatRef::row_major(a, n, d),
+                            false,
+                            1,
+                        );
+                        partial
+                    })
+                    .collect();
+                for partial in partials {
+                    for (acc, v) in weight.iter_mut().zip(partial) {
+                        *acc += v;
+                    }
+                }
+            }
+            (weight, bias)
+        })
+    })??;
+    Ok((tensor(weight, &[p, d])?, tensor(bias, &[p])?))
 }

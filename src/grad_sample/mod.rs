@@ -12,6 +12,9 @@
 pub mod conv2d;
 pub mod im2col;
 pub mod linear;
+pub mod matmul;
+
+use candle_core::{CpuStorage, Storage, Tensor};
 
 use crate::error::Error;
 
@@ -26,6 +29,27 @@ pub(crate) fn contiguous_slice<'a, T>(
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: the input must be contiguous"),
     }
+}
+
+/// Calls `f` with the values of `t` (f32, on the CPU; copied first if not contiguous).
+pub(crate) fn with_values<R>(
+    t: &Tensor,
+    op: &str,
+    f: impl FnOnce(&[f32]) -> R,
+) -> crate::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(data)) => Ok(f(contiguous_slice(data, layout, op)?)),
+        _ => Err(Error::Tensor(format!(
+            "{op}: expected an f32 tensor on the CPU"
+        ))),
+    }
+}
+
+/// A CPU tensor of `dims` from its values.
+pub(crate) fn tensor(values: Vec<f32>, dims: &[usize]) -> crate::Result<Tensor> {
+    Ok(Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?)
 }
 
 impl From<candle_core::Error> for Error {

@@ -1,14 +1,18 @@
 //! The models of design.md section 7 (the same nets as ../bench/opacus), built from config,
 //! with every parameterised layer a DP layer whose per-example rule is in `grad_sample`.
 //!
-//! A [`Model`] is a list of [`Layer`]s. Its traced forward pass records, for each DP layer,
-//! the input as it multiplies the weight (a Linear's input; a Conv2d's unfolded patches)
-//! and a zero probe added to its output, whose gradient after `backward` is ∂loss/∂output.
+//! A [`Model`] is a list of [`Layer`]s. [`Model::forward`] is differentiable with candle's
+//! autograd (evaluation, and the reference the tests compare with); the DP step uses
+//! [`Model::training_pass`] (`backprop`), which records for each DP layer the input as it
+//! multiplies the weight (a Linear's input; a Conv2d's unfolded patches) and ∂loss/∂output.
 //! Layers that mix examples (batch norm) or have no per-example rule do not exist here; a
 //! config asking for them is refused with the layers named ([`check_layers`]).
 
+mod backprop;
 pub mod pool;
 pub mod tanh;
+
+pub use backprop::{LayerTrace, TrainingPass};
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -122,15 +126,6 @@ pub enum Layer {
     MaxPool2Stride1,
     /// (B, C, H, W) → (B, C·H·W).
     Flatten,
-}
-
-/// What a traced forward pass kept for one DP layer.
-#[derive(Debug)]
-pub struct LayerTrace {
-    /// The layer's input as it multiplies W: (B, in) or patches (B, T, C·kh·kw); detached.
-    pub input: Tensor,
-    /// Zero probe added to the output: its gradient is ∂loss/∂output, (B, out) or (B, T, out).
-    pub probe: Var,
 }
 
 /// A network of [`Layer`]s.
@@ -261,30 +256,15 @@ impl Model {
         self.parameters().iter().map(|v| v.elem_count()).sum()
     }
 
-    /// Logits (B, classes) for inputs (B, C, H, W) or (B, features). With `trace`, every DP
-    /// layer's input and output probe are recorded, in layer order.
-    ///
-    /// When tracing, the parameters enter the graph detached: the DP step builds each
-    /// parameter's gradient from the probes (the clipped sum), so the backward pass skips
-    /// the weight-gradient products it would otherwise compute and throw away.
-    pub fn forward(&self, x: &Tensor, mut trace: Option<&mut Vec<LayerTrace>>) -> Result<Tensor> {
-        let traced = trace.is_some();
-        let param = |v: &Var| {
-            if traced {
-                v.as_tensor().detach()
-            } else {
-                v.as_tensor().clone()
-            }
-        };
+    /// Logits (B, classes) for inputs (B, C, H, W) or (B, features), differentiable with
+    /// respect to the parameters through candle's autograd.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
             x = match layer {
-                Layer::Linear(l) => {
-                    let y = x
-                        .matmul(&param(&l.weight).t()?)?
-                        .broadcast_add(&param(&l.bias))?;
-                    Self::probe(&x, y, trace.as_deref_mut())?
-                }
+                Layer::Linear(l) => x
+                    .matmul(&l.weight.as_tensor().t()?)?
+                    .broadcast_add(l.bias.as_tensor())?,
                 Layer::Conv2d(c) => {
                     let (b, _, h, w) = x.dims4()?;
                     let (oh, ow) = c.geometry.output_size(h, w).ok_or_else(|| {
@@ -295,12 +275,12 @@ impl Model {
                     })?;
                     let out = c.weight.dim(0)?;
                     let patches = im2col(&x, c.geometry)?;
-                    let weight = param(&c.weight).flatten_from(1)?;
-                    let y = patches
+                    let weight = c.weight.as_tensor().flatten_from(1)?;
+                    patches
                         .broadcast_matmul(&weight.t()?)?
-                        .broadcast_add(&param(&c.bias))?;
-                    let y = Self::probe(&patches, y, trace.as_deref_mut())?;
-                    y.transpose(1, 2)?.reshape((b, out, oh, ow))?
+                        .broadcast_add(c.bias.as_tensor())?
+                        .transpose(1, 2)?
+                        .reshape((b, out, oh, ow))?
                 }
                 Layer::Tanh => tanh::tanh(&x)?,
                 Layer::Relu => x.relu()?,
@@ -311,19 +291,13 @@ impl Model {
         Ok(x)
     }
 
-    fn probe(input: &Tensor, y: Tensor, trace: Option<&mut Vec<LayerTrace>>) -> Result<Tensor> {
-        match trace {
-            None => Ok(y),
-            Some(trace) => {
-                let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
-                let y = (y + probe.as_tensor())?;
-                trace.push(LayerTrace {
-                    input: input.detach(),
-                    probe,
-                });
-                Ok(y)
-            }
-        }
+    /// Number of outputs (classes): the rows of the last DP layer's weight.
+    pub fn classes(&self) -> Option<usize> {
+        self.dp_layers().last().and_then(|layer| match layer {
+            Layer::Linear(l) => l.weight.dim(0).ok(),
+            Layer::Conv2d(c) => c.weight.dim(0).ok(),
+            _ => None,
+        })
     }
 
     /// The DP layers in forward order, matching the traces of [`Model::forward`].
@@ -335,24 +309,20 @@ impl Model {
 }
 
 /// Per-example squared gradient norm of one DP layer, (B,).
-pub fn layer_sq_norms(layer: &Layer, trace: &LayerTrace, output_grad: &Tensor) -> Result<Tensor> {
+pub fn layer_sq_norms(layer: &Layer, trace: &LayerTrace) -> Result<Tensor> {
     match layer {
-        Layer::Linear(_) => linear::sq_norms(&trace.input, output_grad, true),
-        Layer::Conv2d(_) => conv2d::sq_norms(&trace.input, output_grad),
+        Layer::Linear(_) => linear::sq_norms(&trace.input, &trace.output_grad, true),
+        Layer::Conv2d(_) => conv2d::sq_norms(&trace.input, &trace.output_grad),
         _ => Err(Error::Tensor("not a DP layer".into())),
     }
 }
 
 /// Per-example norms of one DP layer, with the per-example gradients when they were
 /// materialised on the way (pass them to [`layer_clipped_sums`]).
-pub fn layer_per_example(
-    layer: &Layer,
-    trace: &LayerTrace,
-    output_grad: &Tensor,
-) -> Result<linear::PerExample> {
+pub fn layer_per_example(layer: &Layer, trace: &LayerTrace) -> Result<linear::PerExample> {
     match layer {
-        Layer::Linear(_) => linear::per_example(&trace.input, output_grad),
-        Layer::Conv2d(_) => conv2d::per_example(&trace.input, output_grad),
+        Layer::Linear(_) => linear::per_example(&trace.input, &trace.output_grad),
+        Layer::Conv2d(_) => conv2d::per_example(&trace.input, &trace.output_grad),
         _ => Err(Error::Tensor("not a DP layer".into())),
     }
 }
@@ -362,13 +332,13 @@ pub fn layer_per_example(
 pub fn layer_clipped_sums(
     layer: &Layer,
     trace: &LayerTrace,
-    output_grad: &Tensor,
     factors: &Tensor,
     per_example: Option<&linear::PerExample>,
 ) -> Result<(Tensor, Tensor)> {
+    let (input, output_grad) = (&trace.input, &trace.output_grad);
     let (weight, bias) = match per_example {
-        Some(pe) => linear::clipped_sums_with(pe, &trace.input, output_grad, factors)?,
-        None => linear::clipped_sums(&trace.input, output_grad, factors)?,
+        Some(pe) => linear::clipped_sums_with(pe, input, output_grad, factors)?,
+        None => linear::clipped_sums(input, output_grad, factors)?,
     };
     match layer {
         Layer::Linear(_) => Ok((weight, bias)),

@@ -11,6 +11,10 @@
 use crate::grad_sample::contiguous_slice as contiguous;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Values per parallel task.
+const CHUNK: usize = 1 << 14;
 
 /// The tanh op.
 #[derive(Debug, Clone, Copy)]
@@ -57,12 +61,18 @@ impl CustomOp1 for Tanh {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let out = match storage {
-            CpuStorage::F32(data) => CpuStorage::F32(
-                contiguous(data, layout, "tanh")?
-                    .iter()
-                    .map(|&x| tanh_f32(x))
-                    .collect(),
-            ),
+            CpuStorage::F32(data) => {
+                let data = contiguous(data, layout, "tanh")?;
+                let mut out = vec![0f32; data.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(data.par_chunks(CHUNK))
+                    .for_each(|(out, x)| {
+                        for (y, &x) in out.iter_mut().zip(x) {
+                            *y = tanh_f32(x);
+                        }
+                    });
+                CpuStorage::F32(out)
+            }
             CpuStorage::F64(data) => CpuStorage::F64(
                 contiguous(data, layout, "tanh")?
                     .iter()
@@ -101,13 +111,19 @@ impl CustomOp2 for TanhBackward {
         out_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let result = match (grad, out) {
-            (CpuStorage::F32(g), CpuStorage::F32(y)) => CpuStorage::F32(
-                contiguous(g, grad_layout, "tanh backward")?
-                    .iter()
-                    .zip(contiguous(y, out_layout, "tanh backward")?)
-                    .map(|(g, y)| g * (1.0 - y * y))
-                    .collect(),
-            ),
+            (CpuStorage::F32(g), CpuStorage::F32(y)) => {
+                let g = contiguous(g, grad_layout, "tanh backward")?;
+                let y = contiguous(y, out_layout, "tanh backward")?;
+                let mut out = vec![0f32; g.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                    .for_each(|(out, (g, y))| {
+                        for ((d, g), y) in out.iter_mut().zip(g).zip(y) {
+                            *d = g * (1.0 - y * y);
+                        }
+                    });
+                CpuStorage::F32(out)
+            }
             (CpuStorage::F64(g), CpuStorage::F64(y)) => CpuStorage::F64(
                 contiguous(g, grad_layout, "tanh backward")?
                     .iter()
@@ -124,6 +140,13 @@ impl CustomOp2 for TanhBackward {
 /// tanh(x), differentiable.
 pub fn tanh(x: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op1(Tanh)
+}
+
+/// The input gradient g·(1 − y²) of tanh from its output gradient g and output y (not
+/// differentiable itself).
+pub fn tanh_backward(grad: &Tensor, output: &Tensor) -> candle_core::Result<Tensor> {
+    grad.contiguous()?
+        .apply_op2_no_bwd(&output.contiguous()?, &TanhBackward)
 }
 
 #[cfg(test)]

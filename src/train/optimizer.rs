@@ -19,8 +19,7 @@ use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
 };
 use crate::model::{
-    Model, dataset_batch, layer_clipped_sums, layer_per_example, layer_sq_norms,
-    summed_cross_entropy,
+    Model, TrainingPass, batch_tensor, layer_clipped_sums, layer_per_example, layer_sq_norms,
 };
 
 /// The inner optimizer.
@@ -311,28 +310,22 @@ impl DpOptimizer {
         sums: &mut [Vec<f32>],
         stats: &mut StepStats,
     ) -> Result<()> {
-        let (x, y) = dataset_batch(data, chunk)?;
-        let mut traces = Vec::new();
-        let logits = model.forward(&x, Some(&mut traces))?;
-        let loss = summed_cross_entropy(&logits, &y)?;
-        stats.loss_sum += f64::from(loss.to_scalar::<f32>()?);
-        let grads = loss.backward()?;
+        let x = batch_tensor(
+            &data.features,
+            data.feature_len(),
+            chunk,
+            &data.feature_shape,
+        )?;
+        let labels: Vec<u32> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let TrainingPass { loss_sum, traces } = model.training_pass(&x, &labels)?;
+        stats.loss_sum += loss_sum;
         let layers: Vec<_> = model.dp_layers().collect();
-        let output_grads: Vec<&Tensor> = traces
-            .iter()
-            .map(|t| {
-                grads
-                    .get(t.probe.as_tensor())
-                    .ok_or_else(|| Error::Tensor("a DP layer got no gradient".into()))
-            })
-            .collect::<Result<_>>()?;
         // Per-example norms are needed only to clip (the baseline skips them).
         let per_example: Vec<PerExample> = if self.private {
             layers
                 .iter()
                 .zip(&traces)
-                .zip(&output_grads)
-                .map(|((layer, trace), g)| layer_per_example(layer, trace, g))
+                .map(|(layer, trace)| layer_per_example(layer, trace))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
@@ -375,16 +368,15 @@ impl DpOptimizer {
             }
         };
         let mut param = 0;
-        for (index, (((layer, trace), g), factors)) in layers
+        for (index, ((layer, trace), factors)) in layers
             .iter()
             .zip(&traces)
-            .zip(&output_grads)
             .zip(per_layer_factors)
             .enumerate()
         {
             let factors = Tensor::from_vec(factors, batch, &Device::Cpu)?;
             let (weight, bias) =
-                layer_clipped_sums(layer, trace, g, &factors, per_example.get(index))?;
+                layer_clipped_sums(layer, trace, &factors, per_example.get(index))?;
             for sum in [weight, bias] {
                 let values = sum.flatten_all()?.to_vec1::<f32>()?;
                 for (acc, v) in sums[param].iter_mut().zip(values) {
@@ -400,18 +392,19 @@ impl DpOptimizer {
 /// Per-example gradient norms ‖∇θ_i‖ over all parameters, for a batch (diagnostics and
 /// tests: the quantity flat clipping bounds).
 pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-    let (x, y) = dataset_batch(data, indices)?;
-    let mut traces = Vec::new();
-    let logits = model.forward(&x, Some(&mut traces))?;
-    let grads = summed_cross_entropy(&logits, &y)?.backward()?;
+    let x = batch_tensor(
+        &data.features,
+        data.feature_len(),
+        indices,
+        &data.feature_shape,
+    )?;
+    let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+    let pass = model.training_pass(&x, &labels)?;
     let mut total = vec![0.0f32; indices.len()];
-    for (layer, trace) in model.dp_layers().zip(&traces) {
-        let g = grads
-            .get(trace.probe.as_tensor())
-            .ok_or_else(|| Error::Tensor("a DP layer got no gradient".into()))?;
+    for (layer, trace) in model.dp_layers().zip(&pass.traces) {
         for (t, n) in total
             .iter_mut()
-            .zip(layer_sq_norms(layer, trace, g)?.to_vec1::<f32>()?)
+            .zip(layer_sq_norms(layer, trace)?.to_vec1::<f32>()?)
         {
             *t += n;
         }

@@ -83,7 +83,7 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(1000) {
         let (x, y) = dataset_batch(data, chunk)?;
-        let logits = model.forward(&x, None)?;
+        let logits = model.forward(&x)?;
         loss += f64::from(summed_cross_entropy(&logits, &y)?.to_scalar::<f32>()?);
         let predicted = logits.argmax(1)?;
         let hits: Tensor = predicted

@@ -60,7 +60,7 @@ fn naive_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Vec<f64> {
         .map(|&i| {
             let x = batch_tensor(&data.features, 784, &[i], &data.feature_shape).unwrap();
             let y = label_tensor(&data.labels, &[i]).unwrap();
-            let grads = summed_cross_entropy(&model.forward(&x, None).unwrap(), &y)
+            let grads = summed_cross_entropy(&model.forward(&x).unwrap(), &y)
                 .unwrap()
                 .backward()
                 .unwrap();
@@ -97,6 +97,48 @@ fn per_example_norms_match_the_naive_loop_for_every_model() {
 }
 
 #[test]
+fn the_training_pass_equals_autograd_on_the_whole_batch() {
+    // The hand-written backward pass, summed with factors 1, against candle's autograd
+    // gradient of the summed loss: every parameter of every model, and the loss itself.
+    let data = fake_mnist(6);
+    let indices: Vec<usize> = (0..6).collect();
+    let x = batch_tensor(&data.features, 784, &indices, &data.feature_shape).unwrap();
+    let y = label_tensor(&data.labels, &indices).unwrap();
+    let ones = Tensor::ones(6, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    for kind in [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn] {
+        let model = model(kind);
+        let pass = model.training_pass(&x, &data.labels).unwrap();
+        let loss = summed_cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+        let expected = f64::from(loss.to_scalar::<f32>().unwrap());
+        assert!(
+            (pass.loss_sum - expected).abs() < 1e-5 * expected,
+            "{kind:?}: loss {} vs {expected}",
+            pass.loss_sum
+        );
+        let grads = loss.backward().unwrap();
+        let mut params = model.parameters().into_iter();
+        for (layer, trace) in model.dp_layers().zip(&pass.traces) {
+            let (w, b) = layer_clipped_sums(layer, trace, &ones, None).unwrap();
+            for ours in [w, b] {
+                let param = params.next().unwrap();
+                let theirs = grads.get(param.as_tensor()).unwrap();
+                assert_eq!(ours.dims(), theirs.dims(), "{kind:?}");
+                let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (a, b) in ours.iter().zip(&theirs) {
+                    assert!((a - b).abs() <= 1e-4 * scale, "{kind:?}: {a} vs {b}");
+                }
+            }
+        }
+        assert!(
+            params.next().is_none(),
+            "{kind:?}: a parameter without a trace"
+        );
+    }
+}
+
+#[test]
 fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
     // The gradient each example actually contributes, extracted from the clipped sum with a
     // one-hot factor vector, has norm at most C (1e-6 slack for f32).
@@ -110,13 +152,8 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
         let model = model(kind);
         let norms = per_example_norms(&model, &data, &indices).unwrap();
         let x = batch_tensor(&data.features, 784, &indices, &data.feature_shape).unwrap();
-        let y = label_tensor(&data.labels, &indices).unwrap();
-        let mut traces = Vec::new();
-        let logits = model.forward(&x, Some(&mut traces)).unwrap();
-        let grads = summed_cross_entropy(&logits, &y)
-            .unwrap()
-            .backward()
-            .unwrap();
+        let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+        let traces = model.training_pass(&x, &labels).unwrap().traces;
         let mut clipped_any = false;
         for (i, &norm) in norms.iter().enumerate() {
             let factor = clip_factor(norm, clip_norm);
@@ -127,10 +164,9 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
                 Tensor::from_vec(one_hot, indices.len(), &candle_core::Device::Cpu).unwrap();
             let mut sq = 0.0f64;
             for (layer, trace) in model.dp_layers().zip(&traces) {
-                let g = grads.get(trace.probe.as_tensor()).unwrap();
                 // The per-example gradients, when the norm rule materialised them, are reused.
-                let pe = layer_per_example(layer, trace, g).unwrap();
-                let (w, b) = layer_clipped_sums(layer, trace, g, &one_hot, Some(&pe)).unwrap();
+                let pe = layer_per_example(layer, trace).unwrap();
+                let (w, b) = layer_clipped_sums(layer, trace, &one_hot, Some(&pe)).unwrap();
                 for t in [w, b] {
                     sq += t
                         .flatten_all()

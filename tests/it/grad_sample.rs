@@ -132,6 +132,8 @@ fn linear_matches_the_naive_loop() {
 fn linear_with_a_sequence_axis_matches_both_norm_formulas() {
     check_linear(5, 3, 40, 30); // T² (p + d) < T p d: ghost norm
     check_linear(4, 50, 6, 5); // materialised G_iᵀ A_i
+    // More examples than one task of the clipped sum's split product takes (32).
+    check_linear(70, 2, 20, 12);
 }
 
 /// Conv2d through im2col, against candle's conv2d in the naive loop.
@@ -203,4 +205,5 @@ fn conv2d_matches_the_naive_loop_for_the_cnn_layers() {
     check_conv(5, 1, 28, 16, 8, 2, 3); // cnn conv1: T = 196, materialised norms
     check_conv(4, 16, 13, 32, 4, 2, 0); // cnn conv2: T = 25, ghost norms
     check_conv(3, 3, 7, 4, 3, 1, 1);
+    check_conv(40, 16, 13, 32, 4, 2, 0); // a batch the clipped sum splits in groups
 }

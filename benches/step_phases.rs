@@ -1,0 +1,156 @@
+//! Where one DP-SGD step's time goes: the phases of a step (forward, backward, per-example
+//! norms, clipped sums, noise) and the single ops of the forward pass, at the shapes of
+//! `dptrain bench` (MNIST, batch 256).
+//!
+//!   cargo bench --bench step_phases -- [logreg|mlp|cnn] [REPEATS]
+//!
+//! Prints the median milliseconds of each phase over REPEATS (default 30) runs, after one
+//! untimed warm-up. This is a profiling aid, not a comparison: the comparison with Opacus
+//! is `scripts/bench-opacus.sh`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use dptrain::data::{MnistConfig, load_mnist};
+use dptrain::grad_sample::im2col::{ConvGeometry, im2col};
+use dptrain::mechanism::GaussianNoise;
+use dptrain::model::{
+    Layer, Model, ModelConfig, ModelKind, dataset_batch, layer_clipped_sums, layer_per_example,
+    pool, tanh,
+};
+
+fn median_ms(repeats: usize, mut run: impl FnMut()) -> f64 {
+    run();
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn report(name: &str, ms: f64) {
+    println!("{name:<34} {ms:>9.3} ms");
+}
+
+fn main() -> dptrain::error::Result<()> {
+    // SAFETY: the first statement of main; no other thread exists yet.
+    unsafe { dptrain::runtime::configure_process() };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let kind = match args.first().map(String::as_str) {
+        Some("logreg") => ModelKind::Logreg,
+        Some("mlp") => ModelKind::Mlp,
+        _ => ModelKind::Cnn,
+    };
+    let repeats: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(30);
+    let mnist = load_mnist(&MnistConfig::default())?;
+    let data = mnist.train;
+    let config = ModelConfig {
+        kind,
+        activation: Default::default(),
+        extra_layers: vec![],
+    };
+    let model = Model::new(&config, &data.feature_shape, data.classes, 0)?;
+    let indices: Vec<usize> = (0..256).map(|i| (i * 7919) % data.len()).collect();
+    let (x, _) = dataset_batch(&data, &indices)?;
+    println!("{kind:?}, batch 256, median of {repeats}");
+
+    report(
+        "batch tensors",
+        median_ms(repeats, || {
+            black_box(dataset_batch(&data, &indices).unwrap());
+        }),
+    );
+    report(
+        "forward (autograd, evaluation)",
+        median_ms(repeats, || {
+            black_box(model.forward(&x).unwrap());
+        }),
+    );
+    let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+    report(
+        "training pass (forward + backward)",
+        median_ms(repeats, || {
+            black_box(model.training_pass(&x, &labels).unwrap());
+        }),
+    );
+    let traces = model.training_pass(&x, &labels)?.traces;
+    let layers: Vec<&Layer> = model.dp_layers().collect();
+    let factors = Tensor::full(0.5f32, 256, &candle_core::Device::Cpu)?;
+    for (index, (layer, trace)) in layers.iter().zip(&traces).enumerate() {
+        report(
+            &format!("layer {index}: per-example norms"),
+            median_ms(repeats, || {
+                black_box(layer_per_example(layer, trace).unwrap());
+            }),
+        );
+        let pe = layer_per_example(layer, trace)?;
+        report(
+            &format!("layer {index}: clipped sums"),
+            median_ms(repeats, || {
+                black_box(layer_clipped_sums(layer, trace, &factors, Some(&pe)).unwrap());
+            }),
+        );
+    }
+    let params = model.parameter_count();
+    let mut noise = GaussianNoise::new(1.0, 0)?;
+    let mut buffer = vec![0f32; params];
+    report(
+        &format!("noise ({params} values)"),
+        median_ms(repeats, || noise.add_to(&mut buffer)),
+    );
+
+    if kind == ModelKind::Cnn {
+        let conv1 = ConvGeometry {
+            kernel: (8, 8),
+            stride: 2,
+            padding: 3,
+        };
+        report(
+            "op: im2col conv1",
+            median_ms(repeats, || {
+                black_box(im2col(&x, conv1).unwrap());
+            }),
+        );
+        let h = Tensor::randn(0f32, 1.0, (256, 16, 14, 14), &candle_core::Device::Cpu)?;
+        report(
+            "op: tanh (256,16,14,14)",
+            median_ms(repeats, || {
+                black_box(tanh::tanh(&h).unwrap());
+            }),
+        );
+        report(
+            "op: max pool (256,16,14,14)",
+            median_ms(repeats, || {
+                black_box(pool::max_pool_2_stride_1(&h).unwrap());
+            }),
+        );
+        let bias = Tensor::randn(0f32, 1.0, 16, &candle_core::Device::Cpu)?;
+        let y1 = Tensor::randn(0f32, 1.0, (256, 196, 16), &candle_core::Device::Cpu)?;
+        report(
+            "op: bias add (256,196,16)",
+            median_ms(repeats, || {
+                black_box(y1.broadcast_add(&bias).unwrap());
+            }),
+        );
+        report(
+            "op: transpose+reshape conv1 out",
+            median_ms(repeats, || {
+                black_box(
+                    y1.transpose(1, 2)
+                        .unwrap()
+                        .reshape((256, 16, 14, 14))
+                        .unwrap(),
+                );
+            }),
+        );
+    }
+    Ok(())
+}
