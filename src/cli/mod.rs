@@ -64,9 +64,12 @@ pub struct BenchArgs {
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Timed steps per measurement.
+    /// Timed steps per measurement, at least.
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
+    /// Timed seconds per measurement, at least (as ../bench/opacus's default).
+    #[arg(long, default_value_t = 5.0)]
+    pub min_seconds: f64,
     /// Interleaved repeats (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,

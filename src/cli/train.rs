@@ -8,10 +8,10 @@ use serde_json::json;
 use super::{BenchArgs, BenchModel, Output, TrainArgs};
 use crate::config::{DataConfig, RunConfig};
 use crate::data::{MnistConfig, load_mnist};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Activation, ModelConfig, ModelKind};
 use crate::report::{RunManifest, summary_json, unix_now, write_run_dir};
-use crate::train::bench::throughput;
+use crate::train::bench::{BenchLength, throughput};
 use crate::train::{save_model, train};
 
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
@@ -122,12 +122,22 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
         activation: Activation::Tanh,
         extra_layers: vec![],
     };
+    if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
+        return Err(Error::invalid(
+            "--min-seconds",
+            args.min_seconds,
+            "a finite number of seconds, at least 0",
+        ));
+    }
     let t = throughput(
         &model,
         &data.train,
         args.batch_size,
-        args.steps,
-        args.repeats,
+        BenchLength {
+            steps: args.steps,
+            min_seconds: args.min_seconds,
+            repeats: args.repeats,
+        },
     )?;
     let overhead = t.nonprivate_samples_per_sec / t.private_samples_per_sec;
     let name = format!("{kind:?}").to_lowercase();

@@ -1,6 +1,8 @@
 //! Gaussian noise for the clipped sum.
 //!
-//! Fast mode: ChaCha20 streams seeded from the config feed `rand_distr`'s standard normal
+//! Fast mode: ChaCha12 streams (the generator of rand's `StdRng`; 12 rounds keep a wide
+//! security margin and draw 1.6x faster than 20, which mattered for the mlp's 407,050
+//! coordinates per step) seeded from the config feed `rand_distr`'s standard normal
 //! (ziggurat), scaled by σ·C. Call k draws from ChaCha stream k; its j-th chunk of
 //! [`NOISE_CHUNK`] coordinates starts at word 2⁴⁰·j of that stream, so no two coordinates of
 //! any two calls share random words, and chunks are drawn in parallel with the same result
@@ -11,7 +13,7 @@
 //! Gaussian on a grid, Canonne, Kamath & Steinke 2020) is a later issue.
 
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
@@ -70,18 +72,23 @@ impl GaussianNoise {
     pub fn add_to(&mut self, values: &mut [f32]) {
         let (seed, stream, std) = (self.seed, self.calls, self.noise_std as f32);
         self.calls += 1;
-        values
-            .par_chunks_mut(NOISE_CHUNK)
-            .enumerate()
-            .for_each(|(chunk, values)| {
-                let mut rng = ChaCha20Rng::seed_from_u64(seed);
-                rng.set_stream(stream);
-                rng.set_word_pos(chunk as u128 * CHUNK_WORDS);
-                for v in values.iter_mut() {
-                    let z: f32 = rng.sample(StandardNormal);
-                    *v += z * std;
-                }
-            });
+        let fill = |(chunk, values): (usize, &mut [f32])| {
+            let mut rng = ChaCha12Rng::seed_from_u64(seed);
+            rng.set_stream(stream);
+            rng.set_word_pos(chunk as u128 * CHUNK_WORDS);
+            for v in values.iter_mut() {
+                let z: f32 = rng.sample(StandardNormal);
+                *v += z * std;
+            }
+        };
+        if values.len() <= NOISE_CHUNK {
+            values.chunks_mut(NOISE_CHUNK).enumerate().for_each(fill);
+        } else {
+            values
+                .par_chunks_mut(NOISE_CHUNK)
+                .enumerate()
+                .for_each(fill);
+        }
     }
 }
 

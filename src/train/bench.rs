@@ -24,16 +24,32 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Times `steps` steps of batch `batch_size` in each mode, `repeats` times interleaved,
+/// How long each measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BenchLength {
+    /// At least this many timed steps.
+    pub steps: usize,
+    /// And at least this many seconds (as ../bench/opacus does: a 0.5 ms step timed 30
+    /// times is too short to measure on a shared machine).
+    pub min_seconds: f64,
+    /// Interleaved repeats of both modes (medians are reported).
+    pub repeats: usize,
+}
+
+/// Times steps of batch `batch_size` in each mode, `length.repeats` times interleaved,
 /// after 5 warm-up steps per measurement.
 pub fn throughput(
     model_config: &ModelConfig,
     data: &Dataset,
     batch_size: usize,
-    steps: usize,
-    repeats: usize,
+    length: BenchLength,
 ) -> Result<Throughput> {
-    let batches: Vec<Vec<usize>> = (0..steps + 5)
+    let BenchLength {
+        steps,
+        min_seconds,
+        repeats,
+    } = length;
+    let batches: Vec<Vec<usize>> = (0..steps.max(50) + 5)
         .map(|s| {
             (0..batch_size)
                 .map(|i| (s * batch_size + i * 7919) % data.len())
@@ -63,10 +79,13 @@ pub fn throughput(
                 optimizer.step(&model, data, batch)?;
             }
             let start = Instant::now();
-            for batch in &batches[5..] {
+            let mut taken = 0;
+            while taken < steps || start.elapsed().as_secs_f64() < min_seconds {
+                let batch = &batches[5 + taken % (batches.len() - 5)];
                 optimizer.step(&model, data, batch)?;
+                taken += 1;
             }
-            rates[slot].push((steps * batch_size) as f64 / start.elapsed().as_secs_f64());
+            rates[slot].push((taken * batch_size) as f64 / start.elapsed().as_secs_f64());
         }
     }
     let [nonprivate, private] = rates;

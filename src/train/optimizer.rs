@@ -272,6 +272,18 @@ impl DpOptimizer {
     /// sum has L2 sensitivity C under add/remove-one; N(0, (σC)²) is added once per
     /// coordinate; the result is divided by the expected batch size, a public constant.
     pub fn step(&mut self, model: &Model, data: &Dataset, indices: &[usize]) -> Result<StepStats> {
+        // The step runs on a rayon worker: the parallel kernels inside it then start on the
+        // current thread instead of each waking the pool from outside (tens of µs apiece,
+        // a fifth of the logreg's step).
+        rayon::scope(|_| self.step_in_pool(model, data, indices))
+    }
+
+    fn step_in_pool(
+        &mut self,
+        model: &Model,
+        data: &Dataset,
+        indices: &[usize],
+    ) -> Result<StepStats> {
         let mut sums: Vec<Vec<f32>> = self
             .params
             .iter()
