@@ -235,3 +235,43 @@ fn every_shipped_config_loads() {
     }
     assert!(count >= 3, "{count} configs");
 }
+
+#[test]
+fn bench_reports_both_modes_and_refuses_a_bad_duration() {
+    // Not a timing test: it checks the command's contract (design.md section 6).
+    let out = dptrain(&[
+        "bench",
+        "--model",
+        "logreg",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["model"], "logreg");
+    assert_eq!(v["batch_size"], 256);
+    let (nonprivate, private) = (
+        v["nonprivate_samples_per_sec"].as_f64().unwrap(),
+        v["private_samples_per_sec"].as_f64().unwrap(),
+    );
+    assert!(nonprivate > 0.0 && private > 0.0);
+    let overhead = v["overhead"].as_f64().unwrap();
+    assert!((overhead - nonprivate / private).abs() < 1e-9 * overhead);
+
+    let bad = dptrain(&["bench", "--model", "logreg", "--min-seconds", "inf"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--min-seconds") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
