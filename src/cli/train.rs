@@ -62,13 +62,14 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         &record,
         config.privacy.delta,
         config.training.expected_batch_size,
+        eval_name,
     );
     write_run_dir(&out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
-            "test accuracy".into(),
+            format!("{eval_name} accuracy"),
             record
                 .epochs
                 .last()

@@ -56,7 +56,7 @@ impl RunManifest {
             finished_unix: f64::NAN,
             machine: format!("{} ({cpus} logical CPUs)", host.trim()),
             command: std::env::args().collect(),
-            noise: "fast: seeded ChaCha20 + rand_distr normal; not hardened against \
+            noise: "fast: seeded ChaCha12 + rand_distr normal; not hardened against \
                     floating-point attacks (Mironov 2012; Jin et al. 2022)"
                 .into(),
         }
@@ -94,14 +94,17 @@ pub fn metrics_csv(rows: &[EpochRecord]) -> String {
     out
 }
 
-/// summary.json of a finished run.
+/// summary.json of a finished run. `evaluated_on` is "test", or "holdout" when the
+/// `test_*` figures come from a holdout taken from the training set (tuning runs).
 pub fn summary_json(
     record: &TrainingRecord,
     delta: f64,
     expected_batch_size: usize,
+    evaluated_on: &str,
 ) -> serde_json::Value {
     let last = record.epochs.last();
     json!({
+        "evaluated_on": evaluated_on,
         "test_accuracy": last.map(|r| r.test_accuracy),
         "test_loss": last.map(|r| r.test_loss),
         "epsilon": record.spent.map(|s| s.epsilon),

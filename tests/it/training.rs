@@ -176,6 +176,7 @@ fn the_run_directory_is_complete_and_its_epsilon_is_the_ledgers() {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary, printed);
+    assert_eq!(summary["evaluated_on"], "test");
     let account = dptrain(&[
         "account",
         "--events",
