@@ -13,7 +13,7 @@ pub enum Error {
     #[error("invalid {name} = {value}: expected {expected}")]
     InvalidParameter {
         /// The parameter's name, as a user spells it (`sample_rate`, `delta`, ...).
-        name: &'static str,
+        name: std::borrow::Cow<'static, str>,
         /// The value that was given, formatted.
         value: String,
         /// What would have been accepted, in words.
@@ -72,12 +72,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Shorthand for [`Error::InvalidParameter`].
     pub fn invalid(
-        name: &'static str,
+        name: impl Into<std::borrow::Cow<'static, str>>,
         value: impl std::fmt::Display,
         expected: impl Into<String>,
     ) -> Self {
         Error::InvalidParameter {
-            name,
+            name: name.into(),
             value: value.to_string(),
             expected: expected.into(),
         }

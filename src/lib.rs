@@ -22,6 +22,7 @@ pub mod privacy;
 pub mod report;
 pub mod runtime;
 pub mod sampling;
+pub mod schedule;
 pub mod train;
 
 pub use error::{Error, Result};

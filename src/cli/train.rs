@@ -40,6 +40,7 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
     let record = train(
         &data.train,
         &data.test,
+        data.validation.as_ref(),
         &config.model,
         &config.privacy,
         &config.training,
@@ -112,6 +113,7 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
         dir: args.data.clone(),
         verify_checksums: true,
         holdout: 0,
+        ..MnistConfig::default()
     })?;
     let kind = match args.model {
         BenchModel::Logreg => ModelKind::Logreg,

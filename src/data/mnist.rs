@@ -28,6 +28,13 @@ pub struct MnistConfig {
     /// Hold out the last `holdout` training examples as a validation set for tuning: the
     /// model trains on the rest and is evaluated on them instead of the test set (0: off).
     pub holdout: usize,
+    /// Take the last `validation` training examples (after any holdout) out of training as
+    /// a validation split for plateau schedules (0: none).
+    pub validation: usize,
+    /// Declares the validation split public: the plateau schedule reads it without
+    /// accounting, so it must not be private data (the report says so). Required with a
+    /// validation split.
+    pub validation_public: bool,
 }
 
 impl Default for MnistConfig {
@@ -36,6 +43,8 @@ impl Default for MnistConfig {
             dir: PathBuf::from("datasets/mnist"),
             verify_checksums: true,
             holdout: 0,
+            validation: 0,
+            validation_public: false,
         }
     }
 }
@@ -49,6 +58,8 @@ pub struct Mnist {
     pub test: Dataset,
     /// True when `test` is the holdout taken from the training set.
     pub test_is_holdout: bool,
+    /// The public validation split, when configured.
+    pub validation: Option<Dataset>,
 }
 
 /// Loads and normalises both splits.
@@ -68,26 +79,40 @@ pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
         }
         read_split(&images, &labels)
     };
-    let train = split("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")?;
-    if config.holdout == 0 {
-        return Ok(Mnist {
-            train,
-            test: split("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")?,
-            test_is_holdout: false,
-        });
-    }
-    if config.holdout >= train.len() {
+    if config.validation > 0 && !config.validation_public {
         return Err(Error::invalid(
-            "data.holdout",
-            config.holdout,
+            "data.validation_public",
+            false,
+            "true: a validation split is read without privacy accounting, so it must be \
+             declared public (data.validation_public = true)",
+        ));
+    }
+    let train = split("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")?;
+    if config.holdout + config.validation >= train.len() {
+        return Err(Error::invalid(
+            "data.holdout + data.validation",
+            config.holdout + config.validation,
             format!("fewer than the {} training examples", train.len()),
         ));
     }
-    let (train, holdout) = train.split_at(train.len() - config.holdout);
+    let (train, test, test_is_holdout) = if config.holdout == 0 {
+        let test = split("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")?;
+        (train, test, false)
+    } else {
+        let (train, holdout) = train.split_at(train.len() - config.holdout);
+        (train, holdout, true)
+    };
+    let (train, validation) = if config.validation == 0 {
+        (train, None)
+    } else {
+        let (train, validation) = train.split_at(train.len() - config.validation);
+        (train, Some(validation))
+    };
     Ok(Mnist {
         train,
-        test: holdout,
-        test_is_holdout: true,
+        test,
+        test_is_holdout,
+        validation,
     })
 }
 

@@ -5,8 +5,10 @@
 //! (the sensitivity bound C and noise of standard deviation σ·C) stays small and auditable.
 //! It never computes ε; the trainer reports each step to `privacy`.
 
+pub mod adaptive_clip;
 pub mod clipping;
 pub mod noise;
 
+pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
 pub use clipping::{ClippingConfig, ClippingMode, clip_factor, per_layer_clip_norms};
 pub use noise::GaussianNoise;

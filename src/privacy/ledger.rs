@@ -4,6 +4,13 @@
 //! reports save, and ε is always recomputed from it. Consecutive steps with the same
 //! (sample_rate, noise_multiplier) are stored as one block. On disk it is a CSV file with
 //! the header `sample_rate,noise_multiplier,steps`, one block per row, in order.
+//!
+//! Steps that also answered adaptive clipping's count query (Andrew et al. 2021) carry its
+//! noise multiplier in a fourth column, `count_noise_multiplier`. `noise_multiplier` is then
+//! the step's *total* multiplier z: the gradient sum, noised at z_Δ, and the count, noised
+//! at z_c, on the same Poisson sample, cost exactly one Gaussian step at z with
+//! z⁻² = z_Δ⁻² + z_c⁻² (the two queries together are one Gaussian mechanism with a
+//! concatenated output). A reader that ignores the fourth column accounts the right ε.
 
 use std::path::Path;
 
@@ -15,6 +22,9 @@ use crate::error::{Error, Result};
 /// The CSV header of a ledger file.
 pub const LEDGER_HEADER: [&str; 3] = ["sample_rate", "noise_multiplier", "steps"];
 
+/// The optional fourth column: the count query's noise multiplier, empty when none.
+pub const COUNT_COLUMN: &str = "count_noise_multiplier";
+
 /// `steps` repetitions of one Poisson-subsampled Gaussian step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyEvent {
@@ -24,6 +34,10 @@ pub struct PrivacyEvent {
     pub noise_multiplier: f64,
     /// How many times the step is repeated, at least 1.
     pub steps: u64,
+    /// The noise multiplier z_c of a count query answered with the same sample (adaptive
+    /// clipping), already included in `noise_multiplier` (see the module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_noise_multiplier: Option<f64>,
 }
 
 impl PrivacyEvent {
@@ -37,7 +51,36 @@ impl PrivacyEvent {
             sample_rate,
             noise_multiplier,
             steps,
+            count_noise_multiplier: None,
         })
+    }
+
+    /// The same steps, recorded as also answering a count query at noise multiplier
+    /// `count` (it must exceed the total multiplier: the gradient's share is what is left).
+    pub fn with_count_query(self, count: f64) -> Result<Self> {
+        if !(count > self.noise_multiplier && count.is_finite()) {
+            return Err(Error::invalid(
+                COUNT_COLUMN,
+                count,
+                format!(
+                    "a finite number above the total noise multiplier {}",
+                    self.noise_multiplier
+                ),
+            ));
+        }
+        Ok(PrivacyEvent {
+            count_noise_multiplier: Some(count),
+            ..self
+        })
+    }
+
+    /// The gradient sum's own noise multiplier z_Δ = (z⁻² − z_c⁻²)^(−1/2) (design.md
+    /// section 5; Andrew et al. 2021, Thm. 1), or z when there is no count query.
+    pub fn gradient_noise_multiplier(&self) -> f64 {
+        match self.count_noise_multiplier {
+            Some(count) => (self.noise_multiplier.powi(-2) - count.powi(-2)).powf(-0.5),
+            None => self.noise_multiplier,
+        }
     }
 
     /// The block of `epochs` passes over a data set of `dataset_size` examples with
@@ -56,6 +99,8 @@ impl PrivacyEvent {
     pub fn same_step(&self, other: &PrivacyEvent) -> bool {
         self.sample_rate.to_bits() == other.sample_rate.to_bits()
             && self.noise_multiplier.to_bits() == other.noise_multiplier.to_bits()
+            && self.count_noise_multiplier.map(f64::to_bits)
+                == other.count_noise_multiplier.map(f64::to_bits)
     }
 }
 
@@ -166,7 +211,10 @@ impl Ledger {
             .headers()
             .map_err(|e| parse_error("line 1".into(), e.to_string()))?
             .clone();
-        if header.iter().collect::<Vec<_>>() != LEDGER_HEADER {
+        let columns: Vec<&str> = header.iter().collect();
+        let with_counts = columns.len() == 4 && columns[3] == COUNT_COLUMN;
+        if columns[..columns.len().min(3)] != LEDGER_HEADER || !(columns.len() == 3 || with_counts)
+        {
             let found = header.iter().collect::<Vec<_>>().join(",");
             let found = if found.is_empty() {
                 "an empty file".to_string()
@@ -175,7 +223,10 @@ impl Ledger {
             };
             return Err(parse_error(
                 "line 1".into(),
-                format!("expected the header `{expected_header}`, found {found}"),
+                format!(
+                    "expected the header `{expected_header}` (optionally `,{COUNT_COLUMN}`), \
+                     found {found}"
+                ),
             ));
         }
         let mut ledger = Ledger::new();
@@ -184,8 +235,9 @@ impl Ledger {
                 let line = e.position().map_or(0, |p| p.line());
                 let message = match e.kind() {
                     csv::ErrorKind::UnequalLengths { len, .. } => format!(
-                        "expected {} fields ({expected_header}), found {len}",
-                        LEDGER_HEADER.len()
+                        "expected {} fields ({}), found {len}",
+                        columns.len(),
+                        columns.join(",")
                     ),
                     _ => e.to_string(),
                 };
@@ -214,6 +266,19 @@ impl Ledger {
                     format!("expected a whole number of steps, found `{steps_text}`"),
                 )
             })?;
+            let count = match with_counts {
+                true => {
+                    let text = record.get(3).unwrap_or("");
+                    let at = format!("line {line}, column 4 ({COUNT_COLUMN})");
+                    match text {
+                        "" => None,
+                        _ => Some(text.parse::<f64>().map_err(|_| {
+                            parse_error(at, format!("expected a number or nothing, found `{text}`"))
+                        })?),
+                    }
+                }
+                false => None,
+            };
             let event = PrivacyEvent::new(sample_rate, noise_multiplier, steps).map_err(|e| {
                 let column = match &e {
                     Error::InvalidParameter { name, .. } => {
@@ -223,6 +288,15 @@ impl Ledger {
                 };
                 parse_error(field(column).1, e.to_string())
             })?;
+            let event = match count {
+                Some(count) => event.with_count_query(count).map_err(|e| {
+                    parse_error(
+                        format!("line {line}, column 4 ({COUNT_COLUMN})"),
+                        e.to_string(),
+                    )
+                })?,
+                None => event,
+            };
             ledger.push(event);
         }
         if ledger.is_empty() {
@@ -235,14 +309,30 @@ impl Ledger {
     }
 
     /// The ledger as CSV text (floats written so they read back bit for bit).
+    /// The fourth column appears only when some step answered a count query.
     pub fn to_csv(&self) -> String {
+        let counts = self
+            .events
+            .iter()
+            .any(|e| e.count_noise_multiplier.is_some());
         let mut out = LEDGER_HEADER.join(",");
+        if counts {
+            out.push(',');
+            out.push_str(COUNT_COLUMN);
+        }
         out.push('\n');
         for e in &self.events {
             out.push_str(&format!(
-                "{:?},{:?},{}\n",
+                "{:?},{:?},{}",
                 e.sample_rate, e.noise_multiplier, e.steps
             ));
+            if counts {
+                out.push(',');
+                if let Some(count) = e.count_noise_multiplier {
+                    out.push_str(&format!("{count:?}"));
+                }
+            }
+            out.push('\n');
         }
         out
     }

@@ -6,5 +6,5 @@ pub mod settings;
 pub mod trainer;
 
 pub use optimizer::{DpOptimizer, DpSettings, OptimizerConfig, StepStats, per_example_norms};
-pub use settings::{LrSchedule, PrivacyConfig, TrainingConfig};
+pub use settings::{PrivacyConfig, TrainingConfig};
 pub use trainer::{EpochRecord, TrainingRecord, evaluate, save_model, train};

@@ -256,6 +256,30 @@ impl DpOptimizer {
         self.noise_multiplier
     }
 
+    /// Sets the gradient noise multiplier and the clip norm of the next steps (schedules,
+    /// adaptive clipping): noise of standard deviation `noise_multiplier · clip_norm` on the
+    /// sum of gradients clipped to `clip_norm`.
+    pub fn set_noise_and_clip(&mut self, noise_multiplier: f64, clip_norm: f64) -> Result<()> {
+        let clipping = ClippingConfig {
+            clip_norm,
+            ..self.clipping
+        };
+        clipping.validate()?;
+        if self.private {
+            if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
+                return Err(Error::invalid(
+                    "noise_multiplier",
+                    noise_multiplier,
+                    "a finite number above 0",
+                ));
+            }
+            self.noise.set_noise_std(noise_multiplier * clip_norm)?;
+        }
+        self.clipping = clipping;
+        self.noise_multiplier = noise_multiplier;
+        Ok(())
+    }
+
     /// Sets the learning rate (learning-rate schedules cost no privacy).
     pub fn set_learning_rate(&mut self, learning_rate: f64) {
         match &mut self.inner {

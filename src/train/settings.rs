@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::OptimizerConfig;
 use crate::error::{Error, Result};
-use crate::mechanism::{ClippingConfig, ClippingMode};
+use crate::mechanism::{AdaptiveClippingConfig, ClippingConfig, ClippingMode};
 use crate::privacy::conversion::{check_delta, check_target_epsilon};
+use crate::schedule::{Role, Schedule, ShapeKind};
 
 /// Privacy settings. Exactly one of `target_epsilon` and `noise_multiplier`, unless the run
 /// is non-private.
@@ -28,6 +29,20 @@ pub struct PrivacyConfig {
     /// Flat or per-layer clipping.
     #[serde(default)]
     pub clipping: ClippingMode,
+    /// How σ evolves (its initial value is calibrated to the target, or is
+    /// `noise_multiplier`); default constant.
+    #[serde(default)]
+    pub noise_schedule: Schedule,
+    /// How C evolves from `clip_norm` (not with adaptive clipping); default constant.
+    #[serde(default)]
+    pub clip_schedule: Schedule,
+    /// Adaptive quantile clipping, starting from `clip_norm` (flat clipping only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_clipping: Option<AdaptiveClippingConfig>,
+    /// A hard budget: no step is taken that would bring ε above it (default: the target ε;
+    /// with a given `noise_multiplier`, no budget unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_epsilon: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -51,33 +66,11 @@ pub struct TrainingConfig {
     pub max_physical_batch: usize,
     /// The inner optimizer.
     pub optimizer: OptimizerConfig,
-    /// How the learning rate evolves over the steps (costs no privacy: post-processing).
+    /// How the learning rate evolves over the steps, with an optional linear warm-up
+    /// (costs no privacy: post-processing). E.g. `{ kind = "cosine", end = 0.0 }`
+    /// (Loshchilov & Hutter 2017, no restarts).
     #[serde(default)]
-    pub lr_schedule: LrSchedule,
-}
-
-/// Learning-rate schedules (a first two; the schedule room of issue 4 generalises them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LrSchedule {
-    /// The configured rate throughout.
-    #[default]
-    Constant,
-    /// lr₀ · (1 + cos(π t/T))/2 at step t of T (Loshchilov & Hutter 2017, no restarts).
-    Cosine,
-}
-
-impl LrSchedule {
-    /// The learning rate of step `step` (0-based) of `steps`, from `base`.
-    pub fn rate(&self, base: f64, step: u64, steps: u64) -> f64 {
-        match self {
-            LrSchedule::Constant => base,
-            LrSchedule::Cosine => {
-                let progress = step as f64 / steps.max(1) as f64;
-                base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
+    pub lr_schedule: Schedule,
 }
 
 fn default_physical_batch() -> usize {
@@ -93,10 +86,37 @@ impl PrivacyConfig {
         }
     }
 
-    /// Checks δ, C, and that exactly one of target ε and σ is given for a private run.
+    /// Checks δ, C, the schedules, and that exactly one of target ε and σ is given for a
+    /// private run.
     pub fn validate(&self) -> Result<()> {
         check_delta(self.delta)?;
         self.clipping().validate()?;
+        self.noise_schedule
+            .validate(Role::Noise, "privacy.noise_schedule")?;
+        self.clip_schedule
+            .validate(Role::ClipNorm, "privacy.clip_schedule")?;
+        if let Some(adaptive) = &self.adaptive_clipping {
+            adaptive.validate()?;
+            if self.clip_schedule.kind != ShapeKind::Constant {
+                return Err(Error::invalid(
+                    "privacy.clip_schedule",
+                    format!("{:?}", self.clip_schedule.kind).to_lowercase(),
+                    "a constant clip schedule with adaptive clipping (C is adapted instead)",
+                ));
+            }
+            if self.clipping != ClippingMode::Flat {
+                return Err(Error::invalid(
+                    "privacy.clipping",
+                    "per_layer",
+                    "flat clipping with adaptive clipping",
+                ));
+            }
+        }
+        if let Some(max) = self.max_epsilon {
+            check_target_epsilon(max).map_err(|_| {
+                Error::invalid("privacy.max_epsilon", max, "a finite number above 0")
+            })?;
+        }
         match (self.private, self.target_epsilon, self.noise_multiplier) {
             (true, Some(_), Some(_)) => Err(Error::invalid(
                 "privacy.target_epsilon / privacy.noise_multiplier",
@@ -116,8 +136,10 @@ impl PrivacyConfig {
 }
 
 impl TrainingConfig {
-    /// Checks epochs, batch sizes and the optimizer.
+    /// Checks epochs, batch sizes, the optimizer and the learning-rate schedule.
     pub fn validate(&self) -> Result<()> {
+        self.lr_schedule
+            .validate(Role::LearningRate, "training.lr_schedule")?;
         if !(self.epochs > 0.0 && self.epochs.is_finite()) {
             return Err(Error::invalid(
                 "training.epochs",
@@ -140,20 +162,5 @@ impl TrainingConfig {
             ));
         }
         self.optimizer.validate()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cosine_schedule_matches_its_closed_form() {
-        let s = LrSchedule::Cosine;
-        assert_eq!(s.rate(2.0, 0, 100), 2.0);
-        assert!((s.rate(2.0, 50, 100) - 1.0).abs() < 1e-12);
-        assert!((s.rate(2.0, 25, 100) - (1.0 + std::f64::consts::FRAC_1_SQRT_2)).abs() < 1e-12);
-        assert!(s.rate(2.0, 99, 100) < 0.001);
-        assert_eq!(LrSchedule::Constant.rate(2.0, 99, 100), 2.0);
     }
 }

@@ -2,8 +2,9 @@
 //! evaluation on the test set at the end of each epoch.
 //!
 //! Steps are ⌈E·N/B⌉ (as `dptrain account --epochs` counts them); epoch k ends after step
-//! ⌈k·N/B⌉. With a target ε the noise multiplier is calibrated before the first step, and
-//! each step is checked against the budget before it is taken.
+//! ⌈k·N/B⌉. With a target ε the noise schedule's scale is calibrated before the first step
+//! (`schedule::plan`), and each step, at its own σ, is checked against the budget before it
+//! is taken: a run never spends more than its budget, whatever its schedule does.
 
 use std::time::Instant;
 
@@ -13,13 +14,13 @@ use serde::Serialize;
 use super::optimizer::{DpOptimizer, DpSettings};
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::mechanism::{AdaptiveClipper, gradient_noise_multiplier};
 use crate::model::{Model, ModelConfig, dataset_batch, summed_cross_entropy};
-use crate::privacy::{
-    Ledger, PrivacyBudget, PrivacyEvent, PrivacySpent, RdpAccountant, calibrate_noise_multiplier,
-    epochs_to_steps,
-};
+use crate::privacy::{Ledger, PrivacyBudget, PrivacySpent, RdpAccountant, epochs_to_steps};
 use crate::sampling::PoissonSampler;
+use crate::schedule::plan::{self, NoiseSpec};
+use crate::schedule::{Plateau, ShapeKind, Timeline};
 
 /// One row of metrics.csv: the state at the end of an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -53,7 +54,7 @@ pub struct TrainingRecord {
     pub ledger: Ledger,
     /// ε at δ of the ledger (None for a non-private run).
     pub spent: Option<PrivacySpent>,
-    /// The σ used (calibrated or given; 0 when non-private).
+    /// σ of the first step (calibrated or given; 0 when non-private).
     pub noise_multiplier: f64,
     /// q = B/N.
     pub sample_rate: f64,
@@ -97,10 +98,13 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
 }
 
 /// Trains `model_config` on `train` with DP-SGD, evaluating on `test` after each epoch;
-/// `on_epoch` sees each metrics row as it is made.
+/// `validation` (public) feeds a plateau noise schedule; `on_epoch` sees each metrics row as
+/// it is made.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     train: &Dataset,
     test: &Dataset,
+    validation: Option<&Dataset>,
     model_config: &ModelConfig,
     privacy: &PrivacyConfig,
     training: &TrainingConfig,
@@ -115,30 +119,58 @@ pub fn train(
         n as u64,
         training.expected_batch_size as u64,
     )?;
-    let mut accountant = RdpAccountant::default();
-    let noise_multiplier = match (
+    let expected_batch = sample_rate * n as f64;
+    let timeline = Timeline {
+        steps: planned_steps,
+        steps_per_epoch: n as f64 / training.expected_batch_size as f64,
+    };
+    let schedule = &privacy.noise_schedule;
+    let plateau_schedule = schedule.kind == ShapeKind::Plateau;
+    if plateau_schedule && validation.is_none() {
+        return Err(Error::invalid(
+            "privacy.noise_schedule.kind",
+            "plateau",
+            "a public validation split to watch (data.validation > 0 with \
+             data.validation_public = true), or another schedule",
+        ));
+    }
+    let mut clipper = match (privacy.private, privacy.adaptive_clipping) {
+        (true, Some(config)) => Some(AdaptiveClipper::new(
+            config,
+            privacy.clip_norm,
+            expected_batch,
+            derive_seed(seed, 4),
+        )?),
+        _ => None,
+    };
+    let spec = NoiseSpec {
+        schedule,
+        sample_rate,
+        timeline,
+        count_noise_multiplier: clipper.as_ref().map(|c| c.count_noise_multiplier()),
+    };
+    let scale = match (
         privacy.private,
         privacy.target_epsilon,
         privacy.noise_multiplier,
     ) {
         (false, _, _) => 0.0,
-        (true, Some(target), _) => {
-            calibrate_noise_multiplier(
-                target,
-                privacy.delta,
-                sample_rate,
-                planned_steps,
-                &accountant,
-            )?
-            .noise_multiplier
-        }
+        (true, Some(target), _) => plan::calibrate(&spec, target, privacy.delta)?.scale,
         (true, None, Some(sigma)) => sigma,
         (true, None, None) => unreachable!("validated above"),
     };
-    let budget = match privacy.target_epsilon {
-        Some(target) if privacy.private => Some(PrivacyBudget::new(target, privacy.delta)?),
+    if let Some(clipper) = &clipper {
+        // Every step's σ must leave room for the gradients: refuse before training.
+        let largest = (0..planned_steps)
+            .map(|s| plan::planned_noise_multiplier(&spec, scale, s))
+            .fold(scale, f64::max);
+        gradient_noise_multiplier(largest, clipper.count_noise_std())?;
+    }
+    let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
+        Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
         _ => None,
     };
+    let mut accountant = RdpAccountant::default();
     let model = Model::new(
         model_config,
         &train.feature_shape,
@@ -151,8 +183,8 @@ pub fn train(
         DpSettings {
             optimizer: training.optimizer,
             clipping: privacy.clipping(),
-            noise_multiplier,
-            expected_batch_size: sample_rate * n as f64,
+            noise_multiplier: if privacy.private { scale } else { 0.0 },
+            expected_batch_size: expected_batch,
             max_physical_batch: training.max_physical_batch,
             private: privacy.private,
             noise_seed: derive_seed(seed, 3),
@@ -163,68 +195,97 @@ pub fn train(
     let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
     let mut stopped_early = None;
     let mut steps = 0u64;
-    let expected_batch = training.expected_batch_size as f64;
-    let epoch_end = |k: usize| ((k as f64) * n as f64 / expected_batch).ceil() as u64;
+    let mut plateau = Plateau::default();
+    let (mut sigma, mut clip_norm) = (0.0, privacy.clip_norm);
     // Evaluates and records the state after `steps` steps.
-    let mut record_epoch =
-        |epoch: usize, steps: u64, train_loss: f64, accountant: &mut RdpAccountant| -> Result<()> {
-            let (test_loss, test_accuracy) = evaluate(&model, test)?;
-            let epsilon = match privacy.private {
-                true => accountant.epsilon(privacy.delta)?.epsilon,
-                false => 0.0,
-            };
-            let record = EpochRecord {
-                epoch,
-                step: steps,
-                train_loss,
-                test_loss,
-                test_accuracy,
-                epsilon,
-                noise_multiplier,
-                clip_norm: privacy.clip_norm,
-                wall_seconds: start.elapsed().as_secs_f64(),
-            };
-            on_epoch(&record);
-            epochs.push(record);
-            Ok(())
+    let mut record_epoch = |epoch: usize,
+                            steps: u64,
+                            train_loss: f64,
+                            (sigma, clip_norm): (f64, f64),
+                            accountant: &mut RdpAccountant|
+     -> Result<()> {
+        let (test_loss, test_accuracy) = evaluate(&model, test)?;
+        let epsilon = match privacy.private {
+            true => accountant.epsilon(privacy.delta)?.epsilon,
+            false => 0.0,
         };
+        let record = EpochRecord {
+            epoch,
+            step: steps,
+            train_loss,
+            test_loss,
+            test_accuracy,
+            epsilon,
+            noise_multiplier: sigma,
+            clip_norm,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        };
+        on_epoch(&record);
+        epochs.push(record);
+        Ok(())
+    };
     let mut epoch = 1;
     let mut recorded_step = 0u64;
     while steps < planned_steps {
-        // The step about to be taken, as the accountant sees it (None when non-private).
-        let event = match privacy.private {
-            true => Some(PrivacyEvent::new(sample_rate, noise_multiplier, 1)?),
-            false => None,
+        // This step's σ and C: schedules are functions of the step (public); a plateau and
+        // adaptive clipping depend only on public validation data and released estimates.
+        sigma = match plateau_schedule {
+            true => scale * plateau.factor,
+            false => scale * schedule.factor(steps, &timeline),
         };
-        if let (Some(budget), Some(event)) = (&budget, event) {
-            let check = budget.check(&mut accountant, event)?;
-            if !check.fits {
-                stopped_early = Some(format!(
-                    "step {} would spend ε = {:.4} > target {}",
-                    steps + 1,
-                    check.after.epsilon,
-                    budget.target_epsilon
-                ));
-                break;
+        clip_norm = match &clipper {
+            Some(clipper) => clipper.clip_norm(),
+            None => privacy.clip_norm * privacy.clip_schedule.factor(steps, &timeline),
+        };
+        if privacy.private {
+            // The step about to be taken, as the accountant sees it.
+            let event = plan::step_event(&spec, sigma)?;
+            if let Some(budget) = &budget {
+                let check = budget.check(&mut accountant, event)?;
+                if !check.fits {
+                    stopped_early = Some(format!(
+                        "step {} would spend ε = {:.4} > budget {}",
+                        steps + 1,
+                        check.after.epsilon,
+                        budget.target_epsilon
+                    ));
+                    break;
+                }
             }
+            let gradient_sigma = match &clipper {
+                Some(clipper) => gradient_noise_multiplier(sigma, clipper.count_noise_std())?,
+                None => sigma,
+            };
+            optimizer.set_noise_and_clip(gradient_sigma, clip_norm)?;
+            accountant.compose(event)?;
         }
-        optimizer.set_learning_rate(training.lr_schedule.rate(
-            training.optimizer.learning_rate(),
-            steps,
-            planned_steps,
-        ));
+        optimizer.set_learning_rate(
+            training.optimizer.learning_rate() * training.lr_schedule.factor(steps, &timeline),
+        );
         let batch = sampler.sample();
         let stats = optimizer.step(&model, train, &batch)?;
-        if let Some(event) = event {
-            accountant.compose(event)?;
+        if let Some(clipper) = &mut clipper {
+            clipper.update(
+                stats.batch_size - stats.clipped - stats.nonfinite,
+                stats.batch_size,
+            );
         }
         steps += 1;
         epoch_loss += stats.loss_sum;
         epoch_examples += stats.batch_size;
-        let at_epoch_end = steps == epoch_end(epoch).min(planned_steps);
+        let at_epoch_end = steps == timeline.epoch_end(epoch as u64).min(planned_steps);
         if at_epoch_end {
             let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-            record_epoch(epoch, steps, train_loss, &mut accountant)?;
+            record_epoch(
+                epoch,
+                steps,
+                train_loss,
+                (sigma, clip_norm),
+                &mut accountant,
+            )?;
+            if let (true, Some(validation)) = (plateau_schedule, validation) {
+                plateau.observe(schedule, evaluate(&model, validation)?.0);
+            }
             recorded_step = steps;
             epoch += 1;
             (epoch_loss, epoch_examples) = (0.0, 0);
@@ -232,7 +293,13 @@ pub fn train(
     }
     if stopped_early.is_some() && recorded_step != steps {
         let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-        record_epoch(epoch, steps, train_loss, &mut accountant)?;
+        record_epoch(
+            epoch,
+            steps,
+            train_loss,
+            (sigma, clip_norm),
+            &mut accountant,
+        )?;
     }
     let spent = if privacy.private {
         Some(accountant.epsilon(privacy.delta)?)
@@ -243,7 +310,7 @@ pub fn train(
         epochs,
         ledger: accountant.ledger().clone(),
         spent,
-        noise_multiplier,
+        noise_multiplier: if privacy.private { scale } else { 0.0 },
         sample_rate,
         steps,
         planned_steps,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("fs", 0),
+    ("runtime", 0),
     ("privacy", 1),
     ("schedule", 1),
     ("sampling", 1),

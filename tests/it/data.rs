@@ -24,6 +24,7 @@ fn shipped_mnist_matches_its_readme() {
         dir: shipped(),
         verify_checksums: true,
         holdout: 0,
+        ..MnistConfig::default()
     })
     .unwrap();
     assert_eq!(mnist.train.len(), 60_000);
@@ -119,6 +120,7 @@ fn damaged_copies_are_refused_with_the_file_named() {
             dir: dir.clone(),
             verify_checksums: verify,
             holdout: 0,
+            ..MnistConfig::default()
         })
         .unwrap_err()
         .to_string();
@@ -133,6 +135,7 @@ fn a_holdout_comes_from_the_end_of_the_training_set() {
         dir: shipped(),
         verify_checksums: false,
         holdout: 5000,
+        ..MnistConfig::default()
     })
     .unwrap();
     assert!(mnist.test_is_holdout);
@@ -141,19 +144,45 @@ fn a_holdout_comes_from_the_end_of_the_training_set() {
         dir: shipped(),
         verify_checksums: false,
         holdout: 0,
+        ..MnistConfig::default()
     })
     .unwrap();
     assert_eq!(mnist.test.labels[..], full.train.labels[55_000..]);
     assert_eq!(mnist.test.example(0), full.train.example(55_000));
+    // A public validation split comes from the end of what is left for training.
+    let split = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: false,
+        holdout: 5000,
+        validation: 1000,
+        validation_public: true,
+    })
+    .unwrap();
+    let validation = split.validation.unwrap();
+    assert_eq!((split.train.len(), validation.len()), (54_000, 1_000));
+    assert_eq!(validation.labels[..], full.train.labels[54_000..55_000]);
+    let undeclared = load_mnist(&MnistConfig {
+        dir: shipped(),
+        verify_checksums: false,
+        validation: 1000,
+        ..MnistConfig::default()
+    });
+    assert!(
+        undeclared
+            .unwrap_err()
+            .to_string()
+            .contains("data.validation_public"),
+    );
     let too_big = load_mnist(&MnistConfig {
         dir: shipped(),
         verify_checksums: false,
         holdout: 60_000,
+        ..MnistConfig::default()
     });
     assert!(
         too_big
             .unwrap_err()
             .to_string()
-            .contains("invalid data.holdout = 60000")
+            .contains("invalid data.holdout + data.validation = 60000")
     );
 }

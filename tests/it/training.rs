@@ -8,7 +8,8 @@ use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::model::{Activation, ModelConfig, ModelKind};
 use dptrain::privacy::RdpAccountant;
 use dptrain::report::metrics_csv;
-use dptrain::train::{LrSchedule, OptimizerConfig, PrivacyConfig, TrainingConfig, train};
+use dptrain::schedule::{Schedule, ShapeKind};
+use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
 
 fn mnist() -> &'static Mnist {
     static MNIST: OnceLock<Mnist> = OnceLock::new();
@@ -17,6 +18,7 @@ fn mnist() -> &'static Mnist {
             dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
             verify_checksums: false,
             holdout: 0,
+            ..MnistConfig::default()
         })
         .unwrap()
     })
@@ -45,6 +47,10 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
             delta: 1e-5,
             clip_norm: 1.0,
             clipping: Default::default(),
+            noise_schedule: Schedule::default(),
+            clip_schedule: Schedule::default(),
+            adaptive_clipping: None,
+            max_epsilon: None,
         },
         TrainingConfig {
             epochs: 3.0,
@@ -54,7 +60,11 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
                 learning_rate: 0.5,
                 momentum: 0.0,
             },
-            lr_schedule: LrSchedule::Cosine,
+            lr_schedule: Schedule {
+                kind: ShapeKind::Cosine,
+                end: Some(0.0),
+                ..Schedule::default()
+            },
         },
     )
 }
@@ -67,6 +77,7 @@ fn same_seed_same_run_and_the_ledger_is_what_was_spent() {
         train(
             &train_set,
             &test_set,
+            None,
             &model,
             &privacy,
             &training,
@@ -123,6 +134,7 @@ fn the_non_private_baseline_spends_nothing_and_learns() {
     let record = train(
         &train_set,
         &test_set,
+        None,
         &model,
         &privacy,
         &training,
