@@ -94,7 +94,8 @@ impl AdaptiveClippingConfig {
 /// the count is noised at σ_b. Refused unless z < 2σ_b.
 pub fn gradient_noise_multiplier(total: f64, count_noise_std: f64) -> Result<f64> {
     let count = 2.0 * count_noise_std;
-    if !(total < count) {
+    // NaN totals are refused too.
+    if total.is_nan() || total >= count {
         return Err(Error::invalid(
             "privacy.adaptive_clipping.count_noise",
             count_noise_std,

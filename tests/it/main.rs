@@ -8,5 +8,6 @@ mod cli;
 mod data;
 mod dp_step;
 mod grad_sample;
+mod schedules;
 mod support;
 mod training;
