@@ -129,6 +129,13 @@ pub enum ConversionKind {
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct AccountArgs {
+    /// A run config: print its privacy plan (σ of the first and last step, ε per epoch)
+    /// without training.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// With CONFIG: override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    pub set: Vec<String>,
     /// Steps and sample rate (not with --events).
     #[command(flatten)]
     pub step: StepArgs,
@@ -250,6 +257,20 @@ impl StepArgs {
 
 fn account(args: &AccountArgs) -> Result<Output> {
     let AccountantKind::Rdp = args.accountant;
+    if let Some(config) = &args.config {
+        if args.step.any()
+            || args.noise_multiplier.is_some()
+            || args.events.is_some()
+            || args.delta.is_some()
+            || args.epsilon.is_some()
+        {
+            return Err(Error::Usage(
+                "CONFIG gives the steps, the noise and δ; drop the other flags (or use --set)"
+                    .into(),
+            ));
+        }
+        return train::plan(config, &args.set);
+    }
     let ledger = match &args.events {
         Some(path) => {
             if args.step.any() || args.noise_multiplier.is_some() {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::{Activation, ModelConfig, ModelKind};
 use crate::report::{RunManifest, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
-use crate::train::{save_model, train};
+use crate::train::{plan_run, save_model, train};
 
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
 pub fn run(args: &TrainArgs) -> Result<Output> {
@@ -103,6 +103,66 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
     }
     Ok(Output {
         json: summary,
+        table,
+    })
+}
+
+/// `dptrain account CONFIG`: the privacy plan of a run config.
+pub fn plan(path: &std::path::Path, overrides: &[String]) -> Result<Output> {
+    let config = RunConfig::load(path, overrides)?;
+    let DataConfig::Mnist(mnist) = &config.data;
+    let run = plan_run(&config.privacy, &config.training, mnist.train_size())?;
+    let plan = &run.plan;
+    let note = match plan.worst_case {
+        true => {
+            "plateau schedule: planned at its floor σ, the most it can spend (the run \
+                 stops at the budget whatever happens)"
+        }
+        false => "the schedule is a closed form: the run spends exactly this if not stopped",
+    };
+    let mut table = vec![
+        ("config".to_string(), path.display().to_string()),
+        ("sample rate".into(), format!("{}", run.sample_rate)),
+        ("steps".into(), run.timeline.steps.to_string()),
+        (
+            "noise multiplier".into(),
+            format!(
+                "{:.6} (first step) to {:.6} (last step)",
+                plan.first_noise_multiplier, plan.last_noise_multiplier
+            ),
+        ),
+    ];
+    if let Some(count) = run.count_noise_multiplier {
+        table.push((
+            "count query".into(),
+            format!("noise multiplier {count} (adaptive clipping)"),
+        ));
+    }
+    for (k, epsilon) in plan.epsilon_per_epoch.iter().enumerate() {
+        table.push((
+            format!("epsilon after epoch {}", k + 1),
+            format!("{epsilon:.4}"),
+        ));
+    }
+    table.extend([
+        ("epsilon".into(), format!("{:.6}", plan.epsilon)),
+        ("delta".into(), format!("{:e}", plan.delta)),
+        ("accountant".into(), "RDP (dp_accounting orders)".into()),
+        ("note".into(), note.into()),
+    ]);
+    Ok(Output {
+        json: json!({
+            "epsilon": plan.epsilon,
+            "delta": plan.delta,
+            "accountant": "rdp",
+            "steps": run.timeline.steps,
+            "sample_rate": run.sample_rate,
+            "first_noise_multiplier": plan.first_noise_multiplier,
+            "last_noise_multiplier": plan.last_noise_multiplier,
+            "count_noise_multiplier": run.count_noise_multiplier,
+            "epsilon_per_epoch": plan.epsilon_per_epoch,
+            "worst_case": plan.worst_case,
+        }),
         table,
     })
 }

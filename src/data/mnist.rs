@@ -37,6 +37,17 @@ pub struct MnistConfig {
     pub validation_public: bool,
 }
 
+/// Examples in MNIST's training files.
+pub const MNIST_TRAIN_SIZE: usize = 60_000;
+
+impl MnistConfig {
+    /// Training examples left after the holdout and the validation split (what q = B/N
+    /// divides by), without reading the files.
+    pub fn train_size(&self) -> usize {
+        MNIST_TRAIN_SIZE.saturating_sub(self.holdout + self.validation)
+    }
+}
+
 impl Default for MnistConfig {
     fn default() -> Self {
         MnistConfig {

@@ -149,23 +149,11 @@ pub fn train(
         timeline,
         count_noise_multiplier: clipper.as_ref().map(|c| c.count_noise_multiplier()),
     };
-    let scale = match (
-        privacy.private,
-        privacy.target_epsilon,
-        privacy.noise_multiplier,
-    ) {
-        (false, _, _) => 0.0,
-        (true, Some(target), _) => plan::calibrate(&spec, target, privacy.delta)?.scale,
-        (true, None, Some(sigma)) => sigma,
-        (true, None, None) => unreachable!("validated above"),
+    // The same calibration `dptrain account CONFIG` prints.
+    let scale = match privacy.private {
+        true => super::planning::plan_run(privacy, training, n)?.plan.scale,
+        false => 0.0,
     };
-    if let Some(clipper) = &clipper {
-        // Every step's σ must leave room for the gradients: refuse before training.
-        let largest = (0..planned_steps)
-            .map(|s| plan::planned_noise_multiplier(&spec, scale, s))
-            .fold(scale, f64::max);
-        gradient_noise_multiplier(largest, clipper.count_noise_std())?;
-    }
     let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
         Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
         _ => None,

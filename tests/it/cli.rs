@@ -361,3 +361,67 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout on error");
     }
 }
+
+#[test]
+fn account_config_prints_the_plan_of_a_schedule() {
+    let plan = json(&[
+        "account",
+        "configs/schedules/exponential.toml",
+        "--set",
+        "training.epochs=4",
+        "--json",
+    ]);
+    let epsilon = plan["epsilon"].as_f64().unwrap();
+    assert!(epsilon <= 3.0 && epsilon > 3.0 - 1e-3, "{plan}");
+    let per_epoch: Vec<f64> = plan["epsilon_per_epoch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_epoch.len(), 4);
+    assert!(per_epoch.windows(2).all(|w| w[0] < w[1]), "{per_epoch:?}");
+    assert_eq!(*per_epoch.last().unwrap(), epsilon);
+    // σ decays by e^(−0.0173) per epoch: three decays between the first and last step.
+    let (first, last) = (
+        plan["first_noise_multiplier"].as_f64().unwrap(),
+        plan["last_noise_multiplier"].as_f64().unwrap(),
+    );
+    assert!(relative_error(last, first * (-3.0 * 0.0173f64).exp()) < 1e-12);
+    assert_eq!(plan["worst_case"], false);
+    // A plateau is planned at its floor, and says so.
+    let plateau = json(&[
+        "account",
+        "configs/schedules/constant.toml",
+        "--set",
+        "training.epochs=4",
+        "--set",
+        "privacy.noise_schedule={ kind = \"plateau\", factor = 0.5, patience = 2, floor = 0.5 }",
+        "--json",
+    ]);
+    assert_eq!(plateau["worst_case"], true);
+    let floor_first = plateau["first_noise_multiplier"].as_f64().unwrap();
+    assert_eq!(
+        floor_first,
+        plateau["last_noise_multiplier"].as_f64().unwrap()
+    );
+    // Its ε is that of every step at the floor σ, by the plain homogeneous command.
+    let homogeneous = json(&[
+        "account",
+        "--sample-rate",
+        &plateau["sample_rate"].to_string(),
+        "--steps",
+        &plateau["steps"].to_string(),
+        "--noise-multiplier",
+        &floor_first.to_string(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert!(
+        relative_error(
+            homogeneous["epsilon"].as_f64().unwrap(),
+            plateau["epsilon"].as_f64().unwrap()
+        ) < 1e-12
+    );
+}
