@@ -65,6 +65,9 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         config.training.expected_batch_size,
         eval_name,
     );
+    // A plateau schedule read this split without accounting: say so (it is declared public).
+    let mut summary = summary;
+    summary["public_validation_examples"] = json!(data.validation.as_ref().map(|v| v.len()));
     write_run_dir(&out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
     let mut table = vec![

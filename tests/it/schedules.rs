@@ -386,3 +386,82 @@ fn impossible_or_unsafe_schedules_are_refused_before_training() {
         "{message}"
     );
 }
+
+#[test]
+fn a_plateau_schedule_reads_only_the_public_validation_split_and_stays_in_budget() {
+    // Validation labels are shuffled, so its loss soon stops improving and σ must fall to
+    // its floor; the run still ends within its target, which was planned at that floor.
+    let (train_set, test_set) = (head(&mnist().train, 2000), head(&mnist().test, 200));
+    let mut validation = mnist().train.split_at(59_000).1;
+    validation.labels.rotate_left(7);
+    let privacy = PrivacyConfig {
+        target_epsilon: Some(3.0),
+        noise_multiplier: None,
+        noise_schedule: Schedule {
+            kind: ShapeKind::Plateau,
+            factor: Some(0.5),
+            patience: Some(1),
+            floor: Some(0.5),
+            ..Schedule::default()
+        },
+        ..privacy()
+    };
+    let record = train(
+        &train_set,
+        &test_set,
+        Some(&validation),
+        &logreg(),
+        &privacy,
+        &training(6.0),
+        2,
+        &mut |_| {},
+    )
+    .unwrap();
+    let scale = record.noise_multiplier;
+    let sigmas: Vec<f64> = record.epochs.iter().map(|e| e.noise_multiplier).collect();
+    assert_eq!(sigmas[0], scale);
+    assert!(
+        sigmas.iter().all(|&s| s == scale || s == 0.5 * scale),
+        "{sigmas:?}"
+    );
+    assert_eq!(*sigmas.last().unwrap(), 0.5 * scale, "{sigmas:?}");
+    let spent = record.spent.unwrap().epsilon;
+    assert!(spent <= 3.0, "{spent}");
+    assert!(record.stopped_early.is_none());
+}
+
+#[test]
+fn a_clip_schedule_sets_c_step_by_step() {
+    let (train_set, test_set) = (head(&mnist().train, 1000), head(&mnist().test, 100));
+    let clip_schedule = Schedule {
+        kind: ShapeKind::Exponential,
+        rate: Some(0.5),
+        unit: Unit::Epochs,
+        ..Schedule::default()
+    };
+    let privacy = PrivacyConfig {
+        clip_schedule,
+        ..privacy()
+    };
+    let record = train(
+        &train_set,
+        &test_set,
+        None,
+        &logreg(),
+        &privacy,
+        &training(3.0),
+        4,
+        &mut |_| {},
+    )
+    .unwrap();
+    // Each metrics row carries the C of the epoch's last step: e^(−0.5·k) in epoch k.
+    for (k, row) in record.epochs.iter().enumerate() {
+        let expected = (-0.5 * k as f64).exp();
+        assert!(
+            (row.clip_norm - expected).abs() < 1e-12,
+            "epoch {}: {} vs {expected}",
+            k + 1,
+            row.clip_norm
+        );
+    }
+}
