@@ -40,6 +40,15 @@ pub enum Command {
     Train(TrainArgs),
     /// Training-step throughput, private against non-private, on MNIST.
     Bench(BenchArgs),
+    /// Rebuild a run directory's privacy statement and plots from its saved records.
+    Report(ReportArgs),
+}
+
+/// Flags of `dptrain report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory (written by `dptrain train`).
+    pub run_dir: PathBuf,
 }
 
 /// Flags of `dptrain train`.
@@ -204,6 +213,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args),
         Command::Bench(args) => train::bench(args),
+        Command::Report(args) => train::report(&args.run_dir),
     }
 }
 

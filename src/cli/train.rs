@@ -10,7 +10,7 @@ use crate::config::{DataConfig, RunConfig};
 use crate::data::{MnistConfig, load_mnist};
 use crate::error::{Error, Result};
 use crate::model::{Activation, ModelConfig, ModelKind};
-use crate::report::{RunManifest, summary_json, unix_now, write_run_dir};
+use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
 use crate::train::{plan_run, save_model, train};
 
@@ -70,6 +70,9 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
     summary["public_validation_examples"] = json!(data.validation.as_ref().map(|v| v.len()));
     write_run_dir(&out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
+    // The statement and plots are made from the files just written, as `dptrain report`
+    // makes them: the run directory alone is enough to rebuild them.
+    render(&RunRecords::load(&out)?)?;
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
@@ -230,6 +233,26 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
                 format!("{:.0} samples/s", t.private_samples_per_sec),
             ),
             ("overhead".into(), format!("{overhead:.2}x")),
+        ],
+    })
+}
+
+/// `dptrain report RUN_DIR`: rebuilds privacy.md and the plots from the saved records.
+pub fn report(dir: &std::path::Path) -> Result<Output> {
+    let records = RunRecords::load(dir)?;
+    let written = render(&records)?;
+    let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    Ok(Output {
+        json: json!({
+            "run_directory": dir.display().to_string(),
+            "written": files,
+            "epsilon": records.summary.epsilon,
+            "delta": records.summary.delta,
+            "test_accuracy": records.summary.test_accuracy,
+        }),
+        table: vec![
+            ("run directory".into(), dir.display().to_string()),
+            ("written".into(), files.join(", ")),
         ],
     })
 }

@@ -1,17 +1,27 @@
 //! The run directory: the files a finished run leaves behind, each written atomically.
 //!
-//! `config.toml` (resolved), `manifest.json`, `metrics.csv`, `ledger.csv`, `summary.json`
-//! (design.md section 6); the model weights are written by the trainer. Everything here is
-//! made from saved records, never from tensors.
+//! `config.toml` (resolved), `manifest.json`, `metrics.csv`, `timing.csv`, `ledger.csv`,
+//! `summary.json` (design.md section 6); the model weights are written by the trainer.
+//! Everything here is made from saved records, never from tensors.
+//!
+//! Departure from design.md section 6: the wall clock lives in `timing.csv`, not in
+//! metrics.csv, so that the same config and seed give a byte-identical metrics.csv.
 
-use std::path::Path;
+pub mod plots;
+pub mod records;
+pub mod statement;
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
+use crate::privacy::{PrivacyEvent, RdpAccountant};
 use crate::train::{EpochRecord, TrainingRecord};
+pub use plots::{Chart, Reference, Series};
+pub use records::{MetricsRow, RunRecords, Summary};
 
 /// Who ran what, where and when.
 #[derive(Debug, Clone, Serialize)]
@@ -72,14 +82,17 @@ pub fn unix_now() -> f64 {
 
 /// The header of metrics.csv.
 pub const METRICS_HEADER: &str =
-    "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm,wall_seconds";
+    "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm";
 
-/// metrics.csv text: one row per evaluation.
+/// The header of timing.csv.
+pub const TIMING_HEADER: &str = "epoch,step,wall_seconds";
+
+/// metrics.csv text: one row per evaluation (floats written to read back bit for bit).
 pub fn metrics_csv(rows: &[EpochRecord]) -> String {
     let mut out = format!("{METRICS_HEADER}\n");
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:?},{:?},{:?},{:?},{:?},{:?},{:.3}\n",
+            "{},{},{:?},{:?},{:?},{:?},{:?},{:?}\n",
             r.epoch,
             r.step,
             r.train_loss,
@@ -88,8 +101,16 @@ pub fn metrics_csv(rows: &[EpochRecord]) -> String {
             r.epsilon,
             r.noise_multiplier,
             r.clip_norm,
-            r.wall_seconds
         ));
+    }
+    out
+}
+
+/// timing.csv text: seconds since the start of training at each evaluation.
+pub fn timing_csv(rows: &[EpochRecord]) -> String {
+    let mut out = format!("{TIMING_HEADER}\n");
+    for r in rows {
+        out.push_str(&format!("{},{},{:.3}\n", r.epoch, r.step, r.wall_seconds));
     }
     out
 }
@@ -127,7 +148,8 @@ fn pretty<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plain data serialises") + "\n"
 }
 
-/// Writes config.toml, manifest.json, metrics.csv, ledger.csv and summary.json into `dir`.
+/// Writes config.toml, manifest.json, metrics.csv, timing.csv, ledger.csv and summary.json
+/// into `dir`.
 pub fn write_run_dir(
     dir: &Path,
     config_toml: &str,
@@ -145,7 +167,183 @@ pub fn write_run_dir(
         &dir.join("metrics.csv"),
         metrics_csv(&record.epochs).as_bytes(),
     )?;
+    write_atomic(
+        &dir.join("timing.csv"),
+        timing_csv(&record.epochs).as_bytes(),
+    )?;
     write_atomic(&dir.join("ledger.csv"), record.ledger.to_csv().as_bytes())?;
     write_atomic(&dir.join("summary.json"), pretty(summary).as_bytes())?;
     Ok(())
+}
+
+/// ε at δ after every step count in `at` (ascending), composing `ledger` block by block.
+pub fn epsilon_curve(ledger: &crate::privacy::Ledger, delta: f64, at: &[u64]) -> Result<Vec<f64>> {
+    let mut accountant = RdpAccountant::default();
+    let mut taken = 0u64;
+    let mut out = Vec::with_capacity(at.len());
+    let mut targets = at.iter().copied().peekable();
+    for event in ledger.events() {
+        let end = taken + event.steps;
+        while let Some(&target) = targets.peek() {
+            if target > end {
+                break;
+            }
+            if target > taken {
+                accountant.compose(PrivacyEvent {
+                    steps: target - taken,
+                    ..*event
+                })?;
+                taken = target;
+            }
+            out.push(accountant.epsilon(delta)?.epsilon);
+            targets.next();
+        }
+        if end > taken {
+            accountant.compose(PrivacyEvent {
+                steps: end - taken,
+                ..*event
+            })?;
+            taken = end;
+        }
+    }
+    Ok(out)
+}
+
+/// The charts of a run: ε against steps with its budget; test accuracy and losses against
+/// epochs; σ and C against steps when they vary.
+pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
+    let name = &records.config.name;
+    let evaluated = &records.summary.evaluated_on;
+    let epochs = |f: fn(&MetricsRow) -> f64| -> Vec<(f64, f64)> {
+        records.metrics.iter().map(|r| (r.epoch as f64, f(r))).collect()
+    };
+    let mut charts = Vec::new();
+    if records.summary.private && !records.ledger.is_empty() {
+        let steps = records.ledger.steps();
+        let mut at: Vec<u64> = (1..=200u64).map(|j| (j * steps).div_ceil(200)).collect();
+        at.dedup();
+        let curve = epsilon_curve(&records.ledger, records.summary.delta, &at)?;
+        let privacy = &records.config.privacy;
+        charts.push((
+            "epsilon".to_string(),
+            Chart {
+                title: format!("{name}: privacy spent (δ = {:e})", records.summary.delta),
+                x_label: "steps".into(),
+                y_label: "ε (RDP accountant)".into(),
+                series: vec![Series {
+                    name: "ε spent".into(),
+                    points: std::iter::once((0.0, 0.0))
+                        .chain(at.iter().map(|&s| s as f64).zip(curve))
+                        .collect(),
+                    markers: false,
+                }],
+                reference: privacy
+                    .max_epsilon
+                    .or(privacy.target_epsilon)
+                    .map(|budget| Reference {
+                        name: format!("budget ε = {budget}"),
+                        y: budget,
+                    }),
+                legend_on_top: false,
+            },
+        ));
+    }
+    charts.push((
+        "accuracy".to_string(),
+        Chart {
+            title: format!("{name}: {evaluated} accuracy"),
+            x_label: "epoch".into(),
+            y_label: format!("{evaluated} accuracy (%)"),
+            series: vec![Series {
+                name: format!("{evaluated} accuracy"),
+                points: epochs(|r| 100.0 * r.test_accuracy),
+                markers: true,
+            }],
+            reference: None,
+            legend_on_top: false,
+        },
+    ));
+    charts.push((
+        "loss".to_string(),
+        Chart {
+            title: format!("{name}: loss"),
+            x_label: "epoch".into(),
+            y_label: "mean cross-entropy (nats)".into(),
+            series: vec![
+                Series {
+                    name: "train (private data, monitoring)".into(),
+                    points: epochs(|r| r.train_loss),
+                    markers: true,
+                },
+                Series {
+                    name: format!("{evaluated}"),
+                    points: epochs(|r| r.test_loss),
+                    markers: true,
+                },
+            ],
+            reference: None,
+            legend_on_top: true,
+        },
+    ));
+    let events = records.ledger.events();
+    if events.windows(2).any(|w| w[0].noise_multiplier != w[1].noise_multiplier) {
+        let mut points = Vec::new();
+        let mut step = 0u64;
+        for e in events {
+            points.push((step as f64 + 1.0, e.noise_multiplier));
+            step += e.steps;
+            points.push((step as f64, e.noise_multiplier));
+        }
+        charts.push((
+            "noise".to_string(),
+            Chart {
+                title: format!("{name}: noise multiplier"),
+                x_label: "step".into(),
+                y_label: "σ (noise std / clip norm)".into(),
+                series: vec![Series {
+                    name: "σ per step".into(),
+                    points,
+                    markers: false,
+                }],
+                reference: None,
+                legend_on_top: true,
+            },
+        ));
+    }
+    let clips: Vec<(f64, f64)> = records
+        .metrics
+        .iter()
+        .map(|r| (r.step as f64, r.clip_norm))
+        .collect();
+    if clips.windows(2).any(|w| w[0].1 != w[1].1) {
+        charts.push((
+            "clip_norm".to_string(),
+            Chart {
+                title: format!("{name}: clip norm"),
+                x_label: "step".into(),
+                y_label: "C (L2 norm bound)".into(),
+                series: vec![Series {
+                    name: "C at the end of each epoch".into(),
+                    points: clips,
+                    markers: true,
+                }],
+                reference: None,
+                legend_on_top: false,
+            },
+        ));
+    }
+    Ok(charts)
+}
+
+/// Writes privacy.md and the plots of a run directory from its saved records.
+pub fn render(records: &RunRecords) -> Result<Vec<PathBuf>> {
+    let statement =
+        statement::privacy_statement(&records.config, &records.summary, &records.ledger);
+    let path = records.dir.join("privacy.md");
+    write_atomic(&path, statement.as_bytes())?;
+    let mut written = vec![path];
+    for (stem, chart) in run_charts(records)? {
+        written.extend(plots::save(&chart, &records.dir, &stem)?);
+    }
+    Ok(written)
 }
