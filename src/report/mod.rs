@@ -215,7 +215,11 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
     let name = &records.config.name;
     let evaluated = &records.summary.evaluated_on;
     let epochs = |f: fn(&MetricsRow) -> f64| -> Vec<(f64, f64)> {
-        records.metrics.iter().map(|r| (r.epoch as f64, f(r))).collect()
+        records
+            .metrics
+            .iter()
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect()
     };
     let mut charts = Vec::new();
     if records.summary.private && !records.ledger.is_empty() {
@@ -276,7 +280,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                     markers: true,
                 },
                 Series {
-                    name: format!("{evaluated}"),
+                    name: evaluated.to_string(),
                     points: epochs(|r| r.test_loss),
                     markers: true,
                 },
@@ -286,7 +290,10 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
         },
     ));
     let events = records.ledger.events();
-    if events.windows(2).any(|w| w[0].noise_multiplier != w[1].noise_multiplier) {
+    if events
+        .windows(2)
+        .any(|w| w[0].noise_multiplier != w[1].noise_multiplier)
+    {
         let mut points = Vec::new();
         let mut step = 0u64;
         for e in events {

@@ -136,7 +136,9 @@ fn draw<DB: DrawingBackend>(
         let points = series.points.clone();
         ctx.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(series.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+            });
         if series.markers {
             ctx.draw_series(
                 points
@@ -180,8 +182,11 @@ pub fn save(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     let svg = dir.join(format!("{stem}.svg"));
     // A temporary name that keeps the .png extension (the encoder picks the format by it).
     let png_tmp = dir.join(format!(".{stem}.tmp-{}.png", std::process::id()));
-    let drawn = draw(chart, BitMapBackend::new(&png_tmp, SIZE).into_drawing_area())
-        .map_err(|e| plot_error(&png, e));
+    let drawn = draw(
+        chart,
+        BitMapBackend::new(&png_tmp, SIZE).into_drawing_area(),
+    )
+    .map_err(|e| plot_error(&png, e));
     if let Err(e) = drawn {
         let _ = std::fs::remove_file(&png_tmp);
         return Err(e);
@@ -191,8 +196,11 @@ pub fn save(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
         source,
     })?;
     let mut text = String::new();
-    draw(chart, SVGBackend::with_string(&mut text, SIZE).into_drawing_area())
-        .map_err(|e| plot_error(&svg, e))?;
+    draw(
+        chart,
+        SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
+    )
+    .map_err(|e| plot_error(&svg, e))?;
     crate::fs::write_atomic(&svg, text.as_bytes())?;
     Ok(vec![png, svg])
 }

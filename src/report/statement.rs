@@ -24,14 +24,8 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
         ShapeKind::Exponential => {
             format!("exponential: e^(−{}·t), t in {unit}s", f(schedule.rate))
         }
-        ShapeKind::Linear => format!(
-            "linear: from 1 to {} × the initial value",
-            f(schedule.end)
-        ),
-        ShapeKind::Cosine => format!(
-            "cosine: from 1 to {} × the initial value",
-            f(schedule.end)
-        ),
+        ShapeKind::Linear => format!("linear: from 1 to {} × the initial value", f(schedule.end)),
+        ShapeKind::Cosine => format!("cosine: from 1 to {} × the initial value", f(schedule.end)),
         ShapeKind::Plateau => format!(
             "plateau: × {} after {} evaluations without a better validation loss, floor {} \
              (planned at its floor)",
@@ -65,7 +59,9 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
     let events = ledger.events();
     let first_sigma = events.first().map_or(f64::NAN, |e| e.noise_multiplier);
     let last_sigma = events.last().map_or(f64::NAN, |e| e.noise_multiplier);
-    let sample_rate = events.first().map_or(summary.sample_rate, |e| e.sample_rate);
+    let sample_rate = events
+        .first()
+        .map_or(summary.sample_rate, |e| e.sample_rate);
     let clipping = match (&privacy.adaptive_clipping, privacy.clipping) {
         (Some(a), _) => format!(
             "adaptive quantile clipping (Andrew et al. 2021) from C = {}: target quantile γ = \

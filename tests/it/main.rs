@@ -8,6 +8,7 @@ mod cli;
 mod data;
 mod dp_step;
 mod grad_sample;
+mod report;
 mod schedules;
 mod support;
 mod training;

@@ -1,0 +1,164 @@
+//! The report of a run directory: the privacy statement's facts, the data behind the
+//! plots, valid PNG and SVG files, and clear errors for missing or malformed records.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dptrain::report::{RunRecords, run_charts};
+
+fn dptrain(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A small private run with a decaying σ, in a fresh folder.
+fn small_run(tag: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("dptrain-report-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = dptrain(&[
+        "train",
+        "configs/quickstart.toml",
+        "--set",
+        "model.kind=logreg",
+        "--set",
+        "training.epochs=2",
+        "--set",
+        "privacy.noise_schedule={ kind = \"step\", factor = 0.5, period = 1, unit = \"epochs\" }",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_statement_names_the_runs_sampling_steps_and_guarantee() {
+    let dir = small_run("statement");
+    let records = RunRecords::load(&dir).unwrap();
+    let statement = std::fs::read_to_string(dir.join("privacy.md")).unwrap();
+    let q = records.ledger.events()[0].sample_rate;
+    assert_eq!(q, 256.0 / 60_000.0);
+    let epsilon = records.summary.epsilon.unwrap();
+    for fact in [
+        format!("q = {q}"),
+        format!(
+            "{} of {} planned",
+            records.summary.steps, records.summary.planned_steps
+        ),
+        format!("ε = {epsilon:.4}, δ = 1e-5"),
+        format!("ε = {epsilon} at δ = 1e-5"),
+        "adding or removing one".to_string(),
+        "Poisson".to_string(),
+        "not hardened against floating-point attacks".to_string(),
+        "step: × 0.5 every 1 epochs".to_string(),
+        "Hyper-parameter search".to_string(),
+    ] {
+        assert!(
+            statement.contains(&fact),
+            "missing `{fact}` in:\n{statement}"
+        );
+    }
+    // Its steps are the ledger's, and ε is recomputed from the ledger alone.
+    assert_eq!(records.summary.steps, records.ledger.steps());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path)
+        .unwrap()
+        .starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+#[test]
+fn the_plots_carry_the_runs_series_and_are_valid_files() {
+    let dir = small_run("plots");
+    let records = RunRecords::load(&dir).unwrap();
+    let charts = run_charts(&records).unwrap();
+    let names: Vec<&str> = charts.iter().map(|(n, _)| n.as_str()).collect();
+    // σ halves after the first epoch, so its chart is drawn; C is constant, so not.
+    assert_eq!(names, ["epsilon", "accuracy", "loss", "noise"]);
+    let chart = |name: &str| &charts.iter().find(|(n, _)| n == name).unwrap().1;
+    // ε: from 0 to the summary's ε at the last step, non-decreasing, with the budget.
+    let eps = &chart("epsilon").series[0].points;
+    assert_eq!(eps[0], (0.0, 0.0));
+    let last = *eps.last().unwrap();
+    assert_eq!(last.0, records.summary.steps as f64);
+    assert_eq!(last.1, records.summary.epsilon.unwrap());
+    assert!(eps.windows(2).all(|w| w[1].1 >= w[0].1));
+    assert_eq!(chart("epsilon").reference.as_ref().unwrap().y, 3.0);
+    // Accuracy and losses: the metrics rows, in percent and nats.
+    let accuracy = &chart("accuracy").series[0].points;
+    assert_eq!(accuracy.len(), records.metrics.len());
+    for (p, row) in accuracy.iter().zip(&records.metrics) {
+        assert_eq!(*p, (row.epoch as f64, 100.0 * row.test_accuracy));
+    }
+    assert_eq!(chart("loss").series.len(), 2);
+    // σ: the ledger's two blocks, the second at half the first.
+    let sigma = &chart("noise").series[0].points;
+    assert_eq!(sigma.first().unwrap().1, 2.0 * sigma.last().unwrap().1);
+    for name in names {
+        assert!(is_png(&dir.join(format!("{name}.png"))), "{name}.png");
+        let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}.svg"
+        );
+        assert!(
+            svg.contains(&chart(name).title.replace('&', "&amp;")),
+            "{name}.svg title"
+        );
+    }
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn report_rebuilds_from_the_records_and_names_a_missing_or_malformed_file() {
+    let dir = small_run("rebuild");
+    let statement = std::fs::read(dir.join("privacy.md")).unwrap();
+    std::fs::remove_file(dir.join("privacy.md")).unwrap();
+    std::fs::remove_file(dir.join("epsilon.png")).unwrap();
+    let rebuilt = dptrain(&["report", dir.to_str().unwrap()]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("privacy.md")).unwrap(), statement);
+    assert!(is_png(&dir.join("epsilon.png")));
+
+    let fails = |what: &str, expected: &str| {
+        let out = dptrain(&["report", dir.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: succeeded");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    };
+    let metrics = dir.join("metrics.csv");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, good.replacen(",0.", ",zero.", 1)).unwrap();
+    fails("malformed metrics", "metrics.csv:line 2");
+    std::fs::write(&metrics, &good).unwrap();
+    std::fs::write(dir.join("summary.json"), "{ \"epsilon\": ").unwrap();
+    fails("truncated summary", "summary.json:line 1");
+    std::fs::remove_file(dir.join("ledger.csv")).unwrap();
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    fails("missing summary", "summary.json: No such file");
+    fails("no directory", "summary.json");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = dptrain(&["report", "/nonexistent/run"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run/config.toml"));
+}
