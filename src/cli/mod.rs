@@ -40,15 +40,45 @@ pub enum Command {
     Train(TrainArgs),
     /// Training-step throughput, private against non-private, on MNIST.
     Bench(BenchArgs),
-    /// Rebuild a run directory's privacy statement and plots from its saved records.
+    /// Rebuild a run directory's privacy statement and plots from its saved records, or
+    /// draw several sweeps' trade-off curves on one chart (--compare).
     Report(ReportArgs),
+    /// Train once per value of a config key, then write sweep.csv and the privacy/utility
+    /// trade-off curve.
+    Sweep(SweepArgs),
 }
 
 /// Flags of `dptrain report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The run directory (written by `dptrain train`).
-    pub run_dir: PathBuf,
+    #[arg(required_unless_present = "compare", conflicts_with = "compare")]
+    pub run_dir: Option<PathBuf>,
+    /// Sweep directories (written by `dptrain sweep`) to draw on one chart.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub compare: Vec<PathBuf>,
+    /// Where --compare writes tradeoff.png/svg (default reports/compare).
+    #[arg(long, value_name = "DIR", requires = "compare")]
+    pub out: Option<PathBuf>,
+}
+
+/// Flags of `dptrain sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The run config (TOML).
+    pub config: PathBuf,
+    /// The key and its values, e.g. privacy.target_epsilon=0.5,1,2,4,8.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub over: String,
+    /// Also train the non-private baseline (privacy.private = false), drawn as a line.
+    #[arg(long)]
+    pub baseline: bool,
+    /// The sweep directory (default reports/sweep-<name>-<key>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a config value in every run (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Flags of `dptrain train`.
@@ -213,7 +243,11 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args),
         Command::Bench(args) => train::bench(args),
-        Command::Report(args) => train::report(&args.run_dir),
+        Command::Report(args) => match &args.run_dir {
+            Some(dir) => train::report(dir),
+            None => train::compare(&args.compare, args.out.as_deref()),
+        },
+        Command::Sweep(args) => train::sweep(args),
     }
 }
 

@@ -10,17 +10,21 @@ use crate::config::{DataConfig, RunConfig};
 use crate::data::{MnistConfig, load_mnist};
 use crate::error::{Error, Result};
 use crate::model::{Activation, ModelConfig, ModelKind};
+use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
 use crate::train::{plan_run, save_model, train};
 
-/// Trains from a config and writes `reports/<name>/` (or `--out`).
-pub fn run(args: &TrainArgs) -> Result<Output> {
-    let config = RunConfig::load(&args.config, &args.set)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
+/// What one training run left: its record, summary.json, and what its test figures measure.
+struct Finished {
+    record: crate::train::TrainingRecord,
+    summary: serde_json::Value,
+    eval_name: &'static str,
+}
+
+/// Trains `config` and writes its whole run directory `out` (records, model, statement,
+/// plots).
+fn train_to_dir(config: &RunConfig, out: &std::path::Path) -> Result<Finished> {
     let DataConfig::Mnist(mnist) = &config.data;
     let data = load_mnist(mnist)?;
     let mut manifest = RunManifest::start(config.seed, rayon::current_num_threads());
@@ -59,20 +63,38 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         },
     )?;
     manifest.finished_unix = unix_now();
-    let summary = summary_json(
+    let mut summary = summary_json(
         &record,
         config.privacy.delta,
         config.training.expected_batch_size,
         eval_name,
     );
     // A plateau schedule read this split without accounting: say so (it is declared public).
-    let mut summary = summary;
     summary["public_validation_examples"] = json!(data.validation.as_ref().map(|v| v.len()));
-    write_run_dir(&out, &config.to_toml(), &manifest, &record, &summary)?;
+    write_run_dir(out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
     // The statement and plots are made from the files just written, as `dptrain report`
     // makes them: the run directory alone is enough to rebuild them.
-    render(&RunRecords::load(&out)?)?;
+    render(&RunRecords::load(out)?)?;
+    Ok(Finished {
+        record,
+        summary,
+        eval_name,
+    })
+}
+
+/// Trains from a config and writes `reports/<name>/` (or `--out`).
+pub fn run(args: &TrainArgs) -> Result<Output> {
+    let config = RunConfig::load(&args.config, &args.set)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
+    let Finished {
+        record,
+        summary,
+        eval_name,
+    } = train_to_dir(&config, &out)?;
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
@@ -254,5 +276,133 @@ pub fn report(dir: &std::path::Path) -> Result<Output> {
             ("run directory".into(), dir.display().to_string()),
             ("written".into(), files.join(", ")),
         ],
+    })
+}
+
+/// `--over KEY=V1,V2,...` split into the key and its values.
+fn parse_over(over: &str) -> Result<(String, Vec<String>)> {
+    let usage = || {
+        Error::Usage(format!(
+            "--over {over}: expected KEY=V1,V2,... (for example privacy.target_epsilon=0.5,1,2)"
+        ))
+    };
+    let (key, values) = over.split_once('=').ok_or_else(usage)?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if key.trim().is_empty() || values.is_empty() {
+        return Err(usage());
+    }
+    Ok((key.trim().to_string(), values))
+}
+
+/// `dptrain sweep CONFIG --over KEY=V1,...`: one training per value (and a non-private
+/// baseline with `--baseline`), then sweep.csv and the trade-off chart.
+pub fn sweep(args: &super::SweepArgs) -> Result<Output> {
+    let (key, values) = parse_over(&args.over)?;
+    // Every run's config is checked before the first one trains.
+    let mut runs: Vec<(String, RunConfig)> = Vec::new();
+    for value in &values {
+        let mut overrides = args.set.clone();
+        overrides.push(format!("{key}={value}"));
+        runs.push((value.clone(), RunConfig::load(&args.config, &overrides)?));
+    }
+    if args.baseline {
+        let mut overrides = args.set.clone();
+        overrides.push("privacy.private=false".into());
+        runs.push(("-".into(), RunConfig::load(&args.config, &overrides)?));
+    }
+    let name = runs[0].1.name.clone();
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("sweep-{name}-{}", key.replace('.', "-")))
+    });
+    let mut rows = Vec::new();
+    let total = runs.len();
+    for (index, (value, config)) in runs.iter().enumerate() {
+        let folder = match config.privacy.private {
+            true => format!("{}={value}", key.rsplit('.').next().unwrap_or(&key)),
+            false => "non-private".to_string(),
+        };
+        let dir = out.join(folder.replace(['/', ' '], "_"));
+        eprintln!("sweep run {} of {total}: {key} = {value}", index + 1);
+        let finished = train_to_dir(config, &dir)?;
+        let record = &finished.record;
+        rows.push(SweepRow {
+            key: key.clone(),
+            value: value.clone(),
+            private: config.privacy.private,
+            epsilon: record.spent.map(|s| s.epsilon),
+            delta: config.privacy.delta,
+            test_accuracy: record.epochs.last().map_or(f64::NAN, |r| r.test_accuracy),
+            steps: record.steps,
+            noise_multiplier: record.noise_multiplier,
+            wall_seconds: record.wall_seconds,
+            run_dir: dir.display().to_string(),
+        });
+    }
+    crate::fs::write_atomic(&out.join("sweep.csv"), sweep_csv(&rows)?.as_bytes())?;
+    let chart = tradeoff_chart(
+        &format!("{name}: privacy/utility trade-off over {key}"),
+        &[(name.clone(), rows.clone())],
+    );
+    let written = save_chart(&chart, &out, "tradeoff")?;
+    let table = rows
+        .iter()
+        .map(|r| {
+            let label = match r.private {
+                true => format!("{key} = {}", r.value),
+                false => "non-private".into(),
+            };
+            let epsilon = r.epsilon.map_or("-".into(), |e| format!("{e:.3}"));
+            (
+                label,
+                format!("ε {epsilon}  accuracy {:.2}%", 100.0 * r.test_accuracy),
+            )
+        })
+        .chain([("written".to_string(), written.join(", "))])
+        .collect();
+    Ok(Output {
+        json: json!({
+            "sweep_directory": out.display().to_string(),
+            "runs": rows,
+            "written": written,
+        }),
+        table,
+    })
+}
+
+fn save_chart(
+    chart: &crate::report::Chart,
+    dir: &std::path::Path,
+    stem: &str,
+) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(crate::report::plots::save(chart, dir, stem)?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect())
+}
+
+/// `dptrain report --compare DIR...`: the trade-off curves of several sweeps on one chart.
+pub fn compare(dirs: &[PathBuf], out: Option<&std::path::Path>) -> Result<Output> {
+    let mut sweeps = Vec::new();
+    for dir in dirs {
+        let rows = read_sweep(&dir.join("sweep.csv"))?;
+        let name = dir.file_name().map_or(dir.display().to_string(), |n| {
+            n.to_string_lossy().into_owned()
+        });
+        sweeps.push((name, rows));
+    }
+    let out = out.map_or_else(|| PathBuf::from("reports/compare"), |p| p.to_path_buf());
+    let chart = tradeoff_chart("privacy/utility trade-off", &sweeps);
+    let written = save_chart(&chart, &out, "tradeoff")?;
+    Ok(Output {
+        json: json!({ "written": written, "sweeps": dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>() }),
+        table: vec![("written".into(), written.join(", "))],
     })
 }

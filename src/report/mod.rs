@@ -10,6 +10,7 @@
 pub mod plots;
 pub mod records;
 pub mod statement;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

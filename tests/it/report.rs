@@ -162,3 +162,79 @@ fn report_rebuilds_from_the_records_and_names_a_missing_or_malformed_file() {
     let out = dptrain(&["report", "/nonexistent/run"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run/config.toml"));
 }
+
+#[test]
+fn a_sweep_writes_its_table_and_curve_and_compare_draws_several() {
+    let out = std::env::temp_dir().join(format!("dptrain-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let sweep = dptrain(&[
+        "sweep",
+        "configs/quickstart.toml",
+        "--over",
+        "privacy.target_epsilon=1,4",
+        "--baseline",
+        "--set",
+        "model.kind=logreg",
+        "--set",
+        "training.epochs=0.5",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    let rows = dptrain::report::sweep::read_sweep(&out.join("sweep.csv")).unwrap();
+    assert_eq!(rows.len(), 3);
+    for (row, target) in rows.iter().zip([1.0, 4.0]) {
+        let epsilon = row.epsilon.unwrap();
+        assert!(epsilon <= target && epsilon > target - 1e-3, "{row:?}");
+        // Each row is its run directory's summary.
+        let records = RunRecords::load(Path::new(&row.run_dir)).unwrap();
+        assert_eq!(records.summary.epsilon, row.epsilon);
+        assert_eq!(records.summary.test_accuracy, Some(row.test_accuracy));
+    }
+    assert!(!rows[2].private && rows[2].epsilon.is_none());
+    let chart = dptrain::report::sweep::tradeoff_chart("t", &[("s".into(), rows.clone())]);
+    assert_eq!(chart.series[0].points.len(), 2);
+    assert!(chart.series[0].points[0].0 < chart.series[0].points[1].0);
+    assert_eq!(chart.reference.unwrap().y, 100.0 * rows[2].test_accuracy);
+    assert!(is_png(&out.join("tradeoff.png")));
+
+    let compared = out.join("compare");
+    let compare = dptrain(&[
+        "report",
+        "--compare",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--out",
+        compared.to_str().unwrap(),
+    ]);
+    assert!(
+        compare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compare.stderr)
+    );
+    assert!(is_png(&compared.join("tradeoff.png")));
+    std::fs::write(out.join("sweep.csv"), "key,value\n").unwrap();
+    let bad = dptrain(&["report", "--compare", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("sweep.csv:line 1"),
+        "{stderr}"
+    );
+    // A bad value is refused before any run trains.
+    let refused = dptrain(&[
+        "sweep",
+        "configs/quickstart.toml",
+        "--over",
+        "privacy.target_epsilon=1,-2",
+        "--out",
+        out.join("refused").to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(!out.join("refused").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}
