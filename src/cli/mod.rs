@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod plan;
 mod train;
 
 use crate::error::{Error, Result};
@@ -46,6 +47,35 @@ pub enum Command {
     /// Train once per value of a config key, then write sweep.csv and the privacy/utility
     /// trade-off curve.
     Sweep(SweepArgs),
+    /// A privacy budget report before training: ε against epochs for several noise
+    /// multipliers, and the noise multiplier each target ε needs.
+    Plan(PlanArgs),
+}
+
+/// Flags of `dptrain plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Training examples N.
+    #[arg(long, value_name = "N")]
+    pub dataset_size: u64,
+    /// Expected batch size B (q = B/N).
+    #[arg(long, value_name = "B")]
+    pub batch_size: u64,
+    /// δ.
+    #[arg(long, value_name = "D")]
+    pub delta: f64,
+    /// Length of the run, in epochs.
+    #[arg(long, value_name = "E", default_value_t = 30.0)]
+    pub epochs: f64,
+    /// Noise multipliers to draw.
+    #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,1,1.5,2,4")]
+    pub noise_multipliers: Vec<f64>,
+    /// Target ε to find the noise multiplier for (over the whole run).
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4,8")]
+    pub targets: Vec<f64>,
+    /// Where plan.png/svg go (default reports/plan).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// Flags of `dptrain report`.
@@ -248,6 +278,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
             None => train::compare(&args.compare, args.out.as_deref()),
         },
         Command::Sweep(args) => train::sweep(args),
+        Command::Plan(args) => plan::run(args),
     }
 }
 

@@ -425,3 +425,76 @@ fn account_config_prints_the_plan_of_a_schedule() {
         ) < 1e-12
     );
 }
+
+#[test]
+fn plan_agrees_with_account_and_calibrate() {
+    let out = std::env::temp_dir().join(format!("dptrain-plan-{}", std::process::id()));
+    let plan = json(&[
+        "plan",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--delta",
+        "1e-5",
+        "--epochs",
+        "20",
+        "--noise-multipliers",
+        "1.1,2",
+        "--targets",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    for (curve, sigma) in plan["curves"].as_array().unwrap().iter().zip(["1.1", "2"]) {
+        let per_epoch = curve["epsilon_per_epoch"].as_array().unwrap();
+        assert_eq!(per_epoch.len(), 20);
+        for epochs in [1usize, 7, 20] {
+            let account = json(&[
+                "account",
+                "--epochs",
+                &epochs.to_string(),
+                "--dataset-size",
+                "60000",
+                "--batch-size",
+                "256",
+                "--noise-multiplier",
+                sigma,
+                "--delta",
+                "1e-5",
+                "--json",
+            ]);
+            let ours = per_epoch[epochs - 1].as_f64().unwrap();
+            let theirs = account["epsilon"].as_f64().unwrap();
+            assert!(
+                relative_error(ours, theirs) < 1e-12,
+                "σ {sigma}, {epochs} epochs: {ours} vs {theirs}"
+            );
+        }
+    }
+    let calibrate = json(&[
+        "calibrate",
+        "--target-epsilon",
+        "3",
+        "--epochs",
+        "20",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "256",
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert_eq!(
+        plan["noise_for_target"][0]["noise_multiplier"],
+        calibrate["noise_multiplier"]
+    );
+    assert!(
+        std::fs::read(out.join("plan.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

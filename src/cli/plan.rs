@@ -1,0 +1,133 @@
+//! `dptrain plan`: a privacy budget report before training. For a data set size, an expected
+//! batch size and δ: ε against epochs for several noise multipliers (table and chart), and
+//! the noise multiplier each target ε needs (what TF Privacy's compute_dp_sgd_privacy and
+//! Opacus's get_noise_multiplier are used for).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Output, PlanArgs};
+use crate::error::{Error, Result};
+use crate::privacy::{RdpAccountant, calibrate_noise_multiplier, epochs_to_steps};
+use crate::report::{Chart, Series};
+use crate::schedule::plan::{NoiseSpec, plan as plan_schedule};
+use crate::schedule::{Schedule, Timeline};
+
+/// Runs `dptrain plan`.
+pub fn run(args: &PlanArgs) -> Result<Output> {
+    if !(args.epochs > 0.0 && args.epochs.is_finite()) {
+        return Err(Error::invalid(
+            "--epochs",
+            args.epochs,
+            "a finite number above 0",
+        ));
+    }
+    let (sample_rate, steps) = epochs_to_steps(args.epochs, args.dataset_size, args.batch_size)?;
+    let timeline = Timeline {
+        steps,
+        steps_per_epoch: args.dataset_size as f64 / args.batch_size as f64,
+    };
+    let constant = Schedule::constant();
+    let spec = NoiseSpec {
+        schedule: &constant,
+        sample_rate,
+        timeline,
+        count_noise_multiplier: None,
+    };
+    let mut curves = Vec::new();
+    for &sigma in &args.noise_multipliers {
+        let planned = plan_schedule(&spec, sigma, args.delta)?;
+        curves.push((sigma, planned.epsilon_per_epoch));
+    }
+    let mut needed = Vec::new();
+    for &target in &args.targets {
+        let c = calibrate_noise_multiplier(
+            target,
+            args.delta,
+            sample_rate,
+            steps,
+            &RdpAccountant::default(),
+        )?;
+        needed.push((target, c.noise_multiplier, c.epsilon));
+    }
+    let chart = Chart {
+        title: format!(
+            "ε against epochs: N = {}, expected batch {}, δ = {:e}",
+            args.dataset_size, args.batch_size, args.delta
+        ),
+        x_label: "epochs".into(),
+        y_label: "ε (RDP accountant)".into(),
+        series: curves
+            .iter()
+            .map(|(sigma, eps)| Series {
+                name: format!("σ = {sigma}"),
+                points: eps
+                    .iter()
+                    .enumerate()
+                    .map(|(k, e)| ((k + 1) as f64, *e))
+                    .collect(),
+                markers: eps.len() <= 30,
+            })
+            .collect(),
+        reference: None,
+        legend_on_top: true,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports/plan"));
+    std::fs::create_dir_all(&out).map_err(|source| Error::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let written: Vec<String> = crate::report::plots::save(&chart, &out, "plan")?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+
+    // The table: ε after a few epoch counts (every epoch up to 10, then a tenth of the run).
+    let epochs_total = curves.first().map_or(0, |(_, e)| e.len());
+    let stride = (epochs_total / 10).max(1);
+    let shown: Vec<usize> = (1..=epochs_total)
+        .filter(|&k| k % stride == 0 || k == epochs_total)
+        .collect();
+    let mut table = vec![
+        ("sample rate".to_string(), format!("{sample_rate}")),
+        ("steps".into(), format!("{steps} ({} epochs)", args.epochs)),
+        ("delta".into(), format!("{:e}", args.delta)),
+    ];
+    for (sigma, eps) in &curves {
+        let cells: Vec<String> = shown
+            .iter()
+            .map(|&k| format!("{k}: {:.3}", eps[k - 1]))
+            .collect();
+        table.push((format!("ε at σ = {sigma}, by epoch"), cells.join("  ")));
+    }
+    for (target, sigma, epsilon) in &needed {
+        table.push((
+            format!("σ for ε = {target}"),
+            format!("{sigma:.6} (ε {epsilon:.6} after {} epochs)", args.epochs),
+        ));
+    }
+    table.push(("written".into(), written.join(", ")));
+    Ok(Output {
+        json: json!({
+            "sample_rate": sample_rate,
+            "steps": steps,
+            "epochs": args.epochs,
+            "delta": args.delta,
+            "curves": curves.iter().map(|(sigma, eps)| json!({
+                "noise_multiplier": sigma,
+                "epsilon_per_epoch": eps,
+            })).collect::<Vec<_>>(),
+            "noise_for_target": needed.iter().map(|(target, sigma, epsilon)| json!({
+                "target_epsilon": target,
+                "noise_multiplier": sigma,
+                "epsilon": epsilon,
+            })).collect::<Vec<_>>(),
+            "written": written,
+        }),
+        table,
+    })
+}
