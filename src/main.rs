@@ -10,6 +10,20 @@ fn main() -> ExitCode {
     // SAFETY: the first statement of main; no other thread exists yet.
     unsafe { dptrain::runtime::configure_process() };
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::WARN,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .without_time()
+        .with_target(cli.verbose > 0)
+        .with_level(cli.verbose > 0)
+        .init();
     match run(&cli) {
         Ok(output) => {
             if cli.json {

@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod plan;
+mod progress;
 mod train;
+
+pub use progress::Reporter;
 
 use crate::error::{Error, Result};
 use crate::privacy::{
@@ -24,6 +27,14 @@ pub struct Cli {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// More log lines on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// No progress bars and no log lines but warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 
     /// What to do.
     #[command(subcommand)]
@@ -268,16 +279,17 @@ impl Output {
 
 /// Runs one parsed command line.
 pub fn run(cli: &Cli) -> Result<Output> {
+    let reporter = Reporter::new(cli.quiet);
     match &cli.command {
         Command::Account(args) => account(args),
         Command::Calibrate(args) => calibrate(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(args, &reporter),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {
             Some(dir) => train::report(dir),
             None => train::compare(&args.compare, args.out.as_deref()),
         },
-        Command::Sweep(args) => train::sweep(args),
+        Command::Sweep(args) => train::sweep(args, &reporter),
         Command::Plan(args) => plan::run(args),
     }
 }

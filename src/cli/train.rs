@@ -13,7 +13,7 @@ use crate::model::{Activation, ModelConfig, ModelKind};
 use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
-use crate::train::{plan_run, save_model, train};
+use crate::train::{plan_run, save_model, train_observed};
 
 /// What one training run left: its record, summary.json, and what its test figures measure.
 struct Finished {
@@ -24,24 +24,30 @@ struct Finished {
 
 /// Trains `config` and writes its whole run directory `out` (records, model, statement,
 /// plots).
-fn train_to_dir(config: &RunConfig, out: &std::path::Path) -> Result<Finished> {
+fn train_to_dir(
+    config: &RunConfig,
+    out: &std::path::Path,
+    reporter: &super::Reporter,
+) -> Result<Finished> {
     let DataConfig::Mnist(mnist) = &config.data;
     let data = load_mnist(mnist)?;
     let mut manifest = RunManifest::start(config.seed, rayon::current_num_threads());
-    eprintln!(
+    reporter.line(&format!(
         "{}: {} on {} training examples, {} epochs, expected batch {}",
         config.name,
         format!("{:?}", config.model.kind).to_lowercase(),
         data.train.len(),
         config.training.epochs,
         config.training.expected_batch_size
-    );
+    ));
     let eval_name = if data.test_is_holdout {
         "holdout"
     } else {
         "test"
     };
-    let record = train(
+    let bar = reporter.bar(0, "steps");
+    bar.set_prefix(config.name.clone());
+    let record = train_observed(
         &data.train,
         &data.test,
         data.validation.as_ref(),
@@ -50,7 +56,12 @@ fn train_to_dir(config: &RunConfig, out: &std::path::Path) -> Result<Finished> {
         &config.training,
         config.seed,
         &mut |r| {
-            eprintln!(
+            bar.set_message(format!(
+                "ε {:.3}  {eval_name} accuracy {:.2}%",
+                r.epsilon,
+                100.0 * r.test_accuracy
+            ));
+            reporter.line(&format!(
                 "epoch {:>3}  step {:>6}  train loss {:.4}  {eval_name} loss {:.4}  {eval_name} accuracy {:.2}%  ε {:.3}  {:.0}s",
                 r.epoch,
                 r.step,
@@ -59,9 +70,15 @@ fn train_to_dir(config: &RunConfig, out: &std::path::Path) -> Result<Finished> {
                 100.0 * r.test_accuracy,
                 r.epsilon,
                 r.wall_seconds
-            )
+            ))
         },
-    )?;
+        &mut |taken, planned| {
+            bar.set_length(planned);
+            bar.set_position(taken);
+        },
+    );
+    bar.finish_and_clear();
+    let record = record?;
     manifest.finished_unix = unix_now();
     let mut summary = summary_json(
         &record,
@@ -84,7 +101,7 @@ fn train_to_dir(config: &RunConfig, out: &std::path::Path) -> Result<Finished> {
 }
 
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
-pub fn run(args: &TrainArgs) -> Result<Output> {
+pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
     let config = RunConfig::load(&args.config, &args.set)?;
     let out = args
         .out
@@ -94,7 +111,7 @@ pub fn run(args: &TrainArgs) -> Result<Output> {
         record,
         summary,
         eval_name,
-    } = train_to_dir(&config, &out)?;
+    } = train_to_dir(&config, &out, reporter)?;
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
@@ -300,7 +317,7 @@ fn parse_over(over: &str) -> Result<(String, Vec<String>)> {
 
 /// `dptrain sweep CONFIG --over KEY=V1,...`: one training per value (and a non-private
 /// baseline with `--baseline`), then sweep.csv and the trade-off chart.
-pub fn sweep(args: &super::SweepArgs) -> Result<Output> {
+pub fn sweep(args: &super::SweepArgs, reporter: &super::Reporter) -> Result<Output> {
     let (key, values) = parse_over(&args.over)?;
     // Every run's config is checked before the first one trains.
     let mut runs: Vec<(String, RunConfig)> = Vec::new();
@@ -320,14 +337,21 @@ pub fn sweep(args: &super::SweepArgs) -> Result<Output> {
     });
     let mut rows = Vec::new();
     let total = runs.len();
+    let runs_bar = reporter.bar(total as u64, "runs");
+    runs_bar.set_prefix("sweep");
     for (index, (value, config)) in runs.iter().enumerate() {
+        runs_bar.set_message(format!("{key} = {value}"));
         let folder = match config.privacy.private {
             true => format!("{}={value}", key.rsplit('.').next().unwrap_or(&key)),
             false => "non-private".to_string(),
         };
         let dir = out.join(folder.replace(['/', ' '], "_"));
-        eprintln!("sweep run {} of {total}: {key} = {value}", index + 1);
-        let finished = train_to_dir(config, &dir)?;
+        reporter.line(&format!(
+            "sweep run {} of {total}: {key} = {value}",
+            index + 1
+        ));
+        let finished = train_to_dir(config, &dir, reporter)?;
+        runs_bar.inc(1);
         let record = &finished.record;
         rows.push(SweepRow {
             key: key.clone(),
@@ -342,6 +366,7 @@ pub fn sweep(args: &super::SweepArgs) -> Result<Output> {
             run_dir: dir.display().to_string(),
         });
     }
+    runs_bar.finish_and_clear();
     crate::fs::write_atomic(&out.join("sweep.csv"), sweep_csv(&rows)?.as_bytes())?;
     let chart = tradeoff_chart(
         &format!("{name}: privacy/utility trade-off over {key}"),

@@ -9,4 +9,4 @@ pub mod trainer;
 pub use optimizer::{DpOptimizer, DpSettings, OptimizerConfig, StepStats, per_example_norms};
 pub use planning::{RunPlan, plan_run};
 pub use settings::{PrivacyConfig, TrainingConfig};
-pub use trainer::{EpochRecord, TrainingRecord, evaluate, save_model, train};
+pub use trainer::{EpochRecord, TrainingRecord, evaluate, save_model, train, train_observed};

@@ -111,6 +111,33 @@ pub fn train(
     seed: u64,
     on_epoch: &mut dyn FnMut(&EpochRecord),
 ) -> Result<TrainingRecord> {
+    train_observed(
+        train,
+        test,
+        validation,
+        model_config,
+        privacy,
+        training,
+        seed,
+        on_epoch,
+        &mut |_, _| {},
+    )
+}
+
+/// [`train`], also calling `on_step(steps taken, steps planned)` after every step (progress
+/// bars).
+#[allow(clippy::too_many_arguments)]
+pub fn train_observed(
+    train: &Dataset,
+    test: &Dataset,
+    validation: Option<&Dataset>,
+    model_config: &ModelConfig,
+    privacy: &PrivacyConfig,
+    training: &TrainingConfig,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(&EpochRecord),
+    on_step: &mut dyn FnMut(u64, u64),
+) -> Result<TrainingRecord> {
     privacy.validate()?;
     training.validate()?;
     let n = train.len();
@@ -154,6 +181,12 @@ pub fn train(
         true => super::planning::plan_run(privacy, training, n)?.plan.scale,
         false => 0.0,
     };
+    tracing::debug!(
+        sample_rate,
+        planned_steps,
+        noise_scale = scale,
+        "planned: the noise schedule's scale is calibrated before the first step"
+    );
     let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
         Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
         _ => None,
@@ -231,6 +264,11 @@ pub fn train(
             if let Some(budget) = &budget {
                 let check = budget.check(&mut accountant, event)?;
                 if !check.fits {
+                    tracing::warn!(
+                        step = steps + 1,
+                        epsilon = check.after.epsilon,
+                        "the next step would overspend the budget: stopping"
+                    );
                     stopped_early = Some(format!(
                         "step {} would spend ε = {:.4} > budget {}",
                         steps + 1,
@@ -259,6 +297,7 @@ pub fn train(
             );
         }
         steps += 1;
+        on_step(steps, planned_steps);
         epoch_loss += stats.loss_sum;
         epoch_examples += stats.batch_size;
         let at_epoch_end = steps == timeline.epoch_end(epoch as u64).min(planned_steps);
