@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{Output, PlanArgs};
 use crate::error::{Error, Result};
 use crate::privacy::{RdpAccountant, calibrate_noise_multiplier, epochs_to_steps};
-use crate::report::{Chart, Series};
+use crate::report::{Chart, Legend, Series};
 use crate::schedule::plan::{NoiseSpec, plan as plan_schedule};
 use crate::schedule::{Schedule, Timeline};
 
@@ -71,7 +71,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
             })
             .collect(),
         reference: None,
-        legend_on_top: true,
+        legend: Legend::UpperRight,
     };
     let out = args
         .out

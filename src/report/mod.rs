@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 use crate::privacy::{PrivacyEvent, RdpAccountant};
 use crate::train::{EpochRecord, TrainingRecord};
-pub use plots::{Chart, Reference, Series};
+pub use plots::{Chart, Legend, Reference, Series};
 pub use records::{MetricsRow, RunRecords, Summary};
 
 /// Who ran what, where and when.
@@ -249,7 +249,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                         name: format!("budget ε = {budget}"),
                         y: budget,
                     }),
-                legend_on_top: false,
+                legend: Legend::LowerRight,
             },
         ));
     }
@@ -265,7 +265,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                 markers: true,
             }],
             reference: None,
-            legend_on_top: false,
+            legend: Legend::LowerRight,
         },
     ));
     charts.push((
@@ -287,7 +287,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                 },
             ],
             reference: None,
-            legend_on_top: true,
+            legend: Legend::UpperRight,
         },
     ));
     let events = records.ledger.events();
@@ -314,7 +314,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                     markers: false,
                 }],
                 reference: None,
-                legend_on_top: true,
+                legend: Legend::UpperRight,
             },
         ));
     }
@@ -336,7 +336,7 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
                     markers: true,
                 }],
                 reference: None,
-                legend_on_top: false,
+                legend: Legend::LowerRight,
             },
         ));
     }

@@ -46,8 +46,19 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Optional horizontal line.
     pub reference: Option<Reference>,
-    /// Put the legend in the upper right corner (else the lower right).
-    pub legend_on_top: bool,
+    /// Where the legend goes (where the data is not).
+    pub legend: Legend,
+}
+
+/// Legend corners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legend {
+    /// Upper right.
+    UpperRight,
+    /// Middle of the right side.
+    MiddleRight,
+    /// Lower right.
+    LowerRight,
 }
 
 /// Line colours: distinguishable, and none of them the red of reference lines.
@@ -162,10 +173,10 @@ fn draw<DB: DrawingBackend>(
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(if chart.legend_on_top {
-            SeriesLabelPosition::UpperRight
-        } else {
-            SeriesLabelPosition::LowerRight
+        .position(match chart.legend {
+            Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            Legend::MiddleRight => SeriesLabelPosition::MiddleRight,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
         })
         .draw()?;
     root.present()
