@@ -133,6 +133,9 @@ pub struct TrainArgs {
     /// Override a config value, e.g. --set privacy.target_epsilon=1 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Continue the run in this directory from its last checkpoint (same config).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
 }
 
 /// Flags of `dptrain bench`.

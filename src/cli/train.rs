@@ -13,7 +13,7 @@ use crate::model::{Activation, ModelConfig, ModelKind};
 use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
-use crate::train::{plan_run, save_model, train_observed};
+use crate::train::{Checkpoint, Hooks, plan_run, save_model, train_observed};
 
 /// What one training run left: its record, summary.json, and what its test figures measure.
 struct Finished {
@@ -28,6 +28,7 @@ fn train_to_dir(
     config: &RunConfig,
     out: &std::path::Path,
     reporter: &super::Reporter,
+    resume: Option<Checkpoint>,
 ) -> Result<Finished> {
     let DataConfig::Mnist(mnist) = &config.data;
     let data = load_mnist(mnist)?;
@@ -47,21 +48,13 @@ fn train_to_dir(
     };
     let bar = reporter.bar(0, "steps");
     bar.set_prefix(config.name.clone());
-    let record = train_observed(
-        &data.train,
-        &data.test,
-        data.validation.as_ref(),
-        &config.model,
-        &config.privacy,
-        &config.training,
-        config.seed,
-        &mut |r| {
-            bar.set_message(format!(
-                "ε {:.3}  {eval_name} accuracy {:.2}%",
-                r.epsilon,
-                100.0 * r.test_accuracy
-            ));
-            reporter.line(&format!(
+    let mut on_epoch = |r: &crate::train::EpochRecord| {
+        bar.set_message(format!(
+            "ε {:.3}  {eval_name} accuracy {:.2}%",
+            r.epsilon,
+            100.0 * r.test_accuracy
+        ));
+        reporter.line(&format!(
                 "epoch {:>3}  step {:>6}  train loss {:.4}  {eval_name} loss {:.4}  {eval_name} accuracy {:.2}%  ε {:.3}  {:.0}s",
                 r.epoch,
                 r.step,
@@ -71,10 +64,27 @@ fn train_to_dir(
                 r.epsilon,
                 r.wall_seconds
             ))
-        },
-        &mut |taken, planned| {
-            bar.set_length(planned);
-            bar.set_position(taken);
+    };
+    let mut on_step = |taken: u64, planned: u64| {
+        bar.set_length(planned);
+        bar.set_position(taken);
+    };
+    let mut on_checkpoint = |checkpoint: &Checkpoint| checkpoint.save(out);
+    let record = train_observed(
+        &data.train,
+        &data.test,
+        data.validation.as_ref(),
+        &config.model,
+        &config.privacy,
+        &config.training,
+        config.seed,
+        Hooks {
+            on_epoch: Some(&mut on_epoch),
+            on_step: Some(&mut on_step),
+            on_checkpoint: Some(&mut on_checkpoint),
+            resume,
+            stop_after_epoch: None,
+            config_text: config.to_toml(),
         },
     );
     bar.finish_and_clear();
@@ -103,15 +113,37 @@ fn train_to_dir(
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
 pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
     let config = RunConfig::load(&args.config, &args.set)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
+    let (out, resume) = match &args.resume {
+        Some(dir) => {
+            let checkpoint = Checkpoint::load(dir)?;
+            let differing = config_differences(&checkpoint.state.config, &config.to_toml())?;
+            if !differing.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--resume {}: the config differs from the checkpoint's in {}; resume with \
+                     the same config (its privacy plan and ledger depend on it)",
+                    dir.display(),
+                    differing.join(", ")
+                )));
+            }
+            reporter.line(&format!(
+                "resuming {} after step {} (ε so far from its ledger)",
+                dir.display(),
+                checkpoint.state.steps
+            ));
+            (dir.clone(), Some(checkpoint))
+        }
+        None => (
+            args.out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("reports").join(&config.name)),
+            None,
+        ),
+    };
     let Finished {
         record,
         summary,
         eval_name,
-    } = train_to_dir(&config, &out, reporter)?;
+    } = train_to_dir(&config, &out, reporter, resume)?;
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
@@ -350,7 +382,7 @@ pub fn sweep(args: &super::SweepArgs, reporter: &super::Reporter) -> Result<Outp
             "sweep run {} of {total}: {key} = {value}",
             index + 1
         ));
-        let finished = train_to_dir(config, &dir, reporter)?;
+        let finished = train_to_dir(config, &dir, reporter, None)?;
         runs_bar.inc(1);
         let record = &finished.record;
         rows.push(SweepRow {
@@ -430,4 +462,35 @@ pub fn compare(dirs: &[PathBuf], out: Option<&std::path::Path>) -> Result<Output
         json: json!({ "written": written, "sweeps": dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>() }),
         table: vec![("written".into(), written.join(", "))],
     })
+}
+
+/// The dotted keys whose values differ between two config texts.
+fn config_differences(saved: &str, current: &str) -> Result<Vec<String>> {
+    let parse = |text: &str| -> Result<toml::Table> {
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: PathBuf::from("checkpoint/state.json"),
+            location: "config".into(),
+            message: e.to_string(),
+        })
+    };
+    fn walk(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match (a.get(key), b.get(key)) {
+                (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                    walk(&name, x, y, out)
+                }
+                (x, y) if x != y => out.push(name),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &parse(saved)?, &parse(current)?, &mut out);
+    Ok(out)
 }

@@ -138,6 +138,17 @@ impl AdaptiveClipper {
         })
     }
 
+    /// (C, the count noise stream's position), for checkpoints.
+    pub fn state(&self) -> (f64, u128) {
+        (self.clip_norm, self.rng.get_word_pos())
+    }
+
+    /// Restores [`AdaptiveClipper::state`].
+    pub fn restore(&mut self, (clip_norm, position): (f64, u128)) {
+        self.clip_norm = clip_norm;
+        self.rng.set_word_pos(position);
+    }
+
     /// C for the next step.
     pub fn clip_norm(&self) -> f64 {
         self.clip_norm

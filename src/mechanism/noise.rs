@@ -52,6 +52,17 @@ impl GaussianNoise {
         })
     }
 
+    /// Calls so far (for checkpoints: call k draws from stream k, so a resumed run sets
+    /// this back and never reuses a stream).
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Continues after `calls` calls (from [`GaussianNoise::calls`]).
+    pub fn set_calls(&mut self, calls: u64) {
+        self.calls = calls;
+    }
+
     /// The standard deviation σ·C.
     pub fn noise_std(&self) -> f64 {
         self.noise_std

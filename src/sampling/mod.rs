@@ -66,6 +66,17 @@ impl PoissonSampler {
         )
     }
 
+    /// Where the sampler's random stream stands (for checkpoints): with the seed, it
+    /// resumes the same sequence of batches ([`PoissonSampler::seek`]).
+    pub fn position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Moves the random stream to `position` (from [`PoissonSampler::position`]).
+    pub fn seek(&mut self, position: u128) {
+        self.rng.set_word_pos(position);
+    }
+
     /// q, the probability that an example is in a batch.
     pub fn sample_rate(&self) -> f64 {
         self.sample_rate

@@ -276,8 +276,8 @@ impl Schedule {
 pub struct Plateau {
     /// The current factor (starts at 1).
     pub factor: f64,
-    /// The best validation loss so far.
-    pub best: f64,
+    /// The best validation loss so far (None before the first evaluation).
+    pub best: Option<f64>,
     /// Evaluations since the best one.
     pub stalled: u32,
 }
@@ -286,7 +286,7 @@ impl Default for Plateau {
     fn default() -> Self {
         Plateau {
             factor: 1.0,
-            best: f64::INFINITY,
+            best: None,
             stalled: 0,
         }
     }
@@ -296,8 +296,8 @@ impl Plateau {
     /// Records one evaluation's validation loss; after `patience` evaluations without
     /// improvement the factor is multiplied by the schedule's factor (not below its floor).
     pub fn observe(&mut self, schedule: &Schedule, validation_loss: f64) {
-        if validation_loss < self.best {
-            self.best = validation_loss;
+        if self.best.is_none_or(|best| validation_loss < best) {
+            self.best = Some(validation_loss);
             self.stalled = 0;
             return;
         }

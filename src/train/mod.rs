@@ -1,12 +1,18 @@
 //! Training: the DP optimizer (clip, sum, noise, scale, inner step), the loop, the plan.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod optimizer;
 pub mod planning;
 pub mod settings;
 pub mod trainer;
 
-pub use optimizer::{DpOptimizer, DpSettings, OptimizerConfig, StepStats, per_example_norms};
+pub use checkpoint::{Checkpoint, CheckpointState};
+pub use optimizer::{
+    DpOptimizer, DpSettings, OptimizerConfig, OptimizerState, StepStats, per_example_norms,
+};
 pub use planning::{RunPlan, plan_run};
 pub use settings::{PrivacyConfig, TrainingConfig};
-pub use trainer::{EpochRecord, TrainingRecord, evaluate, save_model, train, train_observed};
+pub use trainer::{
+    EpochRecord, Hooks, TrainingRecord, evaluate, save_model, train, train_observed,
+};

@@ -9,7 +9,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
@@ -34,7 +34,7 @@ pub enum OptimizerConfig {
         #[serde(default)]
         momentum: f64,
     },
-    /// Adam (candle's AdamW with no weight decay).
+    /// Adam (Kingma & Ba 2015), bias-corrected, no weight decay.
     Adam {
         /// Learning rate.
         learning_rate: f64,
@@ -123,9 +123,63 @@ impl SgdMomentum {
     }
 }
 
+/// Adam (Kingma & Ba 2015) with bias correction, written here so that its moments can be
+/// saved in checkpoints (candle's AdamW keeps them private).
+struct Adam {
+    vars: Vec<Var>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    steps: u64,
+    learning_rate: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl Adam {
+    fn new(vars: Vec<Var>, learning_rate: f64, beta1: f64, beta2: f64) -> Result<Self> {
+        let zeros = |v: &Var| -> Result<Tensor> { Ok(v.as_tensor().zeros_like()?) };
+        Ok(Adam {
+            first: vars.iter().map(zeros).collect::<Result<_>>()?,
+            second: vars.iter().map(zeros).collect::<Result<_>>()?,
+            vars,
+            steps: 0,
+            learning_rate,
+            beta1,
+            beta2,
+            eps: 1e-8,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        for ((var, m), v) in self.vars.iter().zip(&mut self.first).zip(&mut self.second) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?;
+            var.set(&(var.as_tensor() - (update * self.learning_rate)?)?)?;
+        }
+        Ok(())
+    }
+}
+
 enum Inner {
     Sgd(SgdMomentum),
-    Adam(Box<AdamW>),
+    Adam(Box<Adam>),
+}
+
+/// The inner optimizer's state, for checkpoints: named tensors and Adam's step count.
+#[derive(Debug, Clone)]
+pub struct OptimizerState {
+    /// `velocity.<i>` (SGD with momentum), `adam_m.<i>` and `adam_v.<i>` (Adam).
+    pub tensors: Vec<(String, Tensor)>,
+    /// Adam's steps so far (0 for SGD).
+    pub steps: u64,
 }
 
 /// What one logical step did.
@@ -223,15 +277,11 @@ impl DpOptimizer {
                 learning_rate,
                 beta1,
                 beta2,
-            } => Inner::Adam(Box::new(AdamW::new(
+            } => Inner::Adam(Box::new(Adam::new(
                 params.clone(),
-                ParamsAdamW {
-                    lr: learning_rate,
-                    beta1,
-                    beta2,
-                    eps: 1e-8,
-                    weight_decay: 0.0,
-                },
+                learning_rate,
+                beta1,
+                beta2,
             )?)),
         };
         let noise_std = if private {
@@ -284,8 +334,71 @@ impl DpOptimizer {
     pub fn set_learning_rate(&mut self, learning_rate: f64) {
         match &mut self.inner {
             Inner::Sgd(sgd) => sgd.learning_rate = learning_rate,
-            Inner::Adam(adam) => adam.set_learning_rate(learning_rate),
+            Inner::Adam(adam) => adam.learning_rate = learning_rate,
         }
+    }
+
+    /// The inner optimizer's state and the noise stream's position, for checkpoints.
+    pub fn state(&self) -> (OptimizerState, u64) {
+        let state = match &self.inner {
+            Inner::Sgd(sgd) => OptimizerState {
+                tensors: sgd
+                    .velocity
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.as_ref().map(|v| (format!("velocity.{i}"), v.clone())))
+                    .collect(),
+                steps: 0,
+            },
+            Inner::Adam(adam) => OptimizerState {
+                tensors: adam
+                    .first
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("adam_m.{i}"), m.clone()))
+                    .chain(
+                        adam.second
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (format!("adam_v.{i}"), v.clone())),
+                    )
+                    .collect(),
+                steps: adam.steps,
+            },
+        };
+        (state, self.noise.calls())
+    }
+
+    /// Restores [`DpOptimizer::state`]; errors if a tensor is missing or misshapen.
+    pub fn restore(&mut self, state: &OptimizerState, noise_calls: u64) -> Result<()> {
+        let find = |name: String, like: &Var| -> Result<Option<Tensor>> {
+            match state.tensors.iter().find(|(n, _)| *n == name) {
+                Some((_, t)) if t.dims() == like.dims() => Ok(Some(t.clone())),
+                Some((_, t)) => Err(Error::Tensor(format!(
+                    "checkpoint: {name} has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    like.dims()
+                ))),
+                None => Ok(None),
+            }
+        };
+        match &mut self.inner {
+            Inner::Sgd(sgd) => {
+                for (i, (velocity, var)) in sgd.velocity.iter_mut().zip(&sgd.vars).enumerate() {
+                    *velocity = find(format!("velocity.{i}"), var)?;
+                }
+            }
+            Inner::Adam(adam) => {
+                for (i, var) in adam.vars.iter().enumerate() {
+                    let missing = || Error::Tensor(format!("checkpoint: Adam moment {i} missing"));
+                    adam.first[i] = find(format!("adam_m.{i}"), var)?.ok_or_else(missing)?;
+                    adam.second[i] = find(format!("adam_v.{i}"), var)?.ok_or_else(missing)?;
+                }
+                adam.steps = state.steps;
+            }
+        }
+        self.noise.set_calls(noise_calls);
+        Ok(())
     }
 
     /// One logical DP-SGD step on the examples `indices` of `data` (a Poisson batch; may be

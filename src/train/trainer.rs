@@ -11,6 +11,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use super::checkpoint::{Checkpoint, CheckpointState, parse_position};
 use super::optimizer::{DpOptimizer, DpSettings};
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
@@ -23,7 +24,7 @@ use crate::schedule::plan::{self, NoiseSpec};
 use crate::schedule::{Plateau, ShapeKind, Timeline};
 
 /// One row of metrics.csv: the state at the end of an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
@@ -119,13 +120,34 @@ pub fn train(
         privacy,
         training,
         seed,
-        on_epoch,
-        &mut |_, _| {},
+        Hooks {
+            on_epoch: Some(on_epoch),
+            ..Hooks::default()
+        },
     )
 }
 
-/// [`train`], also calling `on_step(steps taken, steps planned)` after every step (progress
-/// bars).
+/// Receives each epoch's checkpoint (to save it); an error stops training.
+pub type CheckpointSink<'a> = &'a mut dyn FnMut(&Checkpoint) -> Result<()>;
+
+/// Observers and controls of a training run ([`train_observed`]).
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Sees each metrics row as it is made.
+    pub on_epoch: Option<&'a mut dyn FnMut(&EpochRecord)>,
+    /// Called with (steps taken, steps planned) after every step (progress bars).
+    pub on_step: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Receives a checkpoint at the end of every epoch (to save it).
+    pub on_checkpoint: Option<CheckpointSink<'a>>,
+    /// Continue from this checkpoint instead of starting afresh.
+    pub resume: Option<Checkpoint>,
+    /// Stop after this epoch, as if interrupted (tests of resuming).
+    pub stop_after_epoch: Option<usize>,
+    /// The run config's text, stored in checkpoints.
+    pub config_text: String,
+}
+
+/// [`train`] with [`Hooks`]: progress, checkpoints, resuming.
 #[allow(clippy::too_many_arguments)]
 pub fn train_observed(
     train: &Dataset,
@@ -135,8 +157,7 @@ pub fn train_observed(
     privacy: &PrivacyConfig,
     training: &TrainingConfig,
     seed: u64,
-    on_epoch: &mut dyn FnMut(&EpochRecord),
-    on_step: &mut dyn FnMut(u64, u64),
+    mut hooks: Hooks,
 ) -> Result<TrainingRecord> {
     privacy.validate()?;
     training.validate()?;
@@ -212,19 +233,57 @@ pub fn train_observed(
         },
     )?;
     let start = Instant::now();
+    let mut wall_offset = 0.0;
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
     let mut stopped_early = None;
     let mut steps = 0u64;
     let mut plateau = Plateau::default();
     let (mut sigma, mut clip_norm) = (0.0, privacy.clip_norm);
+    let mut epoch = 1;
+    let mut recorded_step = 0u64;
+    if let Some(resumed) = hooks.resume.take() {
+        let state = resumed.state;
+        let params = model.parameters();
+        if params.len() != resumed.params.len() {
+            return Err(Error::Tensor(format!(
+                "checkpoint: {} parameter tensors, the model has {}",
+                resumed.params.len(),
+                params.len()
+            )));
+        }
+        for (var, saved) in params.iter().zip(&resumed.params) {
+            if var.dims() != saved.dims() {
+                return Err(Error::Tensor(format!(
+                    "checkpoint: a parameter of shape {:?}, the model needs {:?}",
+                    saved.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(saved)?;
+        }
+        optimizer.restore(&resumed.optimizer, state.noise_calls)?;
+        let here = std::path::Path::new("checkpoint/state.json");
+        sampler.seek(parse_position(&state.sampler_position, here)?);
+        if let (Some(clipper), Some((clip, position))) = (&mut clipper, &state.clipper) {
+            clipper.restore((*clip, parse_position(position, here)?));
+        }
+        // ε continues from every step already taken; the budget checks include them.
+        accountant.compose_ledger(&state.ledger)?;
+        plateau = state.plateau;
+        steps = state.steps;
+        epoch = state.next_epoch;
+        recorded_step = steps;
+        wall_offset = state.wall_seconds;
+        epochs = state.epochs;
+    }
     // Evaluates and records the state after `steps` steps.
-    let mut record_epoch = |epoch: usize,
-                            steps: u64,
-                            train_loss: f64,
-                            (sigma, clip_norm): (f64, f64),
-                            accountant: &mut RdpAccountant|
-     -> Result<()> {
+    let record_epoch = |epoch: usize,
+                        steps: u64,
+                        train_loss: f64,
+                        (sigma, clip_norm): (f64, f64),
+                        accountant: &mut RdpAccountant|
+     -> Result<EpochRecord> {
         let (test_loss, test_accuracy) = evaluate(&model, test)?;
         let epsilon = match privacy.private {
             true => accountant.epsilon(privacy.delta)?.epsilon,
@@ -239,14 +298,10 @@ pub fn train_observed(
             epsilon,
             noise_multiplier: sigma,
             clip_norm,
-            wall_seconds: start.elapsed().as_secs_f64(),
+            wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
         };
-        on_epoch(&record);
-        epochs.push(record);
-        Ok(())
+        Ok(record)
     };
-    let mut epoch = 1;
-    let mut recorded_step = 0u64;
     while steps < planned_steps {
         // This step's σ and C: schedules are functions of the step (public); a plateau and
         // adaptive clipping depend only on public validation data and released estimates.
@@ -297,36 +352,79 @@ pub fn train_observed(
             );
         }
         steps += 1;
-        on_step(steps, planned_steps);
+        if let Some(on_step) = hooks.on_step.as_mut() {
+            on_step(steps, planned_steps);
+        }
         epoch_loss += stats.loss_sum;
         epoch_examples += stats.batch_size;
         let at_epoch_end = steps == timeline.epoch_end(epoch as u64).min(planned_steps);
         if at_epoch_end {
             let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-            record_epoch(
+            let record = record_epoch(
                 epoch,
                 steps,
                 train_loss,
                 (sigma, clip_norm),
                 &mut accountant,
             )?;
+            if let Some(on_epoch) = hooks.on_epoch.as_mut() {
+                on_epoch(&record);
+            }
+            epochs.push(record);
             if let (true, Some(validation)) = (plateau_schedule, validation) {
                 plateau.observe(schedule, evaluate(&model, validation)?.0);
             }
             recorded_step = steps;
+            if let Some(save) = hooks.on_checkpoint.as_mut() {
+                let (optimizer_state, noise_calls) = optimizer.state();
+                let checkpoint = Checkpoint {
+                    state: CheckpointState {
+                        format: 1,
+                        config: hooks.config_text.clone(),
+                        steps,
+                        next_epoch: epoch + 1,
+                        epochs: epochs.clone(),
+                        ledger: accountant.ledger().clone(),
+                        sampler_position: sampler.position().to_string(),
+                        noise_calls,
+                        clipper: clipper.as_ref().map(|c| {
+                            let (clip, position) = c.state();
+                            (clip, position.to_string())
+                        }),
+                        plateau,
+                        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
+                        optimizer_steps: optimizer_state.steps,
+                    },
+                    params: model
+                        .parameters()
+                        .iter()
+                        .map(|v| v.as_tensor().clone())
+                        .collect(),
+                    optimizer: optimizer_state,
+                };
+                save(&checkpoint)?;
+            }
+            if hooks.stop_after_epoch == Some(epoch) && steps < planned_steps {
+                stopped_early = Some(format!("stopped after epoch {epoch}, as asked"));
+                break;
+            }
             epoch += 1;
             (epoch_loss, epoch_examples) = (0.0, 0);
         }
     }
     if stopped_early.is_some() && recorded_step != steps {
         let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-        record_epoch(
+        let record = record_epoch(
             epoch,
             steps,
             train_loss,
             (sigma, clip_norm),
             &mut accountant,
         )?;
+        if let Some(on_epoch) = hooks.on_epoch.as_mut() {
+            on_epoch(&record);
+        }
+        epochs.push(record);
     }
     let spent = if privacy.private {
         Some(accountant.epsilon(privacy.delta)?)
@@ -342,7 +440,7 @@ pub fn train_observed(
         steps,
         planned_steps,
         stopped_early,
-        wall_seconds: start.elapsed().as_secs_f64(),
+        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
         model,
     })
 }

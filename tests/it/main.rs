@@ -9,6 +9,7 @@ mod data;
 mod dp_step;
 mod grad_sample;
 mod report;
+mod resume;
 mod schedules;
 mod support;
 mod training;
