@@ -4,6 +4,7 @@ mod accounting_bounds;
 mod accounting_properties;
 mod accounting_vectors;
 mod architecture;
+mod bad_inputs;
 mod cli;
 mod data;
 mod dp_step;
