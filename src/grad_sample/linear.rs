@@ -184,6 +184,10 @@ pub fn clipped_sums_with(
                 .for_each(|(chunk, out)| {
                     let start = chunk * SUM_CHUNK;
                     for (example, &factor) in grads.chunks_exact(size).zip(&c) {
+                        // A dropped (non-finite) example is skipped: 0 · NaN is NaN.
+                        if factor == 0.0 {
+                            continue;
+                        }
                         for (acc, v) in out.iter_mut().zip(&example[start..]) {
                             *acc += factor * v;
                         }
@@ -226,12 +230,37 @@ pub fn clipped_sums(
     }
     let (weight, bias) = with_values(&a, "clipped sum", |a| {
         with_values(&g, "clipped sum", |g| {
-            // The rows of G scaled by their example's factor.
+            // The rows of G scaled by their example's factor; a factor of 0 (a non-finite
+            // gradient) zeroes the rows outright, as 0 · NaN would still be NaN.
             let mut scaled = g.to_vec();
             scaled
                 .par_chunks_mut(t * p.max(1))
                 .zip(&c)
-                .for_each(|(rows, factor)| rows.iter_mut().for_each(|v| *v *= factor));
+                .for_each(|(rows, &factor)| {
+                    if factor == 0.0 {
+                        rows.fill(0.0);
+                    } else {
+                        rows.iter_mut().for_each(|v| *v *= factor);
+                    }
+                });
+            // Likewise A: the rows of a dropped example are zeroed if they are not finite
+            // (rare: a copy is made only then).
+            let dropped_nonfinite = c.iter().enumerate().any(|(i, &factor)| {
+                factor == 0.0 && a[i * t * d..(i + 1) * t * d].iter().any(|v| !v.is_finite())
+            });
+            let cleaned;
+            let a = if dropped_nonfinite {
+                let mut copy = a.to_vec();
+                for (rows, &factor) in copy.chunks_mut(t * d.max(1)).zip(&c) {
+                    if factor == 0.0 {
+                        rows.fill(0.0);
+                    }
+                }
+                cleaned = copy;
+                &cleaned[..]
+            } else {
+                a
+            };
             let mut bias = vec![0f32; p];
             sum_rows(&scaled, p, &mut bias);
             let mut weight = vec![0f32; p * d];

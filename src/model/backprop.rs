@@ -121,7 +121,8 @@ fn relu_backward(grad: &Tensor, input: &Tensor) -> Result<Tensor> {
     tensor(values, grad.dims())
 }
 
-/// Summed cross-entropy of `logits` (B, K) and its gradient softmax − one-hot (B, K).
+/// Summed cross-entropy of `logits` (B, K) over the examples whose loss is finite, and its
+/// gradient softmax − one-hot (B, K).
 fn cross_entropy_and_gradient(logits: &Tensor, labels: &[u32]) -> Result<(f64, Tensor)> {
     let (b, k) = logits.dims2()?;
     if labels.len() != b {
@@ -138,7 +139,12 @@ fn cross_entropy_and_gradient(logits: &Tensor, labels: &[u32]) -> Result<(f64, T
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
             let log_sum = sum.ln() + max;
-            loss += f64::from(log_sum - row[label as usize]);
+            // A non-finite example (NaN input, overflow) adds nothing to the monitored
+            // loss; its gradient is non-finite too and the DP step drops it.
+            let example_loss = f64::from(log_sum - row[label as usize]);
+            if example_loss.is_finite() {
+                loss += example_loss;
+            }
             for (g, v) in grad.iter_mut().zip(row) {
                 *g = (v - log_sum).exp();
             }

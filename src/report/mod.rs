@@ -82,8 +82,7 @@ pub fn unix_now() -> f64 {
 }
 
 /// The header of metrics.csv.
-pub const METRICS_HEADER: &str =
-    "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm";
+pub const METRICS_HEADER: &str = "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm,nonfinite_examples";
 
 /// The header of timing.csv.
 pub const TIMING_HEADER: &str = "epoch,step,wall_seconds";
@@ -93,7 +92,7 @@ pub fn metrics_csv(rows: &[EpochRecord]) -> String {
     let mut out = format!("{METRICS_HEADER}\n");
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:?},{:?},{:?},{:?},{:?},{:?}\n",
+            "{},{},{:?},{:?},{:?},{:?},{:?},{:?},{}\n",
             r.epoch,
             r.step,
             r.train_loss,
@@ -102,6 +101,7 @@ pub fn metrics_csv(rows: &[EpochRecord]) -> String {
             r.epsilon,
             r.noise_multiplier,
             r.clip_norm,
+            r.nonfinite_examples,
         ));
     }
     out

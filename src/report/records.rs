@@ -67,6 +67,8 @@ pub struct MetricsRow {
     pub noise_multiplier: f64,
     /// C of the epoch's last step.
     pub clip_norm: f64,
+    /// Examples of the epoch whose gradient was not finite (dropped).
+    pub nonfinite_examples: u64,
 }
 
 /// Everything a run directory holds besides the model and the plots.

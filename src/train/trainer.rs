@@ -43,6 +43,10 @@ pub struct EpochRecord {
     pub noise_multiplier: f64,
     /// C of the last step.
     pub clip_norm: f64,
+    /// Examples of the epoch whose gradient was not finite (dropped: they contributed
+    /// nothing, which keeps the sensitivity bound).
+    #[serde(default)]
+    pub nonfinite_examples: u64,
     /// Seconds since the start of training.
     pub wall_seconds: f64,
 }
@@ -236,6 +240,7 @@ pub fn train_observed(
     let mut wall_offset = 0.0;
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
+    let mut epoch_nonfinite = 0u64;
     let mut stopped_early = None;
     let mut steps = 0u64;
     let mut plateau = Plateau::default();
@@ -280,11 +285,17 @@ pub fn train_observed(
     // Evaluates and records the state after `steps` steps.
     let record_epoch = |epoch: usize,
                         steps: u64,
-                        train_loss: f64,
+                        (train_loss, nonfinite_examples): (f64, u64),
                         (sigma, clip_norm): (f64, f64),
                         accountant: &mut RdpAccountant|
      -> Result<EpochRecord> {
         let (test_loss, test_accuracy) = evaluate(&model, test)?;
+        if !test_loss.is_finite() {
+            return Err(Error::Tensor(format!(
+                "after step {steps} the test loss is {test_loss}: training diverged (lower the \
+                 learning rate); the last good checkpoint is kept"
+            )));
+        }
         let epsilon = match privacy.private {
             true => accountant.epsilon(privacy.delta)?.epsilon,
             false => 0.0,
@@ -298,6 +309,7 @@ pub fn train_observed(
             epsilon,
             noise_multiplier: sigma,
             clip_norm,
+            nonfinite_examples,
             wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
         };
         Ok(record)
@@ -352,6 +364,23 @@ pub fn train_observed(
             );
         }
         steps += 1;
+        epoch_nonfinite += stats.nonfinite as u64;
+        // A non-finite parameter means the run has diverged: stop before the next
+        // checkpoint could overwrite the last good one.
+        if let Some(bad) = model
+            .parameters()
+            .iter()
+            .map(|p| p.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<Vec<_>>>()?
+            .iter()
+            .flatten()
+            .find(|v| !v.is_finite())
+        {
+            return Err(Error::Tensor(format!(
+                "after step {steps} a parameter is {bad}: training diverged (lower the \
+                 learning rate); the last good checkpoint is kept"
+            )));
+        }
         if let Some(on_step) = hooks.on_step.as_mut() {
             on_step(steps, planned_steps);
         }
@@ -363,7 +392,7 @@ pub fn train_observed(
             let record = record_epoch(
                 epoch,
                 steps,
-                train_loss,
+                (train_loss, epoch_nonfinite),
                 (sigma, clip_norm),
                 &mut accountant,
             )?;
@@ -409,7 +438,7 @@ pub fn train_observed(
                 break;
             }
             epoch += 1;
-            (epoch_loss, epoch_examples) = (0.0, 0);
+            (epoch_loss, epoch_examples, epoch_nonfinite) = (0.0, 0, 0);
         }
     }
     if stopped_early.is_some() && recorded_step != steps {
@@ -417,7 +446,7 @@ pub fn train_observed(
         let record = record_epoch(
             epoch,
             steps,
-            train_loss,
+            (train_loss, epoch_nonfinite),
             (sigma, clip_norm),
             &mut accountant,
         )?;

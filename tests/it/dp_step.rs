@@ -259,3 +259,49 @@ fn models_have_the_reference_parameter_counts() {
     assert_eq!(model(ModelKind::Cnn).parameter_count(), 26_010);
     assert!(matches!(model(ModelKind::Cnn).layers[0], Layer::Conv2d(_)));
 }
+
+#[test]
+fn a_non_finite_example_contributes_nothing() {
+    // Example 0 has a NaN pixel: its clip factor is 0 and the clipped sum equals the sum
+    // over the other examples alone, finite, for every model and both sum paths.
+    let mut data = fake_mnist(6);
+    data.features[300] = f32::NAN;
+    let all: Vec<usize> = (0..6).collect();
+    let rest: Vec<usize> = (1..6).collect();
+    for kind in [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn] {
+        let model = model(kind);
+        let pass = |indices: &[usize]| {
+            let x = batch_tensor(&data.features, 784, indices, &data.feature_shape).unwrap();
+            let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+            model.training_pass(&x, &labels).unwrap()
+        };
+        let (with_nan, clean) = (pass(&all), pass(&rest));
+        assert!(with_nan.loss_sum.is_finite());
+        let factors = Tensor::from_vec(
+            vec![0f32, 1.0, 1.0, 1.0, 1.0, 1.0],
+            6,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let ones = Tensor::ones(5, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        // The flat norm of example 0 is not finite (a max pool may drop the NaN from later
+        // layers, but the first layer's gradient has it).
+        let norms = dptrain::train::per_example_norms(&model, &data, &all).unwrap();
+        assert!(!norms[0].is_finite() && norms[1..].iter().all(|n| n.is_finite()));
+        for ((layer, a), b) in model.dp_layers().zip(&with_nan.traces).zip(&clean.traces) {
+            let pe = layer_per_example(layer, a).unwrap();
+            for reuse in [None, Some(&pe)] {
+                let (w, bias) = layer_clipped_sums(layer, a, &factors, reuse).unwrap();
+                let (w2, bias2) = layer_clipped_sums(layer, b, &ones, None).unwrap();
+                for (ours, theirs) in [(w, w2), (bias, bias2)] {
+                    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let scale = theirs.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                    for (x, y) in ours.iter().zip(&theirs) {
+                        assert!((x - y).abs() <= 1e-4 * scale, "{kind:?}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -210,3 +210,63 @@ fn a_killed_training_process_resumes_from_its_run_directory() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
+    let mut train_set = head(&mnist().train, 400);
+    train_set.features[100] = f32::NAN; // example 0
+    let test_set = head(&mnist().test, 100);
+    let model = ModelConfig {
+        kind: ModelKind::Logreg,
+        activation: Activation::Tanh,
+        extra_layers: vec![],
+    };
+    let privacy = PrivacyConfig {
+        private: true,
+        target_epsilon: None,
+        noise_multiplier: Some(1.0),
+        delta: 1e-5,
+        clip_norm: 1.0,
+        clipping: Default::default(),
+        noise_schedule: Schedule::default(),
+        clip_schedule: Schedule::default(),
+        adaptive_clipping: None,
+        max_epsilon: None,
+    };
+    // q = 1: example 0 is in every batch, and is dropped every time.
+    let training = TrainingConfig {
+        epochs: 3.0,
+        expected_batch_size: 400,
+        max_physical_batch: 1000,
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 0.5,
+            momentum: 0.0,
+        },
+        lr_schedule: Schedule::default(),
+    };
+    let go = |training: &TrainingConfig| {
+        train_observed(
+            &train_set,
+            &test_set,
+            None,
+            &model,
+            &privacy,
+            training,
+            1,
+            Hooks::default(),
+        )
+    };
+    let record = go(&training).unwrap();
+    assert!(record.epochs.iter().all(|e| e.nonfinite_examples == 1));
+    assert!(record.epochs.last().unwrap().test_loss.is_finite());
+    // A learning rate of 1e38 overflows the parameters: the run stops with a clear error.
+    let diverging = TrainingConfig {
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 1e38,
+            momentum: 0.0,
+        },
+        ..training
+    };
+    let message = go(&diverging).err().expect("stopped").to_string();
+    assert!(message.contains("diverged"), "{message}");
+}
