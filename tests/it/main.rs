@@ -8,6 +8,7 @@ mod bad_inputs;
 mod cli;
 mod data;
 mod dp_step;
+mod fuzz;
 mod grad_sample;
 mod report;
 mod resume;
