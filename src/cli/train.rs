@@ -15,6 +15,29 @@ use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, wri
 use crate::train::bench::{BenchLength, throughput};
 use crate::train::{Checkpoint, Hooks, plan_run, save_model, train_observed};
 
+/// Set by the first Ctrl-C: the trainer checkpoints after the current step and stops.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A second Ctrl-C ends the process at once.
+    // SAFETY: signal() is async-signal-safe; SIG_DFL is the default action.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
+/// Makes the first Ctrl-C a request to checkpoint and stop.
+fn catch_interrupt() {
+    // SAFETY: installs a handler that only stores to an atomic and resets the handler.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
 /// What one training run left: its record, summary.json, and what its test figures measure.
 struct Finished {
     record: crate::train::TrainingRecord,
@@ -70,6 +93,7 @@ fn train_to_dir(
         bar.set_position(taken);
     };
     let mut on_checkpoint = |checkpoint: &Checkpoint| checkpoint.save(out);
+    catch_interrupt();
     let record = train_observed(
         &data.train,
         &data.test,
@@ -85,10 +109,21 @@ fn train_to_dir(
             resume,
             stop_after_epoch: None,
             config_text: config.to_toml(),
+            interrupt: Some(&INTERRUPTED),
         },
     );
     bar.finish_and_clear();
     let record = record?;
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // Not a finished run: no report, only the checkpoint to continue from.
+        return Err(Error::Usage(format!(
+            "interrupted after step {}; the checkpoint is in {}: continue with `dptrain train \
+             <config> --resume {}`",
+            record.steps,
+            out.join(crate::train::checkpoint::CHECKPOINT_DIR).display(),
+            out.display()
+        )));
+    }
     manifest.finished_unix = unix_now();
     let mut summary = summary_json(
         &record,

@@ -49,6 +49,15 @@ pub struct CheckpointState {
     pub wall_seconds: f64,
     /// Adam's steps (0 for SGD).
     pub optimizer_steps: u64,
+    /// A checkpoint taken within an epoch (Ctrl-C): the epoch's sums so far.
+    #[serde(default)]
+    pub epoch_loss: f64,
+    /// Examples sampled so far in the epoch.
+    #[serde(default)]
+    pub epoch_examples: u64,
+    /// Non-finite examples so far in the epoch.
+    #[serde(default)]
+    pub epoch_nonfinite: u64,
 }
 
 /// A whole checkpoint.

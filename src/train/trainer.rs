@@ -149,6 +149,8 @@ pub struct Hooks<'a> {
     pub stop_after_epoch: Option<usize>,
     /// The run config's text, stored in checkpoints.
     pub config_text: String,
+    /// When set (by a Ctrl-C handler), the run checkpoints after the current step and stops.
+    pub interrupt: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// [`train`] with [`Hooks`]: progress, checkpoints, resuming.
@@ -281,6 +283,9 @@ pub fn train_observed(
         recorded_step = steps;
         wall_offset = state.wall_seconds;
         epochs = state.epochs;
+        epoch_loss = state.epoch_loss;
+        epoch_examples = state.epoch_examples as usize;
+        epoch_nonfinite = state.epoch_nonfinite;
     }
     // Evaluates and records the state after `steps` steps.
     let record_epoch = |epoch: usize,
@@ -405,6 +410,7 @@ pub fn train_observed(
             }
             recorded_step = steps;
             if let Some(save) = hooks.on_checkpoint.as_mut() {
+                // At an epoch's end the next epoch starts with empty sums.
                 let (optimizer_state, noise_calls) = optimizer.state();
                 let checkpoint = Checkpoint {
                     state: CheckpointState {
@@ -423,6 +429,9 @@ pub fn train_observed(
                         plateau,
                         wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
                         optimizer_steps: optimizer_state.steps,
+                        epoch_loss: 0.0,
+                        epoch_examples: 0,
+                        epoch_nonfinite: 0,
                     },
                     params: model
                         .parameters()
@@ -439,6 +448,49 @@ pub fn train_observed(
             }
             epoch += 1;
             (epoch_loss, epoch_examples, epoch_nonfinite) = (0.0, 0, 0);
+        } else if hooks
+            .interrupt
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            // Interrupted within an epoch: save everything, including the epoch's sums.
+            if let Some(save) = hooks.on_checkpoint.as_mut() {
+                let (optimizer_state, noise_calls) = optimizer.state();
+                save(&Checkpoint {
+                    state: CheckpointState {
+                        format: 1,
+                        config: hooks.config_text.clone(),
+                        steps,
+                        next_epoch: epoch,
+                        epochs: epochs.clone(),
+                        ledger: accountant.ledger().clone(),
+                        sampler_position: sampler.position().to_string(),
+                        noise_calls,
+                        clipper: clipper.as_ref().map(|c| {
+                            let (clip, position) = c.state();
+                            (clip, position.to_string())
+                        }),
+                        plateau,
+                        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
+                        optimizer_steps: optimizer_state.steps,
+                        epoch_loss,
+                        epoch_examples: epoch_examples as u64,
+                        epoch_nonfinite,
+                    },
+                    params: model
+                        .parameters()
+                        .iter()
+                        .map(|v| v.as_tensor().clone())
+                        .collect(),
+                    optimizer: optimizer_state,
+                })?;
+            }
+            stopped_early = Some(format!(
+                "interrupted after step {steps}; continue with --resume"
+            ));
+            // The state at the interruption is what the checkpoint holds; no metrics row
+            // for a partial epoch (the resumed run makes it).
+            recorded_step = steps;
+            break;
         }
     }
     if stopped_early.is_some() && recorded_step != steps {

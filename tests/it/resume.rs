@@ -49,9 +49,12 @@ fn flat_params(record: &TrainingRecord) -> Vec<u32> {
         .collect()
 }
 
+static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn run(
     privacy: &PrivacyConfig,
     training: &TrainingConfig,
+    interrupt: bool,
     stop_after_epoch: Option<usize>,
     resume: Option<Checkpoint>,
     saved: &mut Option<Checkpoint>,
@@ -79,6 +82,7 @@ fn run(
             resume,
             stop_after_epoch,
             config_text: "name = \"test\"".into(),
+            interrupt: interrupt.then_some(&INTERRUPT),
             ..Hooks::default()
         },
     )
@@ -129,21 +133,32 @@ fn a_run_stopped_after_epoch_one_and_resumed_ends_as_the_uninterrupted_run() {
         ..base.clone()
     };
     for (privacy, training) in [(&base, &sgd), (&adaptive, &adam)] {
-        let whole = run(privacy, training, None, None, &mut None);
+        let whole = run(privacy, training, false, None, None, &mut None);
         let mut saved = None;
-        let first = run(privacy, training, Some(1), None, &mut saved);
+        let first = run(privacy, training, false, Some(1), None, &mut saved);
         assert!(first.steps < whole.steps && first.stopped_early.is_some());
         // Through the disk, as a resume from a run directory would read it.
         let dir = std::env::temp_dir().join(format!("dptrain-ckpt-{}", std::process::id()));
         saved.unwrap().save(&dir).unwrap();
         let loaded = Checkpoint::load(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let resumed = run(privacy, training, None, Some(loaded), &mut None);
+        let resumed = run(privacy, training, false, None, Some(loaded), &mut None);
         assert_eq!(resumed.steps, whole.steps);
         assert_eq!(flat_params(&resumed), flat_params(&whole), "weights differ");
         assert_eq!(metrics_csv(&resumed.epochs), metrics_csv(&whole.epochs));
         assert_eq!(resumed.ledger.to_csv(), whole.ledger.to_csv());
         assert_eq!(resumed.spent, whole.spent);
+        // Interrupted within the first epoch (as Ctrl-C does), then resumed.
+        INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut saved = None;
+        let cut = run(privacy, training, true, None, None, &mut saved);
+        INTERRUPT.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(cut.steps, 1, "stops after the current step");
+        assert!(cut.stopped_early.unwrap().contains("interrupted"));
+        let resumed = run(privacy, training, false, None, saved, &mut None);
+        assert_eq!(flat_params(&resumed), flat_params(&whole), "weights differ");
+        assert_eq!(metrics_csv(&resumed.epochs), metrics_csv(&whole.epochs));
+        assert_eq!(resumed.ledger.to_csv(), whole.ledger.to_csv());
     }
 }
 
