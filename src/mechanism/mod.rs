@@ -7,6 +7,7 @@
 
 pub mod adaptive_clip;
 pub mod clipping;
+pub mod discrete_gaussian;
 pub mod noise;
 
 pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
