@@ -106,6 +106,23 @@ fn main() -> dptrain::error::Result<()> {
         &format!("noise ({params} values)"),
         median_ms(repeats, || noise.add_to(&mut buffer)),
     );
+    // The exact discrete Gaussian (issue 6's secure mode), one thread, σ = 2 on a grid of
+    // C/2^20: σ² = 4·2^40 in grid units.
+    {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
+        let sigma2: u128 = 4 << 40;
+        report(
+            &format!("discrete Gaussian ({params} values, 1 thread)"),
+            median_ms(repeats.min(5), || {
+                for _ in 0..params {
+                    black_box(
+                        dptrain::mechanism::discrete_gaussian::sample(&mut rng, sigma2).unwrap(),
+                    );
+                }
+            }),
+        );
+    }
 
     if kind == ModelKind::Cnn {
         let conv1 = ConvGeometry {

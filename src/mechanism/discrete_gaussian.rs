@@ -13,9 +13,10 @@ use rand::RngCore;
 
 use crate::error::{Error, Result};
 
-/// The largest σ² accepted: with |x| below 2^40 (far beyond any sample's reach, 2^20 σ),
-/// (|x|·t)² < 2^121 and 2σ²t² < 2^83.
-pub const MAX_SIGMA2: u128 = 1 << 40;
+/// The largest σ² accepted (σ ≤ 2^24): a sample beyond 2^30 (64σ, probability below
+/// 1e-800) is never drawn, so (|x|·t)² < 2^110 and 2σ²t² < 2^98, and the Bernoulli
+/// denominators 2σ²t²·K stay far below 2^128.
+pub const MAX_SIGMA2: u128 = 1 << 48;
 
 /// Uniform on {0, …, n−1}, n ≥ 1, by rejection (no modulo bias).
 fn uniform_below(rng: &mut impl RngCore, n: u128) -> u128 {
@@ -210,6 +211,21 @@ mod tests {
             let z = (hits - n as f64 * p) / (n as f64 * p * (1.0 - p)).sqrt().max(1e-9);
             assert!(z.abs() < 4.9, "exp(−{num}/{den}): z = {z}");
         }
+    }
+
+    #[test]
+    fn large_variances_keep_their_moments() {
+        // σ² = 2^46 (σ = 2^23): mean 0 and variance σ² within their 1e-6 bounds.
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let (sigma2, n) = ((1u128 << 46) as f64, 20_000);
+        let xs: Vec<f64> = (0..n)
+            .map(|_| sample(&mut rng, 1 << 46).unwrap() as f64)
+            .collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| x * x).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 4.9 * (sigma2 / n as f64).sqrt(), "mean {mean}");
+        let z = (var - sigma2) / (sigma2 * (2.0 / n as f64).sqrt());
+        assert!(z.abs() < 4.9, "variance {var} vs {sigma2}: z = {z}");
     }
 
     #[test]
