@@ -411,35 +411,21 @@ pub fn train_observed(
             recorded_step = steps;
             if let Some(save) = hooks.on_checkpoint.as_mut() {
                 // At an epoch's end the next epoch starts with empty sums.
-                let (optimizer_state, noise_calls) = optimizer.state();
-                let checkpoint = Checkpoint {
-                    state: CheckpointState {
-                        format: 1,
-                        config: hooks.config_text.clone(),
-                        steps,
-                        next_epoch: epoch + 1,
-                        epochs: epochs.clone(),
-                        ledger: accountant.ledger().clone(),
-                        sampler_position: sampler.position().to_string(),
-                        noise_calls,
-                        clipper: clipper.as_ref().map(|c| {
-                            let (clip, position) = c.state();
-                            (clip, position.to_string())
-                        }),
+                let checkpoint = snapshot(
+                    Snapshot {
+                        model: &model,
+                        optimizer: &optimizer,
+                        sampler: &sampler,
+                        clipper: clipper.as_ref(),
+                        ledger: accountant.ledger(),
+                        epochs: &epochs,
                         plateau,
-                        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
-                        optimizer_steps: optimizer_state.steps,
-                        epoch_loss: 0.0,
-                        epoch_examples: 0,
-                        epoch_nonfinite: 0,
+                        config: &hooks.config_text,
                     },
-                    params: model
-                        .parameters()
-                        .iter()
-                        .map(|v| v.as_tensor().clone())
-                        .collect(),
-                    optimizer: optimizer_state,
-                };
+                    (steps, epoch + 1),
+                    wall_offset + start.elapsed().as_secs_f64(),
+                    (0.0, 0, 0),
+                );
                 save(&checkpoint)?;
             }
             if hooks.stop_after_epoch == Some(epoch) && steps < planned_steps {
@@ -454,35 +440,21 @@ pub fn train_observed(
         {
             // Interrupted within an epoch: save everything, including the epoch's sums.
             if let Some(save) = hooks.on_checkpoint.as_mut() {
-                let (optimizer_state, noise_calls) = optimizer.state();
-                save(&Checkpoint {
-                    state: CheckpointState {
-                        format: 1,
-                        config: hooks.config_text.clone(),
-                        steps,
-                        next_epoch: epoch,
-                        epochs: epochs.clone(),
-                        ledger: accountant.ledger().clone(),
-                        sampler_position: sampler.position().to_string(),
-                        noise_calls,
-                        clipper: clipper.as_ref().map(|c| {
-                            let (clip, position) = c.state();
-                            (clip, position.to_string())
-                        }),
+                save(&snapshot(
+                    Snapshot {
+                        model: &model,
+                        optimizer: &optimizer,
+                        sampler: &sampler,
+                        clipper: clipper.as_ref(),
+                        ledger: accountant.ledger(),
+                        epochs: &epochs,
                         plateau,
-                        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
-                        optimizer_steps: optimizer_state.steps,
-                        epoch_loss,
-                        epoch_examples: epoch_examples as u64,
-                        epoch_nonfinite,
+                        config: &hooks.config_text,
                     },
-                    params: model
-                        .parameters()
-                        .iter()
-                        .map(|v| v.as_tensor().clone())
-                        .collect(),
-                    optimizer: optimizer_state,
-                })?;
+                    (steps, epoch),
+                    wall_offset + start.elapsed().as_secs_f64(),
+                    (epoch_loss, epoch_examples as u64, epoch_nonfinite),
+                ))?;
             }
             stopped_early = Some(format!(
                 "interrupted after step {steps}; continue with --resume"
@@ -524,6 +496,58 @@ pub fn train_observed(
         wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
         model,
     })
+}
+
+/// The parts of a running training a checkpoint copies.
+struct Snapshot<'a> {
+    model: &'a Model,
+    optimizer: &'a DpOptimizer,
+    sampler: &'a PoissonSampler,
+    clipper: Option<&'a AdaptiveClipper>,
+    ledger: &'a Ledger,
+    epochs: &'a [EpochRecord],
+    plateau: Plateau,
+    config: &'a str,
+}
+
+/// A checkpoint after `steps` steps, before epoch `next_epoch`, with the epoch's sums so far
+/// (loss, examples, non-finite examples).
+fn snapshot(
+    parts: Snapshot,
+    (steps, next_epoch): (u64, usize),
+    wall_seconds: f64,
+    (epoch_loss, epoch_examples, epoch_nonfinite): (f64, u64, u64),
+) -> Checkpoint {
+    let (optimizer_state, noise_calls) = parts.optimizer.state();
+    Checkpoint {
+        state: CheckpointState {
+            format: 1,
+            config: parts.config.to_string(),
+            steps,
+            next_epoch,
+            epochs: parts.epochs.to_vec(),
+            ledger: parts.ledger.clone(),
+            sampler_position: parts.sampler.position().to_string(),
+            noise_calls,
+            clipper: parts.clipper.map(|c| {
+                let (clip, position) = c.state();
+                (clip, position.to_string())
+            }),
+            plateau: parts.plateau,
+            wall_seconds,
+            optimizer_steps: optimizer_state.steps,
+            epoch_loss,
+            epoch_examples,
+            epoch_nonfinite,
+        },
+        params: parts
+            .model
+            .parameters()
+            .iter()
+            .map(|v| v.as_tensor().clone())
+            .collect(),
+        optimizer: optimizer_state,
+    }
 }
 
 /// Saves the model's parameters as safetensors (`layers.<i>.weight`, `layers.<i>.bias`),
