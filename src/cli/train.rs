@@ -73,8 +73,9 @@ fn train_to_dir(
     bar.set_prefix(config.name.clone());
     let mut on_epoch = |r: &crate::train::EpochRecord| {
         bar.set_message(format!(
-            "ε {:.3}  {eval_name} accuracy {:.2}%",
+            "ε {:.3}  train loss {:.4}  {eval_name} accuracy {:.2}%",
             r.epsilon,
+            r.train_loss,
             100.0 * r.test_accuracy
         ));
         reporter.line(&format!(
