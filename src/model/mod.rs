@@ -373,13 +373,23 @@ pub fn batch_tensor(
 
 /// Inputs and labels of the examples `indices` of `data`, as tensors.
 pub fn dataset_batch(data: &crate::data::Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
+    let (x, _) = training_batch(data, indices)?;
+    Ok((x, label_tensor(&data.labels, indices)?))
+}
+
+/// Inputs of the examples `indices` of `data` as a tensor, and their labels as they go to
+/// [`Model::training_pass`].
+pub fn training_batch(
+    data: &crate::data::Dataset,
+    indices: &[usize],
+) -> Result<(Tensor, Vec<u32>)> {
     let x = batch_tensor(
         &data.features,
         data.feature_len(),
         indices,
         &data.feature_shape,
     )?;
-    Ok((x, label_tensor(&data.labels, indices)?))
+    Ok((x, indices.iter().map(|&i| data.labels[i]).collect()))
 }
 
 /// Labels (B,) as u32 for `indices`.

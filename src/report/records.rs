@@ -93,41 +93,53 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Parses metrics.csv; errors name the line and column.
-pub fn parse_metrics(bytes: &[u8], path: &Path) -> Result<Vec<MetricsRow>> {
+/// The rows of a CSV file whose header must be exactly `header`; errors name the file,
+/// the line and what was expected. At least one row is required (`empty` says why).
+pub(crate) fn parse_csv_rows<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    header: &str,
+    empty: &str,
+) -> Result<Vec<T>> {
     let error = |location: String, message: String| Error::Parse {
         path: path.to_path_buf(),
         location,
         message,
     };
     let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-    let header = reader
+    let found = reader
         .headers()
         .map_err(|e| error("line 1".into(), e.to_string()))?
         .iter()
         .collect::<Vec<_>>()
         .join(",");
-    if header != METRICS_HEADER {
+    if found != header {
         return Err(error(
             "line 1".into(),
-            format!("expected the header `{METRICS_HEADER}`, found `{header}`"),
+            format!("expected the header `{header}`, found `{found}`"),
         ));
     }
     let mut rows = Vec::new();
-    for (index, record) in reader.deserialize::<MetricsRow>().enumerate() {
-        let row = record.map_err(|e| {
+    for (index, record) in reader.deserialize::<T>().enumerate() {
+        rows.push(record.map_err(|e| {
             let line = e.position().map_or(index as u64 + 2, |p| p.line());
             error(format!("line {line}"), e.to_string())
-        })?;
-        rows.push(row);
+        })?);
     }
     if rows.is_empty() {
-        return Err(error(
-            "line 2".into(),
-            "no rows: a finished run has at least one evaluation".into(),
-        ));
+        return Err(error("line 2".into(), empty.into()));
     }
     Ok(rows)
+}
+
+/// Parses metrics.csv; errors name the line and column.
+pub fn parse_metrics(bytes: &[u8], path: &Path) -> Result<Vec<MetricsRow>> {
+    parse_csv_rows(
+        bytes,
+        path,
+        METRICS_HEADER,
+        "no rows: a finished run has at least one evaluation",
+    )
 }
 
 impl RunRecords {

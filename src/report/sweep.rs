@@ -59,36 +59,18 @@ pub fn read_sweep(path: &Path) -> Result<Vec<SweepRow>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let error = |location: String, message: String| Error::Parse {
-        path: path.to_path_buf(),
-        location,
-        message,
-    };
-    let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let header = reader
-        .headers()
-        .map_err(|e| error("line 1".into(), e.to_string()))?
-        .iter()
-        .collect::<Vec<_>>()
-        .join(",");
-    if header != SWEEP_HEADER {
-        return Err(error(
-            "line 1".into(),
-            format!("expected the header `{SWEEP_HEADER}`, found `{header}`"),
-        ));
-    }
-    let mut rows = Vec::new();
-    for (index, row) in reader.deserialize::<SweepRow>().enumerate() {
-        rows.push(row.map_err(|e| {
-            let line = e.position().map_or(index as u64 + 2, |p| p.line());
-            error(format!("line {line}"), e.to_string())
-        })?);
-    }
+    let rows: Vec<SweepRow> = super::records::parse_csv_rows(
+        &bytes,
+        path,
+        SWEEP_HEADER,
+        "no private run: a sweep has at least one",
+    )?;
     if !rows.iter().any(|r| r.private) {
-        return Err(error(
-            "line 2".into(),
-            "no private run: a sweep has at least one".into(),
-        ));
+        return Err(Error::Parse {
+            path: path.to_path_buf(),
+            location: "line 2".into(),
+            message: "no private run: a sweep has at least one".into(),
+        });
     }
     Ok(rows)
 }

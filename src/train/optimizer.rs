@@ -19,7 +19,7 @@ use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
 };
 use crate::model::{
-    Model, TrainingPass, batch_tensor, layer_clipped_sums, layer_per_example, layer_sq_norms,
+    Model, TrainingPass, layer_clipped_sums, layer_per_example, layer_sq_norms, training_batch,
 };
 
 /// The inner optimizer.
@@ -459,13 +459,7 @@ impl DpOptimizer {
         sums: &mut [Vec<f32>],
         stats: &mut StepStats,
     ) -> Result<()> {
-        let x = batch_tensor(
-            &data.features,
-            data.feature_len(),
-            chunk,
-            &data.feature_shape,
-        )?;
-        let labels: Vec<u32> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let (x, labels) = training_batch(data, chunk)?;
         let TrainingPass { loss_sum, traces } = model.training_pass(&x, &labels)?;
         stats.loss_sum += loss_sum;
         let layers: Vec<_> = model.dp_layers().collect();
@@ -541,13 +535,7 @@ impl DpOptimizer {
 /// Per-example gradient norms ‖∇θ_i‖ over all parameters, for a batch (diagnostics and
 /// tests: the quantity flat clipping bounds).
 pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-    let x = batch_tensor(
-        &data.features,
-        data.feature_len(),
-        indices,
-        &data.feature_shape,
-    )?;
-    let labels: Vec<u32> = indices.iter().map(|&i| data.labels[i]).collect();
+    let (x, labels) = training_batch(data, indices)?;
     let pass = model.training_pass(&x, &labels)?;
     let mut total = vec![0.0f32; indices.len()];
     for (layer, trace) in model.dp_layers().zip(&pass.traces) {

@@ -16,6 +16,7 @@ use super::optimizer::{DpOptimizer, DpSettings};
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::grad_sample::with_values;
 use crate::mechanism::{AdaptiveClipper, gradient_noise_multiplier};
 use crate::model::{Model, ModelConfig, dataset_batch, summed_cross_entropy};
 use crate::privacy::{Ledger, PrivacyBudget, PrivacySpent, RdpAccountant, epochs_to_steps};
@@ -372,15 +373,14 @@ pub fn train_observed(
         epoch_nonfinite += stats.nonfinite as u64;
         // A non-finite parameter means the run has diverged: stop before the next
         // checkpoint could overwrite the last good one.
-        if let Some(bad) = model
-            .parameters()
-            .iter()
-            .map(|p| p.as_tensor().flatten_all()?.to_vec1::<f32>())
-            .collect::<candle_core::Result<Vec<_>>>()?
-            .iter()
-            .flatten()
-            .find(|v| !v.is_finite())
-        {
+        // (A scan of the parameters' storage in place: no copy on this per-step path.)
+        let mut bad = None;
+        for p in model.parameters() {
+            bad = bad.or(with_values(p.as_tensor(), "parameter check", |v| {
+                v.iter().copied().find(|x| !x.is_finite())
+            })?);
+        }
+        if let Some(bad) = bad {
             return Err(Error::Tensor(format!(
                 "after step {steps} a parameter is {bad}: training diverged (lower the \
                  learning rate); the last good checkpoint is kept"

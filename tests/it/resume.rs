@@ -2,12 +2,9 @@
 //! the uninterrupted run; a killed process resumes from its run directory; a different
 //! config is refused.
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::mechanism::AdaptiveClippingConfig;
 use dptrain::model::{Activation, ModelConfig, ModelKind};
 use dptrain::report::metrics_csv;
@@ -17,21 +14,7 @@ use dptrain::train::{
     train_observed,
 };
 
-fn mnist() -> &'static Mnist {
-    static MNIST: OnceLock<Mnist> = OnceLock::new();
-    MNIST.get_or_init(|| {
-        load_mnist(&MnistConfig {
-            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
-            verify_checksums: false,
-            ..MnistConfig::default()
-        })
-        .unwrap()
-    })
-}
-
-fn head(data: &Dataset, n: usize) -> Dataset {
-    data.split_at(n).0
-}
+use crate::support::{head, mnist};
 
 fn flat_params(record: &TrainingRecord) -> Vec<u32> {
     record

@@ -2,10 +2,6 @@
 //! PLD, calibration to random targets, adaptive clipping on a known norm distribution, and
 //! the hard budget in the trainer.
 
-use std::path::Path;
-use std::sync::OnceLock;
-
-use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::mechanism::{AdaptiveClipper, AdaptiveClippingConfig};
 use dptrain::model::{Activation, ModelConfig, ModelKind};
 use dptrain::privacy::{PrivacyEvent, RdpAccountant};
@@ -13,7 +9,7 @@ use dptrain::schedule::plan::{NoiseSpec, calibrate, plan, planned_ledger};
 use dptrain::schedule::{Schedule, ShapeKind, Timeline, Unit};
 use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
 
-use crate::support::{relative_error, rows};
+use crate::support::{head, mnist, relative_error, rows};
 
 fn spec(schedule: &Schedule, sample_rate: f64, timeline: Timeline) -> NoiseSpec<'_> {
     NoiseSpec {
@@ -204,22 +200,6 @@ fn adaptive_clipping_tracks_the_quantile_of_a_norm_distribution() {
             clipper.clip_norm()
         );
     }
-}
-
-fn mnist() -> &'static Mnist {
-    static MNIST: OnceLock<Mnist> = OnceLock::new();
-    MNIST.get_or_init(|| {
-        load_mnist(&MnistConfig {
-            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
-            verify_checksums: false,
-            ..MnistConfig::default()
-        })
-        .unwrap()
-    })
-}
-
-fn head(data: &Dataset, n: usize) -> Dataset {
-    data.split_at(n).0
 }
 
 fn logreg() -> ModelConfig {

@@ -2,8 +2,28 @@
 
 use std::collections::HashMap;
 
+use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::privacy::{Conversion, Orders, PrivacyEvent, PrivacySpent, RdpAccountant};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The shipped MNIST, read once per test process (checksums are checked in data.rs).
+pub fn mnist() -> &'static Mnist {
+    static MNIST: OnceLock<Mnist> = OnceLock::new();
+    MNIST.get_or_init(|| {
+        load_mnist(&MnistConfig {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
+            verify_checksums: false,
+            ..MnistConfig::default()
+        })
+        .unwrap()
+    })
+}
+
+/// The first `n` examples of `data`.
+pub fn head(data: &Dataset, n: usize) -> Dataset {
+    data.split_at(n).0
+}
 
 /// A path under `tests/data`.
 pub fn data(relative: &str) -> PathBuf {

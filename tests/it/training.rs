@@ -2,36 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use dptrain::data::{Dataset, Mnist, MnistConfig, load_mnist};
 use dptrain::model::{Activation, ModelConfig, ModelKind};
 use dptrain::privacy::RdpAccountant;
 use dptrain::report::metrics_csv;
 use dptrain::schedule::{Schedule, ShapeKind};
 use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
 
-fn mnist() -> &'static Mnist {
-    static MNIST: OnceLock<Mnist> = OnceLock::new();
-    MNIST.get_or_init(|| {
-        load_mnist(&MnistConfig {
-            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist"),
-            verify_checksums: false,
-            holdout: 0,
-            ..MnistConfig::default()
-        })
-        .unwrap()
-    })
-}
-
-fn head(data: &Dataset, n: usize) -> Dataset {
-    Dataset {
-        features: data.features[..n * data.feature_len()].to_vec(),
-        labels: data.labels[..n].to_vec(),
-        feature_shape: data.feature_shape.clone(),
-        classes: data.classes,
-    }
-}
+use crate::support::{head, mnist};
 
 fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
     (
