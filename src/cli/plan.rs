@@ -34,6 +34,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
         sample_rate,
         timeline,
         count_noise_multiplier: None,
+        mechanism: crate::privacy::Mechanism::Gaussian,
     };
     let mut curves = Vec::new();
     for &sigma in &args.noise_multipliers {

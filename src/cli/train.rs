@@ -102,7 +102,7 @@ fn train_to_dir(
         &config.model,
         &config.privacy,
         &config.training,
-        config.seed,
+        config.run_seed()?,
         Hooks {
             on_epoch: Some(&mut on_epoch),
             on_step: Some(&mut on_step),

@@ -20,8 +20,11 @@ use crate::train::{PrivacyConfig, TrainingConfig};
 pub struct RunConfig {
     /// Name of the run (the default output folder is `reports/<name>`).
     pub name: String,
-    /// Seed of the model init, the sampler and the fast noise.
-    pub seed: u64,
+    /// Seed of the model init, the sampler and the fast noise. Required in fast mode; not
+    /// accepted with `privacy.secure_noise = true` (batches and noise then come from the
+    /// operating system's randomness, and the model init from a fresh OS draw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// The data set.
     pub data: DataConfig,
     /// The network.
@@ -83,6 +86,25 @@ impl RunConfig {
     /// Range checks that the types alone cannot express.
     pub fn validate(&self) -> Result<()> {
         self.privacy.validate()?;
+        match (self.seed, self.privacy.secure_noise) {
+            (Some(seed), true) => {
+                return Err(Error::invalid(
+                    "seed",
+                    seed,
+                    "no seed with privacy.secure_noise = true (secure runs draw their batches \
+                     and noise from the operating system; remove `seed`)",
+                ));
+            }
+            (None, false) => {
+                return Err(Error::invalid(
+                    "seed",
+                    "missing",
+                    "a whole number (fast mode replays batches and noise from it), or \
+                     privacy.secure_noise = true",
+                ));
+            }
+            _ => {}
+        }
         self.training.validate()?;
         crate::model::check_layers(&self.model.extra_layers)?;
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
@@ -98,6 +120,20 @@ impl RunConfig {
     /// The resolved config as TOML (saved as `config.toml` in the run directory).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a RunConfig serialises")
+    }
+
+    /// The seed the trainer gets: the config's, or in secure mode a fresh draw from the
+    /// operating system (it then only initialises the model, which sees no data).
+    pub fn run_seed(&self) -> Result<u64> {
+        match self.seed {
+            Some(seed) => Ok(seed),
+            None => {
+                use rand::TryRngCore;
+                rand::rngs::OsRng.try_next_u64().map_err(|e| {
+                    Error::Usage(format!("the operating system's random source failed: {e}"))
+                })
+            }
+        }
     }
 
     /// The data folder, for messages.

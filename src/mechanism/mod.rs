@@ -9,7 +9,10 @@ pub mod adaptive_clip;
 pub mod clipping;
 pub mod discrete_gaussian;
 pub mod noise;
+pub mod secure_noise;
+pub mod secure_rng;
 
 pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
 pub use clipping::{ClippingConfig, ClippingMode, clip_factor, per_layer_clip_norms};
 pub use noise::GaussianNoise;
+pub use secure_noise::SecureNoise;

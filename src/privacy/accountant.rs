@@ -13,9 +13,9 @@ use super::conversion::{
     Conversion, check_delta, epsilon_at_order, epsilon_at_order_lower_bound, epsilon_from_rdp,
 };
 use super::ledger::{Ledger, PrivacyEvent};
-use super::rdp::{
-    Orders, RdpScratch, poisson_gaussian_rdp_lower_bound, poisson_gaussian_rdp_selected,
-};
+use super::discrete::step_rdp_selected;
+use super::ledger::Mechanism;
+use super::rdp::{Orders, RdpScratch, poisson_gaussian_rdp_lower_bound};
 use crate::error::Result;
 
 /// What a run has spent: ε at δ, the order that gave it and the steps behind it.
@@ -74,6 +74,7 @@ pub struct RdpAccountant {
 struct StepCurve {
     sample_rate: u64,
     noise_multiplier: u64,
+    mechanism: Mechanism,
     rdp: Vec<f64>,
     known: Vec<bool>,
 }
@@ -82,6 +83,7 @@ impl StepCurve {
     fn is_for(&self, event: &PrivacyEvent) -> bool {
         self.sample_rate == event.sample_rate.to_bits()
             && self.noise_multiplier == event.noise_multiplier.to_bits()
+            && self.mechanism == event.mechanism
     }
 
     /// Fills the orders in `wanted` that are missing.
@@ -92,7 +94,8 @@ impl StepCurve {
             .map(|(&w, &have)| w && !have)
             .collect();
         if missing.iter().any(|&m| m) {
-            poisson_gaussian_rdp_selected(
+            step_rdp_selected(
+                self.mechanism,
                 f64::from_bits(self.sample_rate),
                 f64::from_bits(self.noise_multiplier),
                 orders,
@@ -355,6 +358,7 @@ impl StepCurve {
         StepCurve {
             sample_rate: event.sample_rate.to_bits(),
             noise_multiplier: event.noise_multiplier.to_bits(),
+            mechanism: event.mechanism,
             rdp: vec![0.0; width],
             known: vec![false; width],
         }
@@ -418,14 +422,18 @@ fn events_rdp(
     orders: &Orders,
     selected: Option<&[bool]>,
 ) -> Result<Vec<f64>> {
-    let mut index_of: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut distinct: Vec<(f64, f64)> = Vec::new();
+    let mut index_of: HashMap<(u64, u64, Mechanism), usize> = HashMap::new();
+    let mut distinct: Vec<(f64, f64, Mechanism)> = Vec::new();
     let slots: Vec<usize> = events
         .iter()
         .map(|e| {
-            let key = (e.sample_rate.to_bits(), e.noise_multiplier.to_bits());
+            let key = (
+                e.sample_rate.to_bits(),
+                e.noise_multiplier.to_bits(),
+                e.mechanism,
+            );
             *index_of.entry(key).or_insert_with(|| {
-                distinct.push((e.sample_rate, e.noise_multiplier));
+                distinct.push((e.sample_rate, e.noise_multiplier, e.mechanism));
                 distinct.len() - 1
             })
         })
@@ -435,8 +443,8 @@ fn events_rdp(
     curves
         .par_chunks_mut(width)
         .zip(distinct.par_iter())
-        .try_for_each_init(RdpScratch::default, |scratch, (out, &(q, sigma))| {
-            poisson_gaussian_rdp_selected(q, sigma, orders, selected, scratch, out)
+        .try_for_each_init(RdpScratch::default, |scratch, (out, &(q, sigma, m))| {
+            step_rdp_selected(m, q, sigma, orders, selected, scratch, out)
         })?;
     let mut total = vec![0.0; width];
     for (event, &slot) in events.iter().zip(&slots) {

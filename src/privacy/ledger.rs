@@ -10,7 +10,14 @@
 //! the step's *total* multiplier z: the gradient sum, noised at z_Δ, and the count, noised
 //! at z_c, on the same Poisson sample, cost exactly one Gaussian step at z with
 //! z⁻² = z_Δ⁻² + z_c⁻² (the two queries together are one Gaussian mechanism with a
-//! concatenated output). A reader that ignores the fourth column accounts the right ε.
+//! concatenated output). A reader that ignores that column accounts the right ε.
+//!
+//! Steps of the secure noise mode (discrete Gaussian noise on a grid) carry
+//! `discrete_gaussian` in a `mechanism` column (empty or `gaussian` otherwise). They are
+//! accounted at integer Rényi orders only ([`Mechanism`]); a reader that ignores the column
+//! would also use fractional orders, whose formula is proven for the continuous Gaussian
+//! only. Optional columns may come in any order after the three required ones; each is
+//! written only when some row needs it, so a fast run's ledger keeps the plain format.
 
 use std::path::Path;
 
@@ -22,8 +29,40 @@ use crate::error::{Error, Result};
 /// The CSV header of a ledger file.
 pub const LEDGER_HEADER: [&str; 3] = ["sample_rate", "noise_multiplier", "steps"];
 
-/// The optional fourth column: the count query's noise multiplier, empty when none.
+/// An optional column: the count query's noise multiplier, empty when none.
 pub const COUNT_COLUMN: &str = "count_noise_multiplier";
+
+/// An optional column: the noise distribution of the step ([`Mechanism`]), empty for the
+/// Gaussian.
+pub const MECHANISM_COLUMN: &str = "mechanism";
+
+/// The noise distribution of a step, which decides the Rényi orders it is accounted at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// Continuous Gaussian noise (fast mode): every order, fractional ones included
+    /// (Mironov, Talwar & Zhang 2019).
+    #[default]
+    Gaussian,
+    /// Discrete Gaussian noise on a grid (secure mode, Canonne, Kamath & Steinke 2020):
+    /// integer orders only, where the sampled Gaussian's formula is a proven bound for it
+    /// too (see `privacy::rdp::discrete` for the proof).
+    DiscreteGaussian,
+}
+
+impl Mechanism {
+    /// The name used in ledgers and configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Gaussian => "gaussian",
+            Mechanism::DiscreteGaussian => "discrete_gaussian",
+        }
+    }
+
+    fn is_gaussian(&self) -> bool {
+        *self == Mechanism::Gaussian
+    }
+}
 
 /// `steps` repetitions of one Poisson-subsampled Gaussian step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +77,9 @@ pub struct PrivacyEvent {
     /// clipping), already included in `noise_multiplier` (see the module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count_noise_multiplier: Option<f64>,
+    /// The noise distribution (the Gaussian unless the run used secure noise).
+    #[serde(default, skip_serializing_if = "Mechanism::is_gaussian")]
+    pub mechanism: Mechanism,
 }
 
 impl PrivacyEvent {
@@ -52,7 +94,13 @@ impl PrivacyEvent {
             noise_multiplier,
             steps,
             count_noise_multiplier: None,
+            mechanism: Mechanism::Gaussian,
         })
+    }
+
+    /// The same steps with noise drawn from `mechanism`.
+    pub fn with_mechanism(self, mechanism: Mechanism) -> Self {
+        PrivacyEvent { mechanism, ..self }
     }
 
     /// The same steps, recorded as also answering a count query at noise multiplier
@@ -101,6 +149,7 @@ impl PrivacyEvent {
             && self.noise_multiplier.to_bits() == other.noise_multiplier.to_bits()
             && self.count_noise_multiplier.map(f64::to_bits)
                 == other.count_noise_multiplier.map(f64::to_bits)
+            && self.mechanism == other.mechanism
     }
 }
 
@@ -212,8 +261,16 @@ impl Ledger {
             .map_err(|e| parse_error("line 1".into(), e.to_string()))?
             .clone();
         let columns: Vec<&str> = header.iter().collect();
-        let with_counts = columns.len() == 4 && columns[3] == COUNT_COLUMN;
-        if columns[..columns.len().min(3)] != LEDGER_HEADER || !(columns.len() == 3 || with_counts)
+        // Optional columns after the required three, each at most once, in any order.
+        let optional = |name: &str| columns.iter().skip(3).position(|c| *c == name);
+        let (count_at, mechanism_at) = (optional(COUNT_COLUMN), optional(MECHANISM_COLUMN));
+        let known_extras = usize::from(count_at.is_some()) + usize::from(mechanism_at.is_some());
+        let duplicated = columns.iter().skip(3).enumerate().any(|(i, c)| {
+            columns.iter().skip(3).take(i).any(|earlier| earlier == c)
+        });
+        if columns[..columns.len().min(3)] != LEDGER_HEADER
+            || columns.len() != 3 + known_extras
+            || duplicated
         {
             let found = header.iter().collect::<Vec<_>>().join(",");
             let found = if found.is_empty() {
@@ -224,8 +281,8 @@ impl Ledger {
             return Err(parse_error(
                 "line 1".into(),
                 format!(
-                    "expected the header `{expected_header}` (optionally `,{COUNT_COLUMN}`), \
-                     found {found}"
+                    "expected the header `{expected_header}` (optionally followed by \
+                     `{COUNT_COLUMN}` and `{MECHANISM_COLUMN}`), found {found}"
                 ),
             ));
         }
@@ -266,10 +323,10 @@ impl Ledger {
                     format!("expected a whole number of steps, found `{steps_text}`"),
                 )
             })?;
-            let count = match with_counts {
-                true => {
-                    let text = record.get(3).unwrap_or("");
-                    let at = format!("line {line}, column 4 ({COUNT_COLUMN})");
+            let count = match count_at.map(|i| i + 3) {
+                Some(column) => {
+                    let text = record.get(column).unwrap_or("");
+                    let at = format!("line {line}, column {} ({COUNT_COLUMN})", column + 1);
                     match text {
                         "" => None,
                         _ => Some(text.parse::<f64>().map_err(|_| {
@@ -277,7 +334,23 @@ impl Ledger {
                         })?),
                     }
                 }
-                false => None,
+                None => None,
+            };
+            let mechanism = match mechanism_at.map(|i| i + 3) {
+                Some(column) => match record.get(column).unwrap_or("") {
+                    "" | "gaussian" => Mechanism::Gaussian,
+                    "discrete_gaussian" => Mechanism::DiscreteGaussian,
+                    text => {
+                        return Err(parse_error(
+                            format!("line {line}, column {} ({MECHANISM_COLUMN})", column + 1),
+                            format!(
+                                "expected `gaussian`, `discrete_gaussian` or nothing, found \
+                                 `{text}`"
+                            ),
+                        ));
+                    }
+                },
+                None => Mechanism::Gaussian,
             };
             let event = PrivacyEvent::new(sample_rate, noise_multiplier, steps).map_err(|e| {
                 let column = match &e {
@@ -291,13 +364,16 @@ impl Ledger {
             let event = match count {
                 Some(count) => event.with_count_query(count).map_err(|e| {
                     parse_error(
-                        format!("line {line}, column 4 ({COUNT_COLUMN})"),
+                        format!(
+                            "line {line}, column {} ({COUNT_COLUMN})",
+                            count_at.unwrap_or(0) + 4
+                        ),
                         e.to_string(),
                     )
                 })?,
                 None => event,
             };
-            ledger.push(event);
+            ledger.push(event.with_mechanism(mechanism));
         }
         if ledger.is_empty() {
             return Err(parse_error(
@@ -309,16 +385,21 @@ impl Ledger {
     }
 
     /// The ledger as CSV text (floats written so they read back bit for bit).
-    /// The fourth column appears only when some step answered a count query.
+    /// The optional columns appear only when some step needs them.
     pub fn to_csv(&self) -> String {
         let counts = self
             .events
             .iter()
             .any(|e| e.count_noise_multiplier.is_some());
+        let mechanisms = self.events.iter().any(|e| !e.mechanism.is_gaussian());
         let mut out = LEDGER_HEADER.join(",");
         if counts {
             out.push(',');
             out.push_str(COUNT_COLUMN);
+        }
+        if mechanisms {
+            out.push(',');
+            out.push_str(MECHANISM_COLUMN);
         }
         out.push('\n');
         for e in &self.events {
@@ -331,6 +412,10 @@ impl Ledger {
                 if let Some(count) = e.count_noise_multiplier {
                     out.push_str(&format!("{count:?}"));
                 }
+            }
+            if mechanisms {
+                out.push(',');
+                out.push_str(e.mechanism.name());
             }
             out.push('\n');
         }
@@ -372,6 +457,20 @@ mod tests {
         ledger.push(PrivacyEvent::new(0.1, 1.5 * 0.999f64.powf(7.0), 1).unwrap());
         let back = parse(&ledger.to_csv()).unwrap();
         assert_eq!(back, ledger);
+        // With both optional columns, and with them in the other order.
+        let secure = PrivacyEvent::new(0.1, 2.0, 3)
+            .unwrap()
+            .with_mechanism(Mechanism::DiscreteGaussian);
+        ledger.push(secure);
+        ledger.push(PrivacyEvent::new(0.1, 2.0, 1).unwrap().with_count_query(9.0).unwrap());
+        let text = ledger.to_csv();
+        assert!(text.starts_with("sample_rate,noise_multiplier,steps,count_noise_multiplier,mechanism\n"));
+        assert_eq!(parse(&text).unwrap(), ledger);
+        let swapped = "sample_rate,noise_multiplier,steps,mechanism,count_noise_multiplier\n\
+                       0.1,2.0,3,discrete_gaussian,\n";
+        assert_eq!(parse(swapped).unwrap().events()[0], secure);
+        // A discrete step is not merged with a Gaussian one of the same (q, σ).
+        assert_eq!(ledger.events().len(), 4);
     }
 
     #[test]
@@ -417,6 +516,14 @@ mod tests {
             (
                 "sample_rate,noise_multiplier,steps\n0.1,1.0\n",
                 "line 2: expected 3 fields",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps,mechanism\n0.1,1,4,laplace\n",
+                "line 2, column 4 (mechanism): expected `gaussian`, `discrete_gaussian`",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps,mechanism,mechanism\n0.1,1,4,,\n",
+                "line 1: expected the header",
             ),
             (
                 "sample_rate,noise_multiplier,steps\n0.1,-1,4\n",

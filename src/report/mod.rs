@@ -27,8 +27,8 @@ pub use records::{MetricsRow, RunRecords, Summary};
 /// Who ran what, where and when.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunManifest {
-    /// The run seed.
-    pub seed: u64,
+    /// The run seed (none in secure noise mode).
+    pub seed: Option<u64>,
     /// dptrain's version.
     pub dptrain_version: String,
     /// `git rev-parse HEAD` of the working directory, when it is a checkout.
@@ -49,7 +49,7 @@ pub struct RunManifest {
 
 impl RunManifest {
     /// A manifest for a run starting now.
-    pub fn start(seed: u64, threads: usize) -> RunManifest {
+    pub fn start(seed: Option<u64>, threads: usize) -> RunManifest {
         let git_commit = std::process::Command::new("git")
             .args(["rev-parse", "HEAD"])
             .output()
@@ -67,9 +67,14 @@ impl RunManifest {
             finished_unix: f64::NAN,
             machine: format!("{} ({cpus} logical CPUs)", host.trim()),
             command: std::env::args().collect(),
-            noise: "fast: seeded ChaCha12 + rand_distr normal; not hardened against \
-                    floating-point attacks (Mironov 2012; Jin et al. 2022)"
-                .into(),
+            noise: match seed {
+                Some(_) => "fast: seeded ChaCha12 + rand_distr normal; not hardened against \
+                            floating-point attacks (Mironov 2012; Jin et al. 2022)",
+                None => "secure: discrete Gaussian on a grid (Canonne, Kamath & Steinke \
+                         2020), exact integer sampling; batches and noise from OS-seeded, \
+                         reseeded ChaCha20; accounted at integer Rényi orders",
+            }
+            .into(),
         }
     }
 }

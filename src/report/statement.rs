@@ -130,7 +130,12 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
             format!(
                 "Rényi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & \
                  Zhang 2019), composed over every step in ledger.csv, dp_accounting's 156 \
-                 default orders, converted to (ε, δ) as Balle et al. 2020 (best order {})",
+                 default orders{}, converted to (ε, δ) as Balle et al. 2020 (best order {})",
+                match privacy.secure_noise {
+                    true => " (integer orders only: the discrete Gaussian's bound is proven \
+                             there, see privacy::discrete)",
+                    false => "",
+                },
                 summary
                     .order
                     .map_or("-".to_string(), |order| format!("{order}"))
@@ -142,10 +147,20 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
         ),
         (
             "Noise generation",
-            "fast mode: a seeded ChaCha12 stream and rand_distr's normal sampler in floating \
-             point, reproducible from the seed; **not hardened against floating-point attacks** \
-             (Mironov 2012; Jin et al. 2022)"
-                .into(),
+            match privacy.secure_noise {
+                true => "secure mode: the clipped sum rounded to a grid of C/2^k (2^k ≥ \
+                         1000·√d where the variance limit allows) plus discrete Gaussian \
+                         noise sampled exactly with integer arithmetic (Canonne, Kamath & \
+                         Steinke 2020), its variance rounded up to cover the rounding; \
+                         batches and noise from ChaCha20 seeded and reseeded by the \
+                         operating system (no seed, not reproducible). Not protected: the \
+                         samplers' running time depends on the values drawn",
+                false => "fast mode: a seeded ChaCha12 stream and rand_distr's normal \
+                          sampler in floating point, reproducible from the seed; **not \
+                          hardened against floating-point attacks** (Mironov 2012; Jin et \
+                          al. 2022)",
+            }
+            .into(),
         ),
     ];
     out.push_str("| | |\n| --- | --- |\n");

@@ -6,19 +6,22 @@
 //! Shuffle-and-slice batching is *not* offered: its privacy is not what the Poisson analysis
 //! reports (Chua et al. 2024, "How private are DP-SGD implementations?").
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{Error, Result};
+use crate::mechanism::secure_rng::{SecureRng, secure_rng};
 
 /// Draws Poisson-sampled batches of indices into a data set of `dataset_size` examples.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PoissonSampler {
     sample_rate: f64,
     dataset_size: usize,
     /// `ln(1 − q)`, the scale of the geometric gaps between included examples.
     ln_keep: f64,
     rng: ChaCha20Rng,
+    /// Secure mode: the OS-seeded generator and the expected batch size B (q = B/N exactly).
+    secure: Option<(Box<SecureRng>, u64)>,
 }
 
 impl PoissonSampler {
@@ -43,7 +46,19 @@ impl PoissonSampler {
             dataset_size,
             ln_keep: (-sample_rate).ln_1p(),
             rng: ChaCha20Rng::seed_from_u64(seed),
+            secure: None,
         })
+    }
+
+    /// The secure mode's sampler for expected batch size B over N examples: every example
+    /// is included when a uniform integer below N, from an OS-seeded CSPRNG, is below B,
+    /// which is Bernoulli(B/N) exactly (no floating point). Costs N draws per batch; not
+    /// reproducible and not resumable at the same stream (a resumed run draws afresh).
+    pub fn secure(expected_batch_size: usize, dataset_size: usize) -> Result<Self> {
+        let mut sampler =
+            PoissonSampler::with_expected_batch_size(expected_batch_size, dataset_size, 0)?;
+        sampler.secure = Some((Box::new(secure_rng()?), expected_batch_size as u64));
+        Ok(sampler)
     }
 
     /// The sampler for an expected batch size B over N examples: q = B/N.
@@ -69,12 +84,17 @@ impl PoissonSampler {
     /// Where the sampler's random stream stands (for checkpoints): with the seed, it
     /// resumes the same sequence of batches ([`PoissonSampler::seek`]).
     pub fn position(&self) -> u128 {
-        self.rng.get_word_pos()
+        match self.secure {
+            Some(_) => 0,
+            None => self.rng.get_word_pos(),
+        }
     }
 
     /// Moves the random stream to `position` (from [`PoissonSampler::position`]).
     pub fn seek(&mut self, position: u128) {
-        self.rng.set_word_pos(position);
+        if self.secure.is_none() {
+            self.rng.set_word_pos(position);
+        }
     }
 
     /// q, the probability that an example is in a batch.
@@ -98,6 +118,12 @@ impl PoissonSampler {
         if self.sample_rate == 1.0 {
             return (0..self.dataset_size).collect();
         }
+        if let Some((rng, expected)) = &mut self.secure {
+            let n = self.dataset_size as u64;
+            return (0..self.dataset_size)
+                .filter(|_| uniform_below(rng.as_mut(), n) < *expected)
+                .collect();
+        }
         let mut batch = Vec::with_capacity((self.expected_batch_size() * 1.2) as usize + 8);
         let mut position = 0usize;
         loop {
@@ -118,6 +144,18 @@ impl PoissonSampler {
     }
 }
 
+/// Uniform on {0, …, n−1}, n ≥ 1, by rejection: values below 2^64 mod n are redrawn, so
+/// the accepted range is a whole number of copies of {0, …, n−1}.
+fn uniform_below(rng: &mut impl RngCore, n: u64) -> u64 {
+    let threshold = n.wrapping_neg() % n;
+    loop {
+        let r = rng.next_u64();
+        if r >= threshold {
+            return r % n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,8 +165,21 @@ mod tests {
 
     #[test]
     fn inclusion_rate_is_q_for_every_position() {
-        let (n, q, steps) = (200, 0.05, 20_000);
-        let mut sampler = PoissonSampler::new(q, n, 7).unwrap();
+        let (n, q) = (200, 0.05);
+        check_inclusion_rates(PoissonSampler::new(q, n, 7).unwrap(), n, q);
+    }
+
+    #[test]
+    fn secure_inclusion_rate_is_q_for_every_position() {
+        // B/N = 10/200 = 0.05, from the OS-seeded generator (a fresh stream each run; the
+        // bounds hold at the same 1e-6 false-failure rate).
+        let sampler = PoissonSampler::secure(10, 200).unwrap();
+        assert_eq!(sampler.sample_rate(), 0.05);
+        check_inclusion_rates(sampler, 200, 0.05);
+    }
+
+    fn check_inclusion_rates(mut sampler: PoissonSampler, n: usize, q: f64) {
+        let steps = 20_000;
         let mut counts = vec![0u32; n];
         let mut sizes = Vec::with_capacity(steps);
         for _ in 0..steps {

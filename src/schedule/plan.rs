@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Schedule, ShapeKind, Timeline};
 use crate::error::{Error, Result};
-use crate::privacy::{Ledger, PrivacyEvent, RdpAccountant, calibrate_scale};
+use crate::privacy::{Ledger, Mechanism, PrivacyEvent, RdpAccountant, calibrate_scale};
 
 /// The noise of the planned steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +23,9 @@ pub struct NoiseSpec<'a> {
     /// With adaptive clipping: the count query's noise multiplier 2σ_b (recorded with each
     /// step; the step's total multiplier stays σ_t).
     pub count_noise_multiplier: Option<f64>,
+    /// The noise distribution (secure mode: the discrete Gaussian, accounted at integer
+    /// orders only).
+    pub mechanism: Mechanism,
 }
 
 /// A plan: σ of the first and last steps, ε after each epoch and at the end.
@@ -54,7 +57,7 @@ pub fn planned_noise_multiplier(spec: &NoiseSpec, scale: f64, step: u64) -> f64 
 
 /// The event of one step with total noise multiplier `sigma`.
 pub fn step_event(spec: &NoiseSpec, sigma: f64) -> Result<PrivacyEvent> {
-    let event = PrivacyEvent::new(spec.sample_rate, sigma, 1)?;
+    let event = PrivacyEvent::new(spec.sample_rate, sigma, 1)?.with_mechanism(spec.mechanism);
     match spec.count_noise_multiplier {
         Some(count) => event.with_count_query(count),
         None => Ok(event),

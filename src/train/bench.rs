@@ -72,7 +72,7 @@ pub fn throughput(
                     expected_batch_size: batch_size as f64,
                     max_physical_batch: batch_size,
                     private,
-                    noise_seed: 0,
+                    noise: super::NoiseMode::Seeded(0),
                 },
             )?;
             for batch in &batches[..5] {

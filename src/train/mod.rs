@@ -9,7 +9,8 @@ pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointState};
 pub use optimizer::{
-    DpOptimizer, DpSettings, OptimizerConfig, OptimizerState, StepStats, per_example_norms,
+    DpOptimizer, DpSettings, NoiseMode, OptimizerConfig, OptimizerState, StepStats,
+    per_example_norms,
 };
 pub use planning::{RunPlan, plan_run};
 pub use settings::{PrivacyConfig, TrainingConfig};

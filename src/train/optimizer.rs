@@ -16,7 +16,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::grad_sample::linear::PerExample;
 use crate::mechanism::{
-    ClippingConfig, ClippingMode, GaussianNoise, clip_factor, per_layer_clip_norms,
+    ClippingConfig, ClippingMode, GaussianNoise, SecureNoise, clip_factor, per_layer_clip_norms,
 };
 use crate::model::{
     Model, TrainingPass, layer_clipped_sums, layer_per_example, layer_sq_norms, training_batch,
@@ -210,8 +210,25 @@ pub struct DpSettings {
     pub max_physical_batch: usize,
     /// False for the non-private baseline (no clipping, no noise).
     pub private: bool,
-    /// Seed of the fast noise stream.
-    pub noise_seed: u64,
+    /// Where the noise comes from.
+    pub noise: NoiseMode,
+}
+
+/// Where a DP step's noise comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseMode {
+    /// Fast mode: seeded ChaCha12 streams and floating-point Gaussians (reproducible;
+    /// `mechanism::noise`).
+    Seeded(u64),
+    /// Secure mode: discrete Gaussian noise on a grid from an OS-seeded CSPRNG
+    /// (`mechanism::secure_noise`).
+    Secure,
+}
+
+/// The noise source of a [`DpOptimizer`].
+enum Noise {
+    Fast(GaussianNoise),
+    Secure(Box<SecureNoise>),
 }
 
 /// DP-SGD around an inner optimizer.
@@ -219,7 +236,7 @@ pub struct DpOptimizer {
     inner: Inner,
     params: Vec<Var>,
     clipping: ClippingConfig,
-    noise: GaussianNoise,
+    noise: Noise,
     noise_multiplier: f64,
     expected_batch_size: f64,
     max_physical_batch: usize,
@@ -237,7 +254,7 @@ impl DpOptimizer {
             expected_batch_size,
             max_physical_batch,
             private,
-            noise_seed,
+            noise,
         } = settings;
         optimizer.validate()?;
         clipping.validate()?;
@@ -284,16 +301,34 @@ impl DpOptimizer {
                 beta2,
             )?)),
         };
-        let noise_std = if private {
-            noise_multiplier * clipping.clip_norm
-        } else {
-            0.0
+        let noise = match (noise, private) {
+            (NoiseMode::Seeded(seed), true) => Noise::Fast(GaussianNoise::new(
+                noise_multiplier * clipping.clip_norm,
+                seed,
+            )?),
+            (NoiseMode::Seeded(seed), false) => Noise::Fast(GaussianNoise::new(0.0, seed)?),
+            (NoiseMode::Secure, true) => {
+                // One grid for the whole model: the sensitivity bound is on all of it.
+                let dimension = params.iter().map(|p| p.elem_count()).sum();
+                Noise::Secure(Box::new(SecureNoise::new(
+                    dimension,
+                    clipping.clip_norm,
+                    noise_multiplier,
+                )?))
+            }
+            (NoiseMode::Secure, false) => {
+                return Err(Error::invalid(
+                    "privacy.secure_noise",
+                    true,
+                    "a private run (a non-private baseline adds no noise)",
+                ));
+            }
         };
         Ok(DpOptimizer {
             inner,
             params,
             clipping,
-            noise: GaussianNoise::new(noise_std, noise_seed)?,
+            noise,
             noise_multiplier,
             expected_batch_size,
             max_physical_batch,
@@ -323,7 +358,10 @@ impl DpOptimizer {
                     "a finite number above 0",
                 ));
             }
-            self.noise.set_noise_std(noise_multiplier * clip_norm)?;
+            match &mut self.noise {
+                Noise::Fast(noise) => noise.set_noise_std(noise_multiplier * clip_norm)?,
+                Noise::Secure(noise) => noise.set(clip_norm, noise_multiplier)?,
+            }
         }
         self.clipping = clipping;
         self.noise_multiplier = noise_multiplier;
@@ -366,7 +404,12 @@ impl DpOptimizer {
                 steps: adam.steps,
             },
         };
-        (state, self.noise.calls())
+        let calls = match &self.noise {
+            Noise::Fast(noise) => noise.calls(),
+            // Nothing to resume: a secure run draws fresh OS randomness.
+            Noise::Secure(_) => 0,
+        };
+        (state, calls)
     }
 
     /// Restores [`DpOptimizer::state`]; errors if a tensor is missing or misshapen.
@@ -397,7 +440,9 @@ impl DpOptimizer {
                 adam.steps = state.steps;
             }
         }
-        self.noise.set_calls(noise_calls);
+        if let Noise::Fast(noise) = &mut self.noise {
+            noise.set_calls(noise_calls);
+        }
         Ok(())
     }
 
@@ -436,7 +481,10 @@ impl DpOptimizer {
         let mut grads = GradStore::default();
         for (param, mut sum) in self.params.iter().zip(sums) {
             if self.private {
-                self.noise.add_to(&mut sum);
+                match &mut self.noise {
+                    Noise::Fast(noise) => noise.add_to(&mut sum),
+                    Noise::Secure(noise) => noise.add_to(&mut sum)?,
+                }
             }
             let scale = (1.0 / self.expected_batch_size) as f32;
             sum.iter_mut().for_each(|v| *v *= scale);

@@ -55,6 +55,7 @@ pub fn plan_run(
         sample_rate,
         timeline,
         count_noise_multiplier,
+        mechanism: privacy.mechanism(),
     };
     // The count annotation does not change ε: search without it, then check the split.
     let search = NoiseSpec {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::OptimizerConfig;
 use crate::error::{Error, Result};
 use crate::mechanism::{AdaptiveClippingConfig, ClippingConfig, ClippingMode};
+use crate::privacy::Mechanism;
 use crate::privacy::conversion::{check_delta, check_target_epsilon};
 use crate::schedule::{Role, Schedule, ShapeKind};
 
@@ -43,6 +44,16 @@ pub struct PrivacyConfig {
     /// with a given `noise_multiplier`, no budget unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_epsilon: Option<f64>,
+    /// Secure noise mode: batches and noise from a CSPRNG seeded by the operating system
+    /// (no seed accepted, runs are not reproducible), noise drawn as a discrete Gaussian on
+    /// a grid with integer arithmetic (`mechanism::secure_noise`), ε accounted at integer
+    /// orders. Default false (fast, seeded mode).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_noise: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn yes() -> bool {
@@ -78,6 +89,14 @@ fn default_physical_batch() -> usize {
 }
 
 impl PrivacyConfig {
+    /// The noise distribution the accountant is told about.
+    pub fn mechanism(&self) -> Mechanism {
+        match self.secure_noise {
+            true => Mechanism::DiscreteGaussian,
+            false => Mechanism::Gaussian,
+        }
+    }
+
     /// The clipping settings.
     pub fn clipping(&self) -> ClippingConfig {
         ClippingConfig {
@@ -111,6 +130,14 @@ impl PrivacyConfig {
                     "flat clipping with adaptive clipping",
                 ));
             }
+        }
+        if self.secure_noise && self.adaptive_clipping.is_some() {
+            return Err(Error::invalid(
+                "privacy.adaptive_clipping",
+                "set",
+                "no adaptive clipping with privacy.secure_noise = true (its count query \
+                 still uses floating-point noise)",
+            ));
         }
         if let Some(max) = self.max_epsilon {
             check_target_epsilon(max).map_err(|_| {

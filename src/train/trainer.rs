@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, CheckpointState, parse_position};
-use super::optimizer::{DpOptimizer, DpSettings};
+use super::optimizer::{DpOptimizer, DpSettings, NoiseMode};
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -203,6 +203,7 @@ pub fn train_observed(
         sample_rate,
         timeline,
         count_noise_multiplier: clipper.as_ref().map(|c| c.count_noise_multiplier()),
+        mechanism: privacy.mechanism(),
     };
     // The same calibration `dptrain account CONFIG` prints.
     let scale = match privacy.private {
@@ -226,7 +227,18 @@ pub fn train_observed(
         train.classes,
         derive_seed(seed, 1),
     )?;
-    let mut sampler = PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?;
+    // Secure mode: batches and noise from OS-seeded CSPRNGs; `seed` then only initialises
+    // the model (public: it depends on no data).
+    let (mut sampler, noise) = match privacy.secure_noise && privacy.private {
+        true => (
+            PoissonSampler::secure(training.expected_batch_size, n)?,
+            NoiseMode::Secure,
+        ),
+        false => (
+            PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?,
+            NoiseMode::Seeded(derive_seed(seed, 3)),
+        ),
+    };
     let mut optimizer = DpOptimizer::new(
         &model,
         DpSettings {
@@ -236,7 +248,7 @@ pub fn train_observed(
             expected_batch_size: expected_batch,
             max_physical_batch: training.max_physical_batch,
             private: privacy.private,
-            noise_seed: derive_seed(seed, 3),
+            noise,
         },
     )?;
     let start = Instant::now();

@@ -208,7 +208,7 @@ fn noise_on_a_zero_gradient_has_std_sigma_c_over_expected_batch() {
         expected_batch_size: expected_batch,
         max_physical_batch: 64,
         private: true,
-        noise_seed: 17,
+        noise: dptrain::train::NoiseMode::Seeded(17),
     };
     let mut optimizer = DpOptimizer::new(&model, settings).unwrap();
     let stats = optimizer.step(&model, &data, &[]).unwrap();

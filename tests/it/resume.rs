@@ -90,6 +90,7 @@ fn a_run_stopped_after_epoch_one_and_resumed_ends_as_the_uninterrupted_run() {
         clip_schedule: Schedule::default(),
         adaptive_clipping: None,
         max_epsilon: None,
+        secure_noise: false,
     };
     let sgd = TrainingConfig {
         epochs: 2.0,
@@ -230,6 +231,7 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
         clip_schedule: Schedule::default(),
         adaptive_clipping: None,
         max_epsilon: None,
+        secure_noise: false,
     };
     // q = 1: example 0 is in every batch, and is dropped every time.
     let training = TrainingConfig {

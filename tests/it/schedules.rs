@@ -17,6 +17,7 @@ fn spec(schedule: &Schedule, sample_rate: f64, timeline: Timeline) -> NoiseSpec<
         sample_rate,
         timeline,
         count_noise_multiplier: None,
+        mechanism: dptrain::privacy::Mechanism::Gaussian,
     }
 }
 
@@ -222,6 +223,7 @@ fn privacy() -> PrivacyConfig {
         clip_schedule: Schedule::default(),
         adaptive_clipping: None,
         max_epsilon: None,
+        secure_noise: false,
     }
 }
 
@@ -260,6 +262,7 @@ fn the_budget_stops_a_run_at_the_last_step_that_fits() {
     assert!(fits > 5 && fits < 400, "{fits}");
     let privacy = PrivacyConfig {
         max_epsilon: Some(2.0),
+        secure_noise: false,
         ..privacy()
     };
     let record = train(

@@ -29,6 +29,7 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
             clip_schedule: Schedule::default(),
             adaptive_clipping: None,
             max_epsilon: None,
+            secure_noise: false,
         },
         TrainingConfig {
             epochs: 3.0,
