@@ -156,6 +156,10 @@ pub struct BenchArgs {
     /// Interleaved repeats (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Also time the secure noise mode (discrete Gaussian on a grid, OS-seeded CSPRNG)
+    /// against fast mode, interleaved in the same run.
+    #[arg(long)]
+    pub secure: bool,
     /// The MNIST folder.
     #[arg(long, default_value = "datasets/mnist")]
     pub data: PathBuf,

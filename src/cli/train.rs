@@ -313,20 +313,33 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
             steps: args.steps,
             min_seconds: args.min_seconds,
             repeats: args.repeats,
+            secure: args.secure,
         },
     )?;
     let overhead = t.nonprivate_samples_per_sec / t.private_samples_per_sec;
     let name = format!("{kind:?}").to_lowercase();
     let threads = rayon::current_num_threads();
+    let mut json = json!({
+        "model": name,
+        "batch_size": args.batch_size,
+        "threads": threads,
+        "nonprivate_samples_per_sec": t.nonprivate_samples_per_sec,
+        "private_samples_per_sec": t.private_samples_per_sec,
+        "overhead": overhead,
+    });
+    let mut secure_rows = Vec::new();
+    if let Some(secure) = t.secure_samples_per_sec {
+        let cost = t.private_samples_per_sec / secure;
+        json["secure_samples_per_sec"] = json!(secure);
+        json["secure_cost"] = json!(cost);
+        secure_rows.push(("secure noise".into(), format!("{secure:.0} samples/s")));
+        secure_rows.push((
+            "secure vs fast".into(),
+            format!("{cost:.2}x the time per sample"),
+        ));
+    }
     Ok(Output {
-        json: json!({
-            "model": name,
-            "batch_size": args.batch_size,
-            "threads": threads,
-            "nonprivate_samples_per_sec": t.nonprivate_samples_per_sec,
-            "private_samples_per_sec": t.private_samples_per_sec,
-            "overhead": overhead,
-        }),
+        json,
         table: vec![
             ("model".into(), name),
             ("batch size".into(), args.batch_size.to_string()),
@@ -340,7 +353,10 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
                 format!("{:.0} samples/s", t.private_samples_per_sec),
             ),
             ("overhead".into(), format!("{overhead:.2}x")),
-        ],
+        ]
+        .into_iter()
+        .chain(secure_rows)
+        .collect(),
     })
 }
 

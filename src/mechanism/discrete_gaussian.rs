@@ -18,66 +18,140 @@ use crate::error::{Error, Result};
 /// denominators 2σ²t²·K stay far below 2^128.
 pub const MAX_SIGMA2: u128 = 1 << 48;
 
-/// Uniform on {0, …, n−1}, n ≥ 1, by rejection (no modulo bias).
-fn uniform_below(rng: &mut impl RngCore, n: u128) -> u128 {
-    debug_assert!(n >= 1);
-    if n.is_power_of_two() {
-        return random_u128(rng) & (n - 1);
-    }
-    let limit = u128::MAX - (u128::MAX % n + 1) % n;
-    loop {
-        let r = random_u128(rng);
-        if r <= limit {
-            return r % n;
-        }
-    }
+/// Random bits and integers from a generator, with the bits of each 64-bit word used one
+/// at a time (the Bernoulli trials below need about two bits each).
+struct Bits<'a, R: RngCore> {
+    rng: &'a mut R,
+    word: u64,
+    left: u32,
 }
 
-fn random_u128(rng: &mut impl RngCore) -> u128 {
-    (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())
-}
-
-/// Bernoulli(num/den), 0 ≤ num ≤ den.
-fn bernoulli(rng: &mut impl RngCore, num: u128, den: u128) -> bool {
-    uniform_below(rng, den) < num
-}
-
-/// Bernoulli(exp(−num/den)), num ≥ 0, den ≥ 1 (CKS 2020, Algorithm 1).
-fn bernoulli_exp_neg(rng: &mut impl RngCore, num: u128, den: u128) -> bool {
-    if num <= den {
-        // γ = num/den ∈ [0, 1]: K is the first k with a failed Bernoulli(γ/k); P(K odd) = e^−γ.
-        let mut k: u128 = 1;
-        while bernoulli(rng, num, den * k) {
-            k += 1;
-        }
-        return k % 2 == 1;
-    }
-    // e^−γ = (e^−1)^⌊γ⌋ · e^−(γ − ⌊γ⌋).
-    for _ in 0..num / den {
-        if !bernoulli_exp_neg(rng, 1, 1) {
-            return false;
+impl<'a, R: RngCore> Bits<'a, R> {
+    fn new(rng: &'a mut R) -> Self {
+        Bits {
+            rng,
+            word: 0,
+            left: 0,
         }
     }
-    bernoulli_exp_neg(rng, num % den, den)
-}
 
-/// Discrete Laplace with scale t ≥ 1: P(x) ∝ exp(−|x|/t) (CKS 2020, Algorithm 2).
-fn discrete_laplace(rng: &mut impl RngCore, t: u128) -> i128 {
-    loop {
-        let u = uniform_below(rng, t);
-        if !bernoulli_exp_neg(rng, u, t) {
-            continue;
+    fn bit(&mut self) -> bool {
+        if self.left == 0 {
+            self.word = self.rng.next_u64();
+            self.left = 64;
         }
-        let mut v: u128 = 0;
-        while bernoulli_exp_neg(rng, 1, 1) {
-            v += 1;
+        self.left -= 1;
+        let bit = self.word & 1 == 1;
+        self.word >>= 1;
+        bit
+    }
+
+    /// Uniform on {0, …, n−1}, n ≥ 1, by rejection (no modulo bias): draws below
+    /// 2^w mod n are redrawn, so the accepted range is a whole number of copies.
+    fn uniform_below(&mut self, n: u128) -> u128 {
+        debug_assert!(n >= 1);
+        if let Ok(n) = u64::try_from(n) {
+            let threshold = n.wrapping_neg() % n;
+            loop {
+                let r = self.rng.next_u64();
+                if r >= threshold {
+                    return u128::from(r % n);
+                }
+            }
         }
-        let negative = bernoulli(rng, 1, 2);
-        if negative && u == 0 && v == 0 {
-            continue;
+        let threshold = n.wrapping_neg() % n;
+        loop {
+            let r = (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
+            if r >= threshold {
+                return r % n;
+            }
         }
-        let magnitude = (u + t * v) as i128;
-        return if negative { -magnitude } else { magnitude };
+    }
+
+    /// Bernoulli(num/den), 0 ≤ num ≤ den, den ≥ 1, without division: compares a uniform
+    /// U ∈ [0, 1), one random bit at a time, with the binary expansion of p = num/den
+    /// (long division); the first differing bit decides U < p. Exact; 2 bits on average.
+    fn bernoulli(&mut self, num: u128, den: u128) -> bool {
+        if num >= den {
+            return true;
+        }
+        // Most denominators (t·k, 1·k) fit 63 bits, where the division runs in u64.
+        if den < 1 << 63 {
+            return self.bernoulli_narrow(num as u64, den as u64);
+        }
+        // num < den ≤ 2^127 keeps 2·num from overflowing (callers stay far below).
+        let mut remainder = num;
+        loop {
+            remainder <<= 1;
+            let p_bit = remainder >= den;
+            if p_bit {
+                remainder -= den;
+            }
+            if self.bit() != p_bit {
+                return p_bit; // U's bit 0 where p's is 1: U < p.
+            }
+            if remainder == 0 {
+                return false; // p's expansion ended: U ≥ p from here on.
+            }
+        }
+    }
+
+    /// [`Bits::bernoulli`] for num < den < 2^63.
+    fn bernoulli_narrow(&mut self, num: u64, den: u64) -> bool {
+        let mut remainder = num;
+        loop {
+            remainder <<= 1;
+            let p_bit = remainder >= den;
+            if p_bit {
+                remainder -= den;
+            }
+            if self.bit() != p_bit {
+                return p_bit;
+            }
+            if remainder == 0 {
+                return false;
+            }
+        }
+    }
+
+    /// Bernoulli(exp(−num/den)), num ≥ 0, den ≥ 1 (CKS 2020, Algorithm 1).
+    fn bernoulli_exp_neg(&mut self, num: u128, den: u128) -> bool {
+        if num <= den {
+            // γ = num/den ∈ [0, 1]: K is the first k with a failed Bernoulli(γ/k);
+            // P(K odd) = e^−γ.
+            let mut k: u128 = 1;
+            while self.bernoulli(num, den * k) {
+                k += 1;
+            }
+            return k % 2 == 1;
+        }
+        // e^−γ = (e^−1)^⌊γ⌋ · e^−(γ − ⌊γ⌋).
+        for _ in 0..num / den {
+            if !self.bernoulli_exp_neg(1, 1) {
+                return false;
+            }
+        }
+        self.bernoulli_exp_neg(num % den, den)
+    }
+
+    /// Discrete Laplace with scale t ≥ 1: P(x) ∝ exp(−|x|/t) (CKS 2020, Algorithm 2).
+    fn discrete_laplace(&mut self, t: u128) -> i128 {
+        loop {
+            let u = self.uniform_below(t);
+            if !self.bernoulli_exp_neg(u, t) {
+                continue;
+            }
+            let mut v: u128 = 0;
+            while self.bernoulli_exp_neg(1, 1) {
+                v += 1;
+            }
+            let negative = self.bit();
+            if negative && u == 0 && v == 0 {
+                continue;
+            }
+            let magnitude = (u + t * v) as i128;
+            return if negative { -magnitude } else { magnitude };
+        }
     }
 }
 
@@ -105,10 +179,11 @@ pub fn sample(rng: &mut impl RngCore, sigma2: u128) -> Result<i128> {
         ));
     }
     let t = isqrt(sigma2) + 1;
+    let mut bits = Bits::new(rng);
     loop {
-        let y = discrete_laplace(rng, t);
+        let y = bits.discrete_laplace(t);
         let gap = (y.unsigned_abs() * t).abs_diff(sigma2);
-        if bernoulli_exp_neg(rng, gap * gap, 2 * sigma2 * t * t) {
+        if bits.bernoulli_exp_neg(gap * gap, 2 * sigma2 * t * t) {
             return Ok(y);
         }
     }
@@ -204,12 +279,37 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         for (num, den) in [(0u128, 1u128), (1, 3), (5, 2), (7, 7)] {
             let n = 100_000;
-            let hits = (0..n)
-                .filter(|_| bernoulli_exp_neg(&mut rng, num, den))
-                .count() as f64;
+            let mut bits = Bits::new(&mut rng);
+            let hits = (0..n).filter(|_| bits.bernoulli_exp_neg(num, den)).count() as f64;
             let p = (-(num as f64) / den as f64).exp();
             let z = (hits - n as f64 * p) / (n as f64 * p * (1.0 - p)).sqrt().max(1e-9);
             assert!(z.abs() < 4.9, "exp(−{num}/{den}): z = {z}");
+        }
+    }
+
+    #[test]
+    fn bernoulli_matches_its_probability() {
+        // Dyadic, non-dyadic, edge and 100-bit denominators.
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let mut bits = Bits::new(&mut rng);
+        let big = 1u128 << 100;
+        for (num, den) in [
+            (0u128, 5u128),
+            (5, 5),
+            (1, 2),
+            (1, 3),
+            (2, 7),
+            (big / 3, big),
+        ] {
+            let n = 100_000;
+            let hits = (0..n).filter(|_| bits.bernoulli(num, den)).count() as f64;
+            let p = num as f64 / den as f64;
+            if p == 0.0 || p == 1.0 {
+                assert_eq!(hits, n as f64 * p, "{num}/{den}");
+                continue;
+            }
+            let z = (hits - n as f64 * p) / (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(z.abs() < 4.9, "{num}/{den}: z = {z}");
         }
     }
 

@@ -10,7 +10,6 @@ pub mod clipping;
 pub mod discrete_gaussian;
 pub mod noise;
 pub mod secure_noise;
-pub mod secure_rng;
 
 pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
 pub use clipping::{ClippingConfig, ClippingMode, clip_factor, per_layer_clip_norms};

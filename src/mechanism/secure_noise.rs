@@ -1,6 +1,6 @@
 //! Secure noise: the clipped sum rounded to a grid plus discrete Gaussian noise, sampled
 //! exactly with integer arithmetic (Canonne, Kamath & Steinke 2020, "The discrete Gaussian
-//! for differential privacy"), from an OS-seeded CSPRNG ([`super::secure_rng`]).
+//! for differential privacy"), from an OS-seeded CSPRNG ([`crate::sampling::secure_rng`]).
 //!
 //! # What it protects against
 //! Floating-point Gaussian samplers leak through the low bits of their output: the set of
@@ -25,6 +25,7 @@
 //! - N_Z(0, σ_g²) is added per coordinate with σ_g² = ⌈(σ·Δ_g)²⌉ (rounded up: more noise),
 //!   so σ_g/Δ_g ≥ σ: the step is accounted as a sampled Gaussian of multiplier σ at integer
 //!   orders (`privacy::discrete` proves the bound).
+//!
 //! The price is the factor Δ_g/2^k ≈ 1 + √d/2^k ≤ 1.001 on the noise.
 //!
 //! # Limits
@@ -41,8 +42,8 @@ use rayon::prelude::*;
 
 use super::discrete_gaussian::{self, MAX_SIGMA2};
 use super::noise::NOISE_CHUNK;
-use super::secure_rng::{SecureRng, child, secure_rng};
 use crate::error::{Error, Result};
+use crate::sampling::secure_rng::{SecureRng, child, secure_rng};
 
 /// Relative slack on the clip norm in the sensitivity (f32 clipping and f64 scaling).
 pub const CLIP_SLACK: f64 = 1e-5;
@@ -69,7 +70,11 @@ impl Grid {
             return Err(Error::invalid("dimension", 0, "at least one coordinate"));
         }
         if !(clip_norm > 0.0 && clip_norm.is_finite()) {
-            return Err(Error::invalid("clip_norm", clip_norm, "a finite number above 0"));
+            return Err(Error::invalid(
+                "clip_norm",
+                clip_norm,
+                "a finite number above 0",
+            ));
         }
         if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
             return Err(Error::invalid(
@@ -173,12 +178,13 @@ impl SecureNoise {
                             "a finite value (secure noise rounds it to the grid)",
                         ));
                     }
-                    let on_grid = scaled.round() as i128;
-                    let noise = discrete_gaussian::sample(&mut rng, grid.variance)?;
-                    *v = ((on_grid + noise) as f64 * grid.step) as f32;
+                    let on_grid = scaled.round() as i64;
+                    // |noise| < 2^31: σ_g ≤ 2^24 and draws beyond 64σ_g never happen
+                    // (discrete_gaussian::MAX_SIGMA2).
+                    let noise = discrete_gaussian::sample(&mut rng, grid.variance)? as i64;
+                    *v = (on_grid.saturating_add(noise) as f64 * grid.step) as f32;
                 }
                 Ok(())
             })
     }
 }
-

@@ -12,9 +12,9 @@ use serde::Serialize;
 use super::conversion::{
     Conversion, check_delta, epsilon_at_order, epsilon_at_order_lower_bound, epsilon_from_rdp,
 };
-use super::ledger::{Ledger, PrivacyEvent};
 use super::discrete::step_rdp_selected;
 use super::ledger::Mechanism;
+use super::ledger::{Ledger, PrivacyEvent};
 use super::rdp::{Orders, RdpScratch, poisson_gaussian_rdp_lower_bound};
 use crate::error::Result;
 

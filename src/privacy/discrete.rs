@@ -93,8 +93,7 @@ mod tests {
     fn psi_scaled(q: f64, alpha: f64, r: f64) -> f64 {
         let (a, b) = (1.0 - q + q * r, (1.0 - q) * r + q);
         let term = |log: f64| (log - alpha * a.ln()).exp();
-        1.0 - term((1.0 - alpha) * a.ln())
-            + term((1.0 - alpha) * r.ln() + alpha * b.ln())
+        1.0 - term((1.0 - alpha) * a.ln()) + term((1.0 - alpha) * r.ln() + alpha * b.ln())
             - term(alpha * r.ln() + (1.0 - alpha) * b.ln())
     }
 

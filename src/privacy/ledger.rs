@@ -265,9 +265,11 @@ impl Ledger {
         let optional = |name: &str| columns.iter().skip(3).position(|c| *c == name);
         let (count_at, mechanism_at) = (optional(COUNT_COLUMN), optional(MECHANISM_COLUMN));
         let known_extras = usize::from(count_at.is_some()) + usize::from(mechanism_at.is_some());
-        let duplicated = columns.iter().skip(3).enumerate().any(|(i, c)| {
-            columns.iter().skip(3).take(i).any(|earlier| earlier == c)
-        });
+        let duplicated = columns
+            .iter()
+            .skip(3)
+            .enumerate()
+            .any(|(i, c)| columns.iter().skip(3).take(i).any(|earlier| earlier == c));
         if columns[..columns.len().min(3)] != LEDGER_HEADER
             || columns.len() != 3 + known_extras
             || duplicated
@@ -462,9 +464,18 @@ mod tests {
             .unwrap()
             .with_mechanism(Mechanism::DiscreteGaussian);
         ledger.push(secure);
-        ledger.push(PrivacyEvent::new(0.1, 2.0, 1).unwrap().with_count_query(9.0).unwrap());
+        ledger.push(
+            PrivacyEvent::new(0.1, 2.0, 1)
+                .unwrap()
+                .with_count_query(9.0)
+                .unwrap(),
+        );
         let text = ledger.to_csv();
-        assert!(text.starts_with("sample_rate,noise_multiplier,steps,count_noise_multiplier,mechanism\n"));
+        assert!(
+            text.starts_with(
+                "sample_rate,noise_multiplier,steps,count_noise_multiplier,mechanism\n"
+            )
+        );
         assert_eq!(parse(&text).unwrap(), ledger);
         let swapped = "sample_rate,noise_multiplier,steps,mechanism,count_noise_multiplier\n\
                        0.1,2.0,3,discrete_gaussian,\n";

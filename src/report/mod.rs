@@ -68,11 +68,15 @@ impl RunManifest {
             machine: format!("{} ({cpus} logical CPUs)", host.trim()),
             command: std::env::args().collect(),
             noise: match seed {
-                Some(_) => "fast: seeded ChaCha12 + rand_distr normal; not hardened against \
-                            floating-point attacks (Mironov 2012; Jin et al. 2022)",
-                None => "secure: discrete Gaussian on a grid (Canonne, Kamath & Steinke \
+                Some(_) => {
+                    "fast: seeded ChaCha12 + rand_distr normal; not hardened against \
+                            floating-point attacks (Mironov 2012; Jin et al. 2022)"
+                }
+                None => {
+                    "secure: discrete Gaussian on a grid (Canonne, Kamath & Steinke \
                          2020), exact integer sampling; batches and noise from OS-seeded, \
-                         reseeded ChaCha20; accounted at integer Rényi orders",
+                         reseeded ChaCha20; accounted at integer Rényi orders"
+                }
             }
             .into(),
         }

@@ -132,7 +132,8 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
                  Zhang 2019), composed over every step in ledger.csv, dp_accounting's 156 \
                  default orders{}, converted to (ε, δ) as Balle et al. 2020 (best order {})",
                 match privacy.secure_noise {
-                    true => " (integer orders only: the discrete Gaussian's bound is proven \
+                    true =>
+                        " (integer orders only: the discrete Gaussian's bound is proven \
                              there, see privacy::discrete)",
                     false => "",
                 },
@@ -148,17 +149,21 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
         (
             "Noise generation",
             match privacy.secure_noise {
-                true => "secure mode: the clipped sum rounded to a grid of C/2^k (2^k ≥ \
+                true => {
+                    "secure mode: the clipped sum rounded to a grid of C/2^k (2^k ≥ \
                          1000·√d where the variance limit allows) plus discrete Gaussian \
                          noise sampled exactly with integer arithmetic (Canonne, Kamath & \
                          Steinke 2020), its variance rounded up to cover the rounding; \
                          batches and noise from ChaCha20 seeded and reseeded by the \
                          operating system (no seed, not reproducible). Not protected: the \
-                         samplers' running time depends on the values drawn",
-                false => "fast mode: a seeded ChaCha12 stream and rand_distr's normal \
+                         samplers' running time depends on the values drawn"
+                }
+                false => {
+                    "fast mode: a seeded ChaCha12 stream and rand_distr's normal \
                           sampler in floating point, reproducible from the seed; **not \
                           hardened against floating-point attacks** (Mironov 2012; Jin et \
-                          al. 2022)",
+                          al. 2022)"
+                }
             }
             .into(),
         ),

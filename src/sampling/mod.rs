@@ -6,11 +6,13 @@
 //! Shuffle-and-slice batching is *not* offered: its privacy is not what the Poisson analysis
 //! reports (Chua et al. 2024, "How private are DP-SGD implementations?").
 
+pub mod secure_rng;
+
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{Error, Result};
-use crate::mechanism::secure_rng::{SecureRng, secure_rng};
+use secure_rng::{SecureRng, secure_rng};
 
 /// Draws Poisson-sampled batches of indices into a data set of `dataset_size` examples.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::optimizer::{DpOptimizer, DpSettings, OptimizerConfig};
+use super::optimizer::{DpOptimizer, DpSettings, NoiseMode, OptimizerConfig};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::mechanism::ClippingConfig;
@@ -15,8 +15,11 @@ use crate::model::{Model, ModelConfig};
 pub struct Throughput {
     /// Plain SGD steps (same code path, no clipping or noise).
     pub nonprivate_samples_per_sec: f64,
-    /// DP-SGD steps (per-example norms, clipping, noise σ = 1, C = 1).
+    /// DP-SGD steps (per-example norms, clipping, noise σ = 1, C = 1), fast noise.
     pub private_samples_per_sec: f64,
+    /// The same DP-SGD steps with secure noise (discrete Gaussian on a grid from an
+    /// OS-seeded CSPRNG), when asked for.
+    pub secure_samples_per_sec: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -32,8 +35,10 @@ pub struct BenchLength {
     /// And at least this many seconds (as ../bench/opacus does: a 0.5 ms step timed 30
     /// times is too short to measure on a shared machine).
     pub min_seconds: f64,
-    /// Interleaved repeats of both modes (medians are reported).
+    /// Interleaved repeats of every mode (medians are reported).
     pub repeats: usize,
+    /// Also time the secure noise mode.
+    pub secure: bool,
 }
 
 /// Times steps of batch `batch_size` in each mode, `length.repeats` times interleaved,
@@ -48,6 +53,7 @@ pub fn throughput(
         steps,
         min_seconds,
         repeats,
+        secure,
     } = length;
     let batches: Vec<Vec<usize>> = (0..steps.max(50) + 5)
         .map(|s| {
@@ -56,9 +62,20 @@ pub fn throughput(
                 .collect()
         })
         .collect();
-    let mut rates = [Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let modes: &[(usize, bool, NoiseMode)] = match secure {
+        true => &[
+            (0, false, NoiseMode::Seeded(0)),
+            (1, true, NoiseMode::Seeded(0)),
+            (2, true, NoiseMode::Secure),
+        ],
+        false => &[
+            (0, false, NoiseMode::Seeded(0)),
+            (1, true, NoiseMode::Seeded(0)),
+        ],
+    };
     for _ in 0..repeats.max(1) {
-        for (slot, private) in [(0, false), (1, true)] {
+        for &(slot, private, noise) in modes {
             let model = Model::new(model_config, &data.feature_shape, data.classes, 0)?;
             let mut optimizer = DpOptimizer::new(
                 &model,
@@ -72,7 +89,7 @@ pub fn throughput(
                     expected_batch_size: batch_size as f64,
                     max_physical_batch: batch_size,
                     private,
-                    noise: super::NoiseMode::Seeded(0),
+                    noise,
                 },
             )?;
             for batch in &batches[..5] {
@@ -88,9 +105,10 @@ pub fn throughput(
             rates[slot].push((taken * batch_size) as f64 / start.elapsed().as_secs_f64());
         }
     }
-    let [nonprivate, private] = rates;
+    let [nonprivate, private, secure_rates] = rates;
     Ok(Throughput {
         nonprivate_samples_per_sec: median(nonprivate),
         private_samples_per_sec: median(private),
+        secure_samples_per_sec: secure.then(|| median(secure_rates)),
     })
 }

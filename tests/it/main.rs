@@ -1,6 +1,7 @@
 //! dptrain's integration tests, in one binary so CI links once.
 
 mod accounting_bounds;
+mod accounting_discrete;
 mod accounting_properties;
 mod accounting_vectors;
 mod architecture;

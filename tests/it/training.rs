@@ -284,3 +284,105 @@ fn bench_reports_both_modes_and_refuses_a_bad_duration() {
         "{stderr}"
     );
 }
+
+/// A secure-mode config: the quickstart's logreg for 0.2 epochs, no seed.
+const SECURE_CONFIG: &str = r#"
+name = "secure-logreg"
+
+[data]
+dataset = "mnist"
+dir = "datasets/mnist"
+
+[model]
+kind = "logreg"
+
+[privacy]
+target_epsilon = 3.0
+delta = 1e-5
+clip_norm = 1.0
+secure_noise = true
+
+[training]
+epochs = 0.2
+expected_batch_size = 256
+optimizer = { name = "sgd", learning_rate = 0.3 }
+"#;
+
+#[test]
+fn a_secure_run_is_accounted_on_integer_orders_and_never_repeats() {
+    let dir = std::env::temp_dir().join(format!("dptrain-secure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("secure.toml");
+    std::fs::write(&config, SECURE_CONFIG).unwrap();
+    let run = |name: &str| {
+        let out = dir.join(name);
+        let result = dptrain(&[
+            "train",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out
+    };
+    let (first, second) = (run("first"), run("second"));
+    // The ledger says how the steps were noised, and `account --events` reads it so.
+    let ledger = std::fs::read_to_string(first.join("ledger.csv")).unwrap();
+    assert!(
+        ledger.starts_with("sample_rate,noise_multiplier,steps,mechanism\n"),
+        "{ledger}"
+    );
+    assert!(
+        ledger
+            .lines()
+            .skip(1)
+            .all(|l| l.ends_with(",discrete_gaussian"))
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("summary.json")).unwrap()).unwrap();
+    let account = dptrain(&[
+        "account",
+        "--events",
+        first.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let account: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    assert_eq!(summary["epsilon"], account["epsilon"]);
+    let order = account["order"].as_f64().unwrap();
+    assert_eq!(order.fract(), 0.0, "integer orders only: {order}");
+    assert!(summary["epsilon"].as_f64().unwrap() <= 3.0);
+    // No seed anywhere; the manifest and privacy.md say which noise was used.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["seed"].is_null());
+    assert!(manifest["noise"].as_str().unwrap().starts_with("secure"));
+    let saved = std::fs::read_to_string(first.join("config.toml")).unwrap();
+    assert!(!saved.contains("seed"), "{saved}");
+    let statement = std::fs::read_to_string(first.join("privacy.md")).unwrap();
+    assert!(statement.contains("secure mode"), "{statement}");
+    // Fresh OS randomness: two runs of one config differ.
+    assert_ne!(
+        std::fs::read(first.join("model.safetensors")).unwrap(),
+        std::fs::read(second.join("model.safetensors")).unwrap()
+    );
+    // It learns like fast mode would (logreg, 47 steps: well above chance).
+    assert!(
+        summary["test_accuracy"].as_f64().unwrap() > 0.6,
+        "{summary}"
+    );
+    // A seed is refused in secure mode, naming the key.
+    let seeded = dir.join("seeded.toml");
+    std::fs::write(&seeded, format!("seed = 1\n{SECURE_CONFIG}")).unwrap();
+    let refused = dptrain(&["train", seeded.to_str().unwrap(), "--out", "/nonexistent"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("invalid seed = 1"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

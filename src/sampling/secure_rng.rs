@@ -1,4 +1,4 @@
-//! The random source of the secure noise mode: ChaCha20 seeded from the operating system
+//! The random source of the secure noise mode (batches and noise): ChaCha20 seeded from the operating system
 //! (getrandom, through rand's `OsRng`) and reseeded from it after every
 //! [`RESEED_BYTES`] of output, as rand's `ThreadRng` does. Nothing about it is written to
 //! disk or derived from a config: a secure run's batches and noise cannot be replayed, even
