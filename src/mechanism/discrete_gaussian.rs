@@ -5,8 +5,8 @@
 //!
 //! σ² is an integer here (the secure noise mode rounds σ², in grid units, up: more noise
 //! never weakens the guarantee), at most [`MAX_SIGMA2`] so that every intermediate value fits
-//! in a u128. The building block for the secure noise mode of issue 6; not yet wired into
-//! training. Timing is not constant: the number of loop iterations depends on the sample
+//! in a u128. The building block of the secure noise mode ([`super::secure_noise`]).
+//! Timing is not constant: the number of loop iterations depends on the sample
 //! (a timing side channel, as in every rejection sampler).
 
 use rand::RngCore;

@@ -9,8 +9,9 @@
 //! for any thread count. Reproducible from the seed; **not hardened against the
 //! floating-point attacks** on textbook samplers (Mironov 2012, "On significance of the
 //! least significant bits for differential privacy"; Jin et al. 2022): the low bits of
-//! floating-point Gaussian samples can leak. Reports say so. A secure mode (discrete
-//! Gaussian on a grid, Canonne, Kamath & Steinke 2020) is a later issue.
+//! floating-point Gaussian samples can leak. Reports say so. The secure mode
+//! ([`super::secure_noise`]: a discrete Gaussian on a grid, Canonne, Kamath & Steinke 2020)
+//! is.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
