@@ -56,6 +56,7 @@ fn main() -> dptrain::error::Result<()> {
         kind,
         activation: Default::default(),
         extra_layers: vec![],
+        hidden: None,
     };
     let model = Model::new(&config, &data.feature_shape, data.classes, 0)?;
     let indices: Vec<usize> = (0..256).map(|i| (i * 7919) % data.len()).collect();

@@ -13,7 +13,7 @@ use crate::model::{Activation, ModelConfig, ModelKind};
 use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
-use crate::train::{Checkpoint, Hooks, plan_run, save_model, train_observed};
+use crate::train::{Checkpoint, Hooks, binary_metrics, plan_run, save_model, train_observed};
 
 /// Set by the first Ctrl-C: the trainer checkpoints after the current step and stops.
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -45,6 +45,14 @@ struct Finished {
     eval_name: &'static str,
 }
 
+/// The number of declared columns of a table config (for the data line).
+fn config_columns(config: &RunConfig) -> usize {
+    match &config.data {
+        DataConfig::Csv(table) => table.columns.len(),
+        DataConfig::Mnist(_) => 0,
+    }
+}
+
 /// Trains `config` and writes its whole run directory `out` (records, model, statement,
 /// plots).
 fn train_to_dir(
@@ -53,8 +61,27 @@ fn train_to_dir(
     reporter: &super::Reporter,
     resume: Option<Checkpoint>,
 ) -> Result<Finished> {
-    let DataConfig::Mnist(mnist) = &config.data;
-    let data = load_mnist(mnist)?;
+    let data = config.data.load()?;
+    if let Some(encoding) = &data.encoding {
+        reporter.line(&format!(
+            "{} features from {} columns{}{}",
+            encoding.feature_names.len(),
+            config_columns(config),
+            match encoding.dropped {
+                (0, 0) => String::new(),
+                (train, test) =>
+                    format!("; rows dropped for missing values: {train} train, {test} test"),
+            },
+            match encoding.data_derived.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; scaled or encoded from the training data (not covered by the privacy \
+                     guarantee): {}",
+                    encoding.data_derived.join(", ")
+                ),
+            }
+        ));
+    }
     let mut manifest = RunManifest::start(config.seed, rayon::current_num_threads());
     reporter.line(&format!(
         "{}: {} on {} training examples, {} epochs, expected batch {}",
@@ -134,6 +161,12 @@ fn train_to_dir(
     );
     // A plateau schedule read this split without accounting: say so (it is declared public).
     summary["public_validation_examples"] = json!(data.validation.as_ref().map(|v| v.len()));
+    summary["training_examples"] = json!(data.train.len());
+    if let Some(binary) = binary_metrics(&record.model, &data.test)? {
+        summary["test_auc"] = json!(binary.auc);
+        summary["test_predicted_positive_rate"] = json!(binary.predicted_positive_rate);
+        summary["test_positive_rate"] = json!(binary.positive_rate);
+    }
     write_run_dir(out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
     // The statement and plots are made from the files just written, as `dptrain report`
@@ -193,8 +226,28 @@ pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
             "steps".into(),
             format!("{} of {}", record.steps, record.planned_steps),
         ),
-        ("wall time".into(), format!("{:.0} s", record.wall_seconds)),
+        (
+            "wall time".into(),
+            match record.wall_seconds < 10.0 {
+                true => format!("{:.2} s", record.wall_seconds),
+                false => format!("{:.0} s", record.wall_seconds),
+            },
+        ),
     ];
+    if let Some(auc) = summary["test_auc"].as_f64() {
+        table.push((format!("{eval_name} AUC"), format!("{auc:.4}")));
+        table.push((
+            format!("{eval_name} positive rate"),
+            format!(
+                "{:.2}% predicted, {:.2}% actual",
+                100.0
+                    * summary["test_predicted_positive_rate"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                100.0 * summary["test_positive_rate"].as_f64().unwrap_or(f64::NAN)
+            ),
+        ));
+    }
     match record.spent {
         Some(spent) => table.extend([
             (
@@ -223,8 +276,7 @@ pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
 /// `dptrain account CONFIG`: the privacy plan of a run config.
 pub fn plan(path: &std::path::Path, overrides: &[String]) -> Result<Output> {
     let config = RunConfig::load(path, overrides)?;
-    let DataConfig::Mnist(mnist) = &config.data;
-    let run = plan_run(&config.privacy, &config.training, mnist.train_size())?;
+    let run = plan_run(&config.privacy, &config.training, config.data.train_size()?)?;
     let plan = &run.plan;
     let note = match plan.worst_case {
         true => {
@@ -297,6 +349,7 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
         kind,
         activation: Activation::Tanh,
         extra_layers: vec![],
+        hidden: None,
     };
     if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
         return Err(Error::invalid(

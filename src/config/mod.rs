@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::MnistConfig;
+use crate::data::{MnistConfig, Splits, TableConfig, load_mnist, load_table};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::train::{PrivacyConfig, TrainingConfig};
@@ -41,6 +41,44 @@ pub struct RunConfig {
 pub enum DataConfig {
     /// MNIST from IDX files.
     Mnist(MnistConfig),
+    /// A table from CSV files (`data::table`), e.g. UCI Adult.
+    Csv(TableConfig),
+}
+
+impl DataConfig {
+    /// Reads, checks and encodes the data.
+    pub fn load(&self) -> Result<Splits> {
+        match self {
+            DataConfig::Mnist(mnist) => {
+                let data = load_mnist(mnist)?;
+                Ok(Splits {
+                    train: data.train,
+                    test: data.test,
+                    test_is_holdout: data.test_is_holdout,
+                    validation: data.validation,
+                    encoding: None,
+                })
+            }
+            DataConfig::Csv(table) => {
+                let data = load_table(table)?;
+                Ok(Splits {
+                    train: data.train,
+                    test: data.test,
+                    test_is_holdout: data.test_is_holdout,
+                    validation: None,
+                    encoding: Some(data.encoding),
+                })
+            }
+        }
+    }
+
+    /// Training examples, N (MNIST: without reading the files; a table is read).
+    pub fn train_size(&self) -> Result<usize> {
+        match self {
+            DataConfig::Mnist(mnist) => Ok(mnist.train_size()),
+            DataConfig::Csv(table) => Ok(load_table(table)?.train.len()),
+        }
+    }
 }
 
 impl RunConfig {
@@ -107,6 +145,9 @@ impl RunConfig {
         }
         self.training.validate()?;
         crate::model::check_layers(&self.model.extra_layers)?;
+        if let DataConfig::Csv(table) = &self.data {
+            table.validate()?;
+        }
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
             return Err(Error::invalid(
                 "name",
@@ -140,6 +181,12 @@ impl RunConfig {
     pub fn data_dir(&self) -> PathBuf {
         match &self.data {
             DataConfig::Mnist(m) => m.dir.clone(),
+            DataConfig::Csv(t) => t
+                .train
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         }
     }
 }

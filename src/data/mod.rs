@@ -1,13 +1,31 @@
 //! Data sets: readers, checks and normalisation, producing plain in-memory arrays.
 //!
 //! Nothing here touches privacy accounting; the trainer samples from a [`Dataset`] with the
-//! Poisson sampler of `sampling`. Normalisation constants are fixed public values, never
-//! statistics computed from the private training data.
+//! Poisson sampler of `sampling`. MNIST's normalisation constants are fixed public values;
+//! a CSV table's come from its config, or are flagged as computed from the training data.
 
 pub mod idx;
 pub mod mnist;
+pub mod table;
 
 pub use mnist::{Mnist, MnistConfig, load_mnist};
+pub use table::{Table, TableConfig, load_table};
+
+/// A run's data, whatever its source: training and evaluation splits, an optional public
+/// validation split, and for tables how the features were made.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// The training examples (what q = B/N divides by).
+    pub train: Dataset,
+    /// The test set, or a holdout of the training data.
+    pub test: Dataset,
+    /// True when `test` is a holdout taken from the training data (tuning runs).
+    pub test_is_holdout: bool,
+    /// A validation split declared public (plateau schedules).
+    pub validation: Option<Dataset>,
+    /// Tables only: feature names, data-derived columns, dropped rows.
+    pub encoding: Option<table::Encoding>,
+}
 
 /// Examples as rows of `f32` features with integer class labels.
 #[derive(Debug, Clone, PartialEq)]

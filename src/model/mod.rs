@@ -59,6 +59,9 @@ pub struct ModelConfig {
     /// ask for `batch_norm`, which this check exists to refuse).
     #[serde(default)]
     pub extra_layers: Vec<String>,
+    /// The mlp's hidden width (default 512, the MNIST reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
 }
 
 /// Layer names a config may list in `extra_layers`, and why the others are refused.
@@ -191,6 +194,19 @@ impl Model {
         seed: u64,
     ) -> Result<Self> {
         check_layers(&config.extra_layers)?;
+        match (config.kind, config.hidden) {
+            (ModelKind::Mlp, Some(0)) => {
+                return Err(Error::invalid("model.hidden", 0, "at least 1 hidden unit"));
+            }
+            (ModelKind::Logreg | ModelKind::Cnn, Some(hidden)) => {
+                return Err(Error::invalid(
+                    "model.hidden",
+                    hidden,
+                    "no hidden width: only the mlp takes one",
+                ));
+            }
+            _ => {}
+        }
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
         let features: usize = input_shape.iter().product();
@@ -203,12 +219,15 @@ impl Model {
                 Layer::Flatten,
                 Layer::Linear(DpLinear::new(features, classes, &mut rng)?),
             ],
-            ModelKind::Mlp => vec![
-                Layer::Flatten,
-                Layer::Linear(DpLinear::new(features, 512, &mut rng)?),
-                Layer::Relu,
-                Layer::Linear(DpLinear::new(512, classes, &mut rng)?),
-            ],
+            ModelKind::Mlp => {
+                let hidden = config.hidden.unwrap_or(512);
+                vec![
+                    Layer::Flatten,
+                    Layer::Linear(DpLinear::new(features, hidden, &mut rng)?),
+                    Layer::Relu,
+                    Layer::Linear(DpLinear::new(hidden, classes, &mut rng)?),
+                ]
+            }
             ModelKind::Cnn => {
                 if input_shape != [1, 28, 28] {
                     return Err(Error::invalid(

@@ -46,6 +46,18 @@ pub struct Summary {
     /// Examples of a validation split declared public, when one was used.
     #[serde(default)]
     pub public_validation_examples: Option<usize>,
+    /// Training examples N (older summaries lack it: then B/q).
+    #[serde(default)]
+    pub training_examples: Option<usize>,
+    /// Binary tasks: AUC at the last evaluation.
+    #[serde(default)]
+    pub test_auc: Option<f64>,
+    /// Binary tasks: share predicted positive.
+    #[serde(default)]
+    pub test_predicted_positive_rate: Option<f64>,
+    /// Binary tasks: share actually positive.
+    #[serde(default)]
+    pub test_positive_rate: Option<f64>,
 }
 
 /// One row of metrics.csv.

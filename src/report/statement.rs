@@ -2,6 +2,7 @@
 //! reviewer (or `dptrain report`) can rebuild and check it.
 
 use crate::config::{DataConfig, RunConfig};
+use crate::data::table::{Column, OnMissing};
 use crate::privacy::Ledger;
 use crate::schedule::{Schedule, ShapeKind};
 
@@ -36,12 +37,67 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
     }
 }
 
+/// The preprocessing bullet: which constants were public and which came from the data.
+fn preprocessing(config: &RunConfig) -> String {
+    let table = match &config.data {
+        DataConfig::Mnist(_) => {
+            return "- Preprocessing: MNIST pixels are scaled with fixed published constants \
+                    (mean 0.1307, standard deviation 0.3081), not statistics of the private \
+                    data.\n"
+                .into();
+        }
+        DataConfig::Csv(table) => table,
+    };
+    let derived: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|c| match c {
+            Column::Numeric {
+                range,
+                mean,
+                std,
+                bins,
+                ..
+            } => range.is_none() && (mean.is_none() || std.is_none()) && bins.is_none(),
+            Column::Categorical { values, .. } => values.is_none(),
+            _ => false,
+        })
+        .map(Column::name)
+        .collect();
+    let mut text = String::from(
+        "- Preprocessing: numeric columns are scaled and categorical columns one-hot encoded \
+         with constants from the config (public: documented ranges and category lists)",
+    );
+    match derived.is_empty() {
+        true => text.push_str("; none was computed from the private data.\n"),
+        false => text.push_str(&format!(
+            ", **except {}: their scaling or vocabulary was computed from the private \
+             training data, which this guarantee does not cover** (give them a range, \
+             mean/std or values in the config).\n",
+            derived.join(", ")
+        )),
+    }
+    if table.on_missing == OnMissing::Drop {
+        text.push_str(
+            "- Rows with missing values were dropped before training; N counts the rows \
+             kept.\n",
+        );
+    }
+    text
+}
+
 /// The statement, in Markdown.
 pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger) -> String {
     let privacy = &config.privacy;
     let training = &config.training;
-    let DataConfig::Mnist(mnist) = &config.data;
-    let dataset_size = mnist.train_size();
+    let dataset_size = summary
+        .training_examples
+        .unwrap_or_else(|| match &config.data {
+            DataConfig::Mnist(mnist) => mnist.train_size(),
+            DataConfig::Csv(_) => {
+                (summary.expected_batch_size as f64 / summary.sample_rate).round() as usize
+            }
+        });
     let mut out = format!("# Privacy statement: {}\n\n", config.name);
     if !privacy.private {
         out.push_str(
@@ -185,10 +241,9 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
         )),
         None => out.push_str("- Public data: none used.\n"),
     }
+    out.push_str(&preprocessing(config));
     out.push_str(
-        "- Preprocessing: MNIST pixels are scaled with fixed published constants (mean 0.1307, \
-         standard deviation 0.3081), not statistics of the private data.\n\
-         - Monitoring: train_loss in metrics.csv is computed on private data and is not \
+        "- Monitoring: train_loss in metrics.csv is computed on private data and is not \
          privatised; do not publish it with the model. Test-set figures use the public test \
          set.\n\
          - Side channels: timing and memory use of training are not protected.\n",

@@ -15,5 +15,6 @@ pub use optimizer::{
 pub use planning::{RunPlan, plan_run};
 pub use settings::{PrivacyConfig, TrainingConfig};
 pub use trainer::{
-    EpochRecord, Hooks, TrainingRecord, evaluate, save_model, train, train_observed,
+    BinaryMetrics, EpochRecord, Hooks, TrainingRecord, auc, binary_metrics, evaluate, save_model,
+    train, train_observed,
 };

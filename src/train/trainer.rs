@@ -103,6 +103,72 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
     Ok((loss / n, correct as f64 / n))
 }
 
+/// Binary classification figures of a model on a data set with classes 0 and 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BinaryMetrics {
+    /// Area under the ROC curve of the score logit₁ − logit₀ (ties count half).
+    pub auc: f64,
+    /// Share of examples predicted positive.
+    pub predicted_positive_rate: f64,
+    /// Share of examples that are positive (the base rate; always-negative scores 1 − it).
+    pub positive_rate: f64,
+}
+
+/// AUC of `scores` for binary `labels`: the probability that a random positive example
+/// scores above a random negative one, ties counted half (Mann-Whitney U over average
+/// ranks). None when one class is absent.
+pub fn auc(scores: &[f64], labels: &[u32]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut positives) = (0.0f64, 0usize);
+    let mut i = 0;
+    while i < order.len() {
+        // A block of tied scores gets the average of its ranks (1-based).
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let average_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            if labels[k] == 1 {
+                rank_sum += average_rank;
+                positives += 1;
+            }
+        }
+        i = j + 1;
+    }
+    let negatives = scores.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// [`BinaryMetrics`] of `model` on `data` (two classes), in chunks of 1000 examples.
+pub fn binary_metrics(model: &Model, data: &Dataset) -> Result<Option<BinaryMetrics>> {
+    if data.classes != 2 || data.is_empty() {
+        return Ok(None);
+    }
+    let mut scores = Vec::with_capacity(data.len());
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(1000) {
+        let (x, _) = dataset_batch(data, chunk)?;
+        let logits = model.forward(&x)?.to_vec2::<f32>()?;
+        scores.extend(logits.iter().map(|l| f64::from(l[1]) - f64::from(l[0])));
+    }
+    let n = data.len() as f64;
+    let Some(auc) = auc(&scores, &data.labels) else {
+        return Ok(None);
+    };
+    Ok(Some(BinaryMetrics {
+        auc,
+        // argmax picks class 0 on a tie, as `evaluate` does.
+        predicted_positive_rate: scores.iter().filter(|&&s| s > 0.0).count() as f64 / n,
+        positive_rate: data.labels.iter().filter(|&&l| l == 1).count() as f64 / n,
+    }))
+}
+
 /// Trains `model_config` on `train` with DP-SGD, evaluating on `test` after each epoch;
 /// `validation` (public) feeds a plateau noise schedule; `on_epoch` sees each metrics row as
 /// it is made.

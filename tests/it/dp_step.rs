@@ -34,6 +34,7 @@ fn model(kind: ModelKind) -> Model {
         kind,
         activation: Activation::Tanh,
         extra_layers: vec![],
+        hidden: None,
     };
     Model::new(&config, &[1, 28, 28], 10, 3).unwrap()
 }
@@ -239,6 +240,7 @@ fn batch_norm_and_unknown_layers_are_refused_by_name() {
         kind: ModelKind::Cnn,
         activation: Activation::Tanh,
         extra_layers: vec!["batch_norm".into(), "dropout_mix".into(), "relu".into()],
+        hidden: None,
     };
     let err = Model::new(&config, &[1, 28, 28], 10, 0)
         .unwrap_err()

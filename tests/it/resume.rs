@@ -47,6 +47,7 @@ fn run(
         kind: ModelKind::Mlp,
         activation: Activation::Tanh,
         extra_layers: vec![],
+        hidden: None,
     };
     let mut keep = |c: &Checkpoint| {
         *saved = Some(c.clone());
@@ -219,6 +220,7 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
         kind: ModelKind::Logreg,
         activation: Activation::Tanh,
         extra_layers: vec![],
+        hidden: None,
     };
     let privacy = PrivacyConfig {
         private: true,

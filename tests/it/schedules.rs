@@ -208,6 +208,7 @@ fn logreg() -> ModelConfig {
         kind: ModelKind::Logreg,
         activation: Activation::Tanh,
         extra_layers: vec![],
+        hidden: None,
     }
 }
 

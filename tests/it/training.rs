@@ -17,6 +17,7 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
             kind: ModelKind::Logreg,
             activation: Activation::Tanh,
             extra_layers: vec![],
+            hidden: None,
         },
         PrivacyConfig {
             private,
