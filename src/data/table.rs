@@ -118,10 +118,11 @@ pub enum Column {
         /// Apply ln(1 + x) first (for heavy tails such as capital gains; x ≥ 0).
         #[serde(default)]
         log: bool,
-        /// Public bounds: the value is clamped to them and mapped to [−1, 1].
+        /// Public bounds, in the column's units: the value is clamped to them and mapped
+        /// to [−1, 1] (after `log`, the bounds are transformed too).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         range: Option<[f64; 2]>,
-        /// Public mean (with `std`): standardisation.
+        /// Public mean (with `std`): standardisation; of ln(1 + x) when `log`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mean: Option<f64>,
         /// Public standard deviation (with `mean`).
@@ -477,13 +478,21 @@ fn read_rows(config: &TableConfig, file: &TableFile) -> Result<RawTable> {
     Ok(table)
 }
 
+/// A numeric column's scaling: value ↦ (value − shift) · scale, after clamping to the
+/// bounds when set.
+#[derive(Debug, Clone, Copy)]
+struct Scaling {
+    shift: f64,
+    scale: f64,
+    clamp: Option<(f64, f64)>,
+}
+
 /// How one column becomes features, fixed before any row is encoded.
 enum Plan {
     Numeric {
         log: bool,
-        /// value ↦ (value − shift) · scale, after clamping to `clamp` if set; None: no
-        /// scaled feature (bins only).
-        scaled: Option<(f64, f64, Option<(f64, f64)>)>,
+        /// None: no scaled feature (bins only).
+        scaled: Option<Scaling>,
         /// Cut points on the raw value (one-hot buckets), and whether a missing value has
         /// its own slot after them.
         bins: Option<Vec<f64>>,
@@ -563,9 +572,18 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
                     (Some([lo, hi]), _, _) => {
                         let (lo, hi) = (transform(*lo), transform(*hi));
                         // [lo, hi] ↦ [−1, 1].
-                        Some(((lo + hi) / 2.0, 2.0 / (hi - lo), Some((lo, hi))))
+                        Some(Scaling {
+                            shift: (lo + hi) / 2.0,
+                            scale: 2.0 / (hi - lo),
+                            clamp: Some((lo, hi)),
+                        })
                     }
-                    (None, Some(m), Some(s)) => Some((transform(*m), 1.0 / transform(*s), None)),
+                    // Mean and std describe the value after `log`.
+                    (None, Some(m), Some(s)) => Some(Scaling {
+                        shift: *m,
+                        scale: 1.0 / s,
+                        clamp: None,
+                    }),
                     _ if bins.is_some() => None,
                     _ => {
                         data_derived.push(name.to_string());
@@ -578,7 +596,11 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
                         let n = values.len().max(1) as f64;
                         let m = values.iter().sum::<f64>() / n;
                         let s = (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n).sqrt();
-                        Some((m, if s > 0.0 { 1.0 / s } else { 1.0 }, None))
+                        Some(Scaling {
+                            shift: m,
+                            scale: if s > 0.0 { 1.0 / s } else { 1.0 },
+                            clamp: None,
+                        })
                     }
                 };
                 if scaled.is_some() {
@@ -676,7 +698,12 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
                                 Some(number(table, row, c, name, *log)?),
                             ),
                         };
-                        if let Some((shift, scale, clamp)) = scaled {
+                        if let Some(Scaling {
+                            shift,
+                            scale,
+                            clamp,
+                        }) = scaled
+                        {
                             let x = value.map_or(0.0, |v| {
                                 let v = clamp.map_or(v, |(lo, hi)| v.clamp(lo, hi));
                                 (v - shift) * scale

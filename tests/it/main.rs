@@ -15,4 +15,5 @@ mod report;
 mod resume;
 mod schedules;
 mod support;
+mod table;
 mod training;

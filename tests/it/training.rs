@@ -387,3 +387,46 @@ fn a_secure_run_is_accounted_on_integer_orders_and_never_repeats() {
     assert!(message.contains("invalid seed = 1"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn adult_trains_end_to_end_with_binary_metrics_and_public_preprocessing() {
+    let out = std::env::temp_dir().join(format!("dptrain-adult-{}", std::process::id()));
+    let run = dptrain(&[
+        "train",
+        "configs/adult-logreg-eps1.toml",
+        "--set",
+        "training.epochs=2",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["training_examples"], 32_561);
+    assert!(summary["epsilon"].as_f64().unwrap() <= 1.0);
+    let auc = summary["test_auc"].as_f64().unwrap();
+    assert!(auc > 0.8 && auc <= 1.0, "{summary}");
+    // 3,846 of the 16,281 test rows are >50K.
+    let base = summary["test_positive_rate"].as_f64().unwrap();
+    assert!((base - 3846.0 / 16281.0).abs() < 1e-12, "{base}");
+    // Two epochs already beat always-negative (76.4%).
+    assert!(
+        summary["test_accuracy"].as_f64().unwrap() > 0.8,
+        "{summary}"
+    );
+    let statement = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    assert!(
+        statement.contains("none was computed from the private data"),
+        "{statement}"
+    );
+    assert!(statement.contains("N = 32561"), "{statement}");
+    // `account CONFIG` plans with the table's row count.
+    let plan = dptrain(&["account", "configs/adult-logreg-eps1.toml", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["sample_rate"].as_f64().unwrap(), 512.0 / 32561.0);
+    std::fs::remove_dir_all(&out).unwrap();
+}

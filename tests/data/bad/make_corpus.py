@@ -135,4 +135,53 @@ case("flags-sweep-over-without-values", "sweep configs/quickstart.toml --over pr
 case("flags-report-not-a-run", "report {case}", "config.toml: No such file")
 case("flags-resume-without-checkpoint", "train configs/quickstart.toml --resume {case}", "no complete checkpoint")
 case("flags-plan-batch-zero", "plan --dataset-size 100 --batch-size 0 --delta 1e-5 --out {out}", "invalid batch_size = 0")
+
+# --- secure mode and seeds
+config("config-secure-with-seed", 'clip_norm = 1.0', 'clip_norm = 1.0\nsecure_noise = true', "invalid seed = 0: expected no seed with privacy.secure_noise = true")
+config("config-seed-missing", 'seed = 0\n', '', "invalid seed = missing")
+config("config-secure-adaptive", 'clip_norm = 1.0', 'clip_norm = 1.0\nsecure_noise = true\nadaptive_clipping = { target_quantile = 0.5 }', "privacy.adaptive_clipping")
+events("events-unknown-mechanism", "sample_rate,noise_multiplier,steps,mechanism\n0.01,1.0,10,laplace\n", "column 4 (mechanism): expected `gaussian`, `discrete_gaussian` or nothing")
+
+# --- CSV tables
+CSV = '''name = "bad"
+seed = 0
+
+[data]
+dataset = "csv"
+train = { path = "PLACEHOLDER" }
+test = { path = "PLACEHOLDER" }
+header = true
+missing = ["?"]
+columns = [
+    { name = "a", kind = "numeric", range = [0, 10] },
+    { name = "b", kind = "categorical", values = ["x", "y"] },
+    { name = "label", kind = "label", positive = ["1"], negative = ["0"] },
+]
+
+[model]
+kind = "logreg"
+
+[privacy]
+target_epsilon = 3.0
+delta = 1e-5
+
+[training]
+epochs = 1
+expected_batch_size = 1
+optimizer = { name = "sgd", learning_rate = 0.3 }
+'''
+def csv_case(name, rows, expected, config_text=CSV):
+    case(name, "train {case}/config.toml --set data.train.path=\"{case}/t.csv\" "
+         "--set data.test.path=\"{case}/t.csv\" --out {out}", expected,
+         {"config.toml": config_text, "t.csv": rows})
+csv_case("csv-ragged-row", "a,b,label\n1,x,1\n2,y\n", "t.csv:line 3: 2 fields, expected 3 (a, b, label)")
+csv_case("csv-nan", "a,b,label\nNaN,x,1\n", "t.csv:line 2, column 1 (a): expected a finite number, found `NaN`")
+csv_case("csv-empty-field", "a,b,label\n,x,1\n", "t.csv:line 2, column 1 (a): expected a number, found ``")
+csv_case("csv-unknown-category", "a,b,label\n1,z,1\n", "t.csv:line 2, column 2 (b): unknown category `z`")
+csv_case("csv-unknown-label", "a,b,label\n1,x,maybe\n", "t.csv:line 2, column 3 (label): label `maybe` is neither positive (1) nor negative (0)")
+csv_case("csv-missing-value", "a,b,label\n1,?,1\n", "t.csv:line 2, column 2 (b): missing value `?`; set data.on_missing")
+csv_case("csv-header-mismatch", "a,c,label\n1,x,1\n", "the header is `a,c,label`, but data.columns declares `a,b,label`")
+csv_case("csv-empty-file", "a,b,label\n", "t.csv:line 1: no rows")
+csv_case("csv-two-labels", "a,b,label\n1,x,1\n", "exactly one column of kind \"label\"",
+         CSV.replace('{ name = "b", kind = "categorical", values = ["x", "y"] }', '{ name = "b", kind = "label", positive = ["x"] }'))
 print(len([d for d in os.listdir(HERE) if os.path.isdir(os.path.join(HERE, d))]), "cases")
