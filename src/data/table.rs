@@ -371,8 +371,12 @@ fn read_text(path: &Path) -> Result<Vec<u8>> {
 /// Reads `file`: skips its first rows, checks the header and the field count of every
 /// row, and applies the missing-value rule.
 fn read_rows(config: &TableConfig, file: &TableFile) -> Result<RawTable> {
+    parse_rows(config, file, &read_text(&file.path)?)
+}
+
+/// [`read_rows`] on the file's (decompressed) bytes.
+fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<RawTable> {
     let path = &file.path;
-    let bytes = read_text(path)?;
     // Skip whole lines (before CSV parsing: skipped lines need not be CSV at all).
     let mut start = 0;
     for skipped in 0..file.skip_rows {
@@ -551,6 +555,31 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
         verify_sha256(&config.test.path, &sums, sums_path)?;
     }
     let train_raw = read_rows(config, &config.train)?;
+    let test_raw = match config.holdout {
+        0 => Some(read_rows(config, &config.test)?),
+        _ => None,
+    };
+    encode_table(config, train_raw, test_raw)
+}
+
+/// [`load_table`] on the two files' text (after any decompression), without checksums:
+/// for tests and fuzzing. The config's paths appear in messages only.
+pub fn parse_table(config: &TableConfig, train: &[u8], test: &[u8]) -> Result<Table> {
+    config.validate()?;
+    let train_raw = parse_rows(config, &config.train, train)?;
+    let test_raw = match config.holdout {
+        0 => Some(parse_rows(config, &config.test, test)?),
+        _ => None,
+    };
+    encode_table(config, train_raw, test_raw)
+}
+
+/// Fixes every column's encoding and encodes both splits.
+fn encode_table(
+    config: &TableConfig,
+    train_raw: RawTable,
+    test_raw: Option<RawTable>,
+) -> Result<Table> {
     let missing = |text: &str| config.missing.iter().any(|m| m == text);
     // Fix every column's encoding, from the config or (flagged) from the training file.
     let mut plans = Vec::new();
@@ -789,12 +818,12 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
             format!("fewer than the {} training rows", train.len()),
         ));
     }
-    let (train, test, test_is_holdout, test_dropped) = if config.holdout == 0 {
-        let test_raw = read_rows(config, &config.test)?;
-        (train, encode(&test_raw)?, false, test_raw.dropped)
-    } else {
-        let (train, holdout) = train.split_at(train.len() - config.holdout);
-        (train, holdout, true, 0)
+    let (train, test, test_is_holdout, test_dropped) = match test_raw {
+        Some(test_raw) => (train, encode(&test_raw)?, false, test_raw.dropped),
+        None => {
+            let (train, holdout) = train.split_at(train.len() - config.holdout);
+            (train, holdout, true, 0)
+        }
     };
     Ok(Table {
         train,
