@@ -93,6 +93,10 @@ pub fn unix_now() -> f64 {
 /// The header of metrics.csv.
 pub const METRICS_HEADER: &str = "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm,nonfinite_examples";
 
+/// metrics.csv as written before `nonfinite_examples` (read as 0): still accepted.
+pub const METRICS_HEADER_BEFORE_NONFINITE: &str =
+    "epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm";
+
 /// The header of timing.csv.
 pub const TIMING_HEADER: &str = "epoch,step,wall_seconds";
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::METRICS_HEADER;
+use super::{METRICS_HEADER, METRICS_HEADER_BEFORE_NONFINITE};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::privacy::Ledger;
@@ -79,7 +79,8 @@ pub struct MetricsRow {
     pub noise_multiplier: f64,
     /// C of the epoch's last step.
     pub clip_norm: f64,
-    /// Examples of the epoch whose gradient was not finite (dropped).
+    /// Examples of the epoch whose gradient was not finite (dropped); 0 in older files.
+    #[serde(default)]
     pub nonfinite_examples: u64,
 }
 
@@ -105,12 +106,13 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// The rows of a CSV file whose header must be exactly `header`; errors name the file,
-/// the line and what was expected. At least one row is required (`empty` says why).
+/// The rows of a CSV file whose header must be exactly `header` (or one of `older`,
+/// earlier formats whose missing columns have serde defaults); errors name the file, the
+/// line and what was expected. At least one row is required (`empty` says why).
 pub(crate) fn parse_csv_rows<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     path: &Path,
-    header: &str,
+    (header, older): (&str, &[&str]),
     empty: &str,
 ) -> Result<Vec<T>> {
     let error = |location: String, message: String| Error::Parse {
@@ -125,7 +127,7 @@ pub(crate) fn parse_csv_rows<T: serde::de::DeserializeOwned>(
         .iter()
         .collect::<Vec<_>>()
         .join(",");
-    if found != header {
+    if found != header && !older.contains(&found.as_str()) {
         return Err(error(
             "line 1".into(),
             format!("expected the header `{header}`, found `{found}`"),
@@ -149,7 +151,7 @@ pub fn parse_metrics(bytes: &[u8], path: &Path) -> Result<Vec<MetricsRow>> {
     parse_csv_rows(
         bytes,
         path,
-        METRICS_HEADER,
+        (METRICS_HEADER, &[METRICS_HEADER_BEFORE_NONFINITE]),
         "no rows: a finished run has at least one evaluation",
     )
 }

@@ -248,5 +248,39 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
          set.\n\
          - Side channels: timing and memory use of training are not protected.\n",
     );
+    out.push_str(&utility(summary));
+    out
+}
+
+/// The utility section: the last evaluation's figures (and a binary task's AUC and rates).
+fn utility(summary: &Summary) -> String {
+    let Some(accuracy) = summary.test_accuracy else {
+        return String::new();
+    };
+    let set = match summary.evaluated_on.as_str() {
+        "holdout" => "holdout of the training data (a tuning run)",
+        _ => "test set",
+    };
+    let mut out = format!(
+        "\n## Utility ({set}, after the last step)\n\n- Accuracy {:.2}%",
+        100.0 * accuracy
+    );
+    if let Some(loss) = summary.test_loss {
+        out.push_str(&format!(", mean cross-entropy {loss:.4}"));
+    }
+    out.push_str(".\n");
+    if let (Some(auc), Some(predicted), Some(actual)) = (
+        summary.test_auc,
+        summary.test_predicted_positive_rate,
+        summary.test_positive_rate,
+    ) {
+        out.push_str(&format!(
+            "- ROC AUC {auc:.4}; predicted positive {:.2}% of the time, against a positive \
+             rate of {:.2}% (always predicting the negative class scores {:.2}%).\n",
+            100.0 * predicted,
+            100.0 * actual,
+            100.0 * (1.0 - actual)
+        ));
+    }
     out
 }

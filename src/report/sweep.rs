@@ -62,7 +62,7 @@ pub fn read_sweep(path: &Path) -> Result<Vec<SweepRow>> {
     let rows: Vec<SweepRow> = super::records::parse_csv_rows(
         &bytes,
         path,
-        SWEEP_HEADER,
+        (SWEEP_HEADER, &[]),
         "no private run: a sweep has at least one",
     )?;
     if !rows.iter().any(|r| r.private) {

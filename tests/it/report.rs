@@ -238,3 +238,15 @@ fn a_sweep_writes_its_table_and_curve_and_compare_draws_several() {
     assert!(!out.join("refused").exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn metrics_from_before_the_nonfinite_column_still_read() {
+    // Run directories written before `nonfinite_examples` existed (reports/examples/ holds
+    // some) load with 0 in that column; any other header is still refused.
+    let old = b"epoch,step,train_loss,test_loss,test_accuracy,epsilon,noise_multiplier,clip_norm\n1,30,0.9,0.27,0.917,0.5,1.93,1.0\n";
+    let rows = dptrain::report::records::parse_metrics(old, std::path::Path::new("m.csv")).unwrap();
+    assert_eq!(rows[0].nonfinite_examples, 0);
+    assert_eq!(rows[0].step, 30);
+    let other = b"epoch,step,train_loss\n1,30,0.9\n";
+    assert!(dptrain::report::records::parse_metrics(other, std::path::Path::new("m.csv")).is_err());
+}

@@ -424,6 +424,10 @@ fn adult_trains_end_to_end_with_binary_metrics_and_public_preprocessing() {
         "{statement}"
     );
     assert!(statement.contains("N = 32561"), "{statement}");
+    assert!(
+        statement.contains("always predicting the negative class scores 76.38%"),
+        "{statement}"
+    );
     // `account CONFIG` plans with the table's row count.
     let plan = dptrain(&["account", "configs/adult-logreg-eps1.toml", "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
