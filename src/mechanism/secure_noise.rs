@@ -188,3 +188,96 @@ impl SecureNoise {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_never_gives_less_noise_than_sigma_times_the_sensitivity() {
+        for (d, c, sigma) in [
+            (26_010usize, 1.0, 1.93),
+            (407_050, 1.0, 0.74),
+            (7_850, 0.01, 4.8),
+            (1, 3.0, 0.5),
+            (407_050, 1.0, 15.0),
+        ] {
+            let grid = Grid::new(d, c, sigma).unwrap();
+            let root_d = (d as f64).sqrt();
+            let scale = (1u64 << grid.k) as f64;
+            // The premise of the accounting: σ_g ≥ σ·Δ_g, Δ_g ≥ C/γ + √d (C slightly padded).
+            assert!(grid.sensitivity >= scale * (1.0 + CLIP_SLACK) + root_d);
+            assert!(grid.variance as f64 >= (sigma * grid.sensitivity).powi(2));
+            assert_eq!(grid.step * scale, c);
+            assert!(grid.variance <= MAX_SIGMA2);
+            // Fine enough: the rounding costs at most 1% more noise (0.1% when σ allows).
+            assert!(root_d / scale <= 0.01, "d {d}, σ {sigma}: k = {}", grid.k);
+            if sigma < 5.0 {
+                assert!(scale >= 1000.0 * root_d, "d {d}, σ {sigma}: k = {}", grid.k);
+            }
+        }
+        // A σ so large that even the coarsest grid's variance overflows is refused.
+        let err = Grid::new(407_050, 1.0, 1e4).unwrap_err().to_string();
+        assert!(err.contains("privacy.noise_multiplier"), "{err}");
+        assert!(Grid::new(0, 1.0, 1.0).is_err());
+        assert!(Grid::new(10, 0.0, 1.0).is_err());
+        assert!(Grid::new(10, 1.0, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn noise_lies_on_the_grid_with_the_right_spread() {
+        // A zero sum: the output is γ·(an integer), its variance (σ_g·γ)² ≈ (σC)²(1 + ρ)².
+        let (d, c, sigma) = (50_000usize, 0.5, 1.5);
+        let mut noise = SecureNoise::new(d, c, sigma).unwrap();
+        let grid = noise.grid();
+        let mut values = vec![0.0f32; d];
+        noise.add_to(&mut values).unwrap();
+        for &v in &values[..1000] {
+            let units = f64::from(v) * grid.per_unit;
+            // f32 keeps 24 bits: multiples of γ up to 2^24 steps are exact.
+            if units.abs() < (1u64 << 24) as f64 {
+                assert_eq!(units, units.round(), "{v} is not on the grid");
+            }
+        }
+        let n = d as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n;
+        let target = grid.variance as f64 * grid.step * grid.step;
+        assert!(mean.abs() < 4.9 * (target / n).sqrt(), "mean {mean}");
+        let z = (var - target) / (target * (2.0 / n).sqrt());
+        assert!(z.abs() < 4.9, "variance {var} vs {target}: z = {z}");
+        // σ_g·γ against σ·C: only the rounding allowance and the slack apart.
+        let ratio = (target.sqrt() / (sigma * c)) - 1.0;
+        assert!((0.0..0.0015).contains(&ratio), "{ratio}");
+    }
+
+    #[test]
+    fn sums_are_rounded_to_the_grid_before_the_noise() {
+        // With the noise removed by averaging many draws, the output centres on the input
+        // rounded to the nearest grid point.
+        let mut noise = SecureNoise::new(1, 1.0, 1e-4).unwrap();
+        let grid = noise.grid();
+        let x = 0.123_456_7f32;
+        let draws = 20_000;
+        let mut total = 0.0f64;
+        for _ in 0..draws {
+            let mut v = [x];
+            noise.add_to(&mut v).unwrap();
+            total += f64::from(v[0]);
+        }
+        let rounded = (f64::from(x) * grid.per_unit).round() * grid.step;
+        let spread = (grid.variance as f64).sqrt() * grid.step / (draws as f64).sqrt();
+        assert!(
+            (total / draws as f64 - rounded).abs() < 4.9 * spread + 1e-9,
+            "{} vs {rounded}",
+            total / draws as f64
+        );
+    }
+
+    #[test]
+    fn a_non_finite_sum_is_an_error_not_noise() {
+        let mut noise = SecureNoise::new(3, 1.0, 1.0).unwrap();
+        assert!(noise.add_to(&mut [0.0, f32::NAN, 1.0]).is_err());
+        assert!(noise.add_to(&mut [f32::INFINITY]).is_err());
+    }
+}

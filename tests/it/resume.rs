@@ -272,3 +272,63 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
     let message = go(&diverging).err().expect("stopped").to_string();
     assert!(message.contains("diverged"), "{message}");
 }
+
+#[test]
+fn a_secure_run_resumes_with_fresh_randomness_and_the_same_ledger() {
+    // Secure mode keeps no generator state to restore: the resumed run draws new OS
+    // randomness, so weights differ from an uninterrupted run, but the steps, their (q, σ)
+    // and hence the ledger and ε are the same, and the budget holds over both parts.
+    let privacy = PrivacyConfig {
+        private: true,
+        target_epsilon: Some(3.0),
+        noise_multiplier: None,
+        delta: 1e-5,
+        clip_norm: 1.0,
+        clipping: Default::default(),
+        noise_schedule: Schedule::default(),
+        clip_schedule: Schedule::default(),
+        adaptive_clipping: None,
+        max_epsilon: None,
+        secure_noise: true,
+    };
+    let training = TrainingConfig {
+        epochs: 2.0,
+        expected_batch_size: 100,
+        max_physical_batch: 64,
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 0.3,
+            momentum: 0.0,
+        },
+        lr_schedule: Schedule::default(),
+    };
+    let mut saved = None;
+    let whole = run(&privacy, &training, false, None, None, &mut None);
+    let first = run(&privacy, &training, false, Some(1), None, &mut saved);
+    assert!(first.steps < whole.steps);
+    let checkpoint = saved.take().expect("a checkpoint after epoch 1");
+    assert_eq!(
+        checkpoint.state.sampler_position, "0",
+        "no generator state is saved"
+    );
+    let resumed = run(
+        &privacy,
+        &training,
+        false,
+        None,
+        Some(checkpoint),
+        &mut None,
+    );
+    assert_eq!(resumed.steps, whole.steps);
+    assert_eq!(resumed.ledger.to_csv(), whole.ledger.to_csv());
+    assert!(resumed.ledger.to_csv().contains("discrete_gaussian"));
+    assert_eq!(resumed.spent.unwrap().epsilon, whole.spent.unwrap().epsilon);
+    assert!(whole.spent.unwrap().epsilon <= 3.0);
+    assert_ne!(
+        flat_params(&resumed),
+        flat_params(&whole),
+        "fresh randomness"
+    );
+    // Two uninterrupted secure runs differ too (no seed reaches the sampler or noise).
+    let again = run(&privacy, &training, false, None, None, &mut None);
+    assert_ne!(flat_params(&again), flat_params(&whole));
+}
