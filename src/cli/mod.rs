@@ -114,7 +114,7 @@ pub struct SweepArgs {
     /// Also train the non-private baseline (privacy.private = false), drawn as a line.
     #[arg(long)]
     pub baseline: bool,
-    /// The sweep directory (default reports/sweep-<name>-<key>).
+    /// The sweep directory (default `reports/sweep-<name>-<key>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Override a config value in every run (repeatable).
@@ -127,7 +127,7 @@ pub struct SweepArgs {
 pub struct TrainArgs {
     /// The run config (TOML), e.g. configs/quickstart.toml.
     pub config: PathBuf,
-    /// The run directory (default: reports/<name>).
+    /// The run directory (default: `reports/<name>`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Override a config value, e.g. --set privacy.target_epsilon=1 (repeatable).

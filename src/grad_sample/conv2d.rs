@@ -2,7 +2,7 @@
 //!
 //! With A = im2col(x) (B, T, C·kh·kw) and G the output gradient laid out (B, T, out), the
 //! weight gradient of example i is G_iᵀ A_i reshaped to (out, C, kh, kw), and the bias
-//! gradient Σ_t G_i[t]: exactly [`super::linear`]'s rule, which also picks ghost or
+//! gradient Σ_t G_i\[t\]: exactly [`super::linear`]'s rule, which also picks ghost or
 //! materialised norms per layer (for the cnn of design.md: materialised for the first conv,
 //! T = 196; ghost for the second, T = 25).
 

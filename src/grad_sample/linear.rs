@@ -2,7 +2,7 @@
 //!
 //! Shapes: input A (B, T, d) and output gradient G (B, T, p); a plain linear layer has T = 1
 //! (2-D (B, d) and (B, p) are accepted too). Example i's gradients are ∇W_i = G_iᵀ A_i
-//! (p × d) and ∇b_i = Σ_t G_i[t].
+//! (p × d) and ∇b_i = Σ_t G_i\[t\].
 //! - T = 1: ‖∇W_i‖² = ‖a_i‖²·‖g_i‖² (Goodfellow 2015, "Efficient per-example gradient
 //!   computations").
 //! - T > 1: either materialise G_iᵀ A_i (cost T·p·d per example) or use the ghost norm
