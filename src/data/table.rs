@@ -447,9 +447,14 @@ fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<Ra
                 ),
             ));
         }
+        // Ignored columns may hold anything, missing markers included.
         let missing_at = record
             .iter()
-            .position(|field| config.missing.iter().any(|m| m == field));
+            .zip(&config.columns)
+            .position(|(field, column)| {
+                !matches!(column, Column::Ignore { .. })
+                    && config.missing.iter().any(|m| m == field)
+            });
         if let Some(column) = missing_at {
             match config.on_missing {
                 OnMissing::Error => {

@@ -100,6 +100,12 @@ fn adults_separator_first_line_dots_and_missing_values() {
     assert_eq!(&found[5..9], &[0.0, 1.0, 0.0, 0.0]);
     assert!((found[9] - gain(2174.0)).abs() < 1e-6);
 
+    // A `?` in an ignored column is no missing value.
+    let ignoring = adult_like("error", 1).replace(
+        r#"{ name = "workclass", kind = "categorical", values = ["Private", "State-gov", "Self-emp"] }"#,
+        r#"{ name = "workclass", kind = "ignore" }"#,
+    );
+    assert_eq!(load_table(&config(&ignoring)).unwrap().test.len(), 2);
     // Dropping instead: the test row with `?` goes, and is counted.
     let dropped = load_table(&config(&adult_like("drop", 1))).unwrap();
     assert_eq!(dropped.test.len(), 1);
