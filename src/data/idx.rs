@@ -44,23 +44,28 @@ pub fn read_idx(path: &Path, expected_dims: usize) -> Result<IdxArray> {
     parse_idx(&raw, path, expected_dims)
 }
 
+/// `raw` decompressed when it starts with the gzip magic, else as it is; `path` is used in
+/// messages (a corrupt or truncated stream is named as such).
+pub fn gunzip_if_gzip<'a>(raw: &'a [u8], path: &Path) -> Result<std::borrow::Cow<'a, [u8]>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(raw.len() * 5);
+    flate2::read::GzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            parse_error(
+                path,
+                "gzip stream",
+                format!("cannot decompress ({e}); the file is corrupt or truncated"),
+            )
+        })?;
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 /// [`read_idx`] on bytes already in memory; `path` is used in messages.
 pub fn parse_idx(raw: &[u8], path: &Path, expected_dims: usize) -> Result<IdxArray> {
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 5);
-        flate2::read::GzDecoder::new(raw)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                parse_error(
-                    path,
-                    "gzip stream",
-                    format!("cannot decompress ({e}); the file is corrupt or truncated"),
-                )
-            })?;
-        out
-    } else {
-        raw.to_vec()
-    };
+    let bytes = gunzip_if_gzip(raw, path)?;
     let header_len = 4 + 4 * expected_dims;
     if bytes.len() < 4 {
         return Err(parse_error(

@@ -21,13 +21,12 @@
 //! with `|1x3 Cross validator`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::Dataset;
-use super::idx::{read_sha256sums, verify_sha256};
+use super::idx::{gunzip_if_gzip, read_sha256sums, verify_sha256};
 use crate::error::{Error, Result};
 
 /// A CSV data set: files, format and the columns.
@@ -163,6 +162,22 @@ pub enum Column {
 }
 
 impl Column {
+    /// True when the column's scaling or vocabulary must come from the training data: a
+    /// numeric column with no range, mean/std or bins, a categorical one without values.
+    pub fn is_data_derived(&self) -> bool {
+        match self {
+            Column::Numeric {
+                range,
+                mean,
+                std,
+                bins,
+                ..
+            } => range.is_none() && (mean.is_none() || std.is_none()) && bins.is_none(),
+            Column::Categorical { values, .. } => values.is_none(),
+            Column::Label { .. } | Column::Ignore { .. } => false,
+        }
+    }
+
     /// The column's name.
     pub fn name(&self) -> &str {
         match self {
@@ -352,29 +367,11 @@ fn read_text(path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     })?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len() * 5);
-    flate2::read::GzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            parse_error(
-                path,
-                "gzip stream".into(),
-                format!("cannot decompress ({e}); the file is corrupt or truncated"),
-            )
-        })?;
-    Ok(out)
+    Ok(gunzip_if_gzip(&raw, path)?.into_owned())
 }
 
-/// Reads `file`: skips its first rows, checks the header and the field count of every
-/// row, and applies the missing-value rule.
-fn read_rows(config: &TableConfig, file: &TableFile) -> Result<RawTable> {
-    parse_rows(config, file, &read_text(&file.path)?)
-}
-
-/// [`read_rows`] on the file's (decompressed) bytes.
+/// The rows of one file's (decompressed) bytes: skips its first rows, checks the header and
+/// the field count of every row, and applies the missing-value rule.
 fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<RawTable> {
     let path = &file.path;
     // Skip whole lines (before CSV parsing: skipped lines need not be CSV at all).
@@ -520,8 +517,14 @@ enum Plan {
     Ignore,
 }
 
-/// A numeric field, after `ln(1 + x)` when `log`.
-fn number(table: &RawTable, row: usize, column: usize, name: &str, log: bool) -> Result<f64> {
+/// A numeric field: its value, and the value after `ln(1 + x)` when `log` (else the same).
+fn number(
+    table: &RawTable,
+    row: usize,
+    column: usize,
+    name: &str,
+    log: bool,
+) -> Result<(f64, f64)> {
     let text = &table.rows[row][column];
     let at = || format!("line {}, column {} ({name})", table.lines[row], column + 1);
     let value: f64 = text.parse().map_err(|_| {
@@ -539,7 +542,7 @@ fn number(table: &RawTable, row: usize, column: usize, name: &str, log: bool) ->
         ));
     }
     if !log {
-        return Ok(value);
+        return Ok((value, value));
     }
     if value < 0.0 {
         return Err(parse_error(
@@ -548,10 +551,11 @@ fn number(table: &RawTable, row: usize, column: usize, name: &str, log: bool) ->
             format!("{value} is negative: `log = true` takes values of at least 0"),
         ));
     }
-    Ok(value.ln_1p())
+    Ok((value, value.ln_1p()))
 }
 
-/// Loads and encodes both files of `config` (checksums first, when listed).
+/// Loads and encodes both files of `config` (checksums first, when listed; the test file
+/// is not read when a holdout replaces it).
 pub fn load_table(config: &TableConfig) -> Result<Table> {
     config.validate()?;
     if let Some(sums_path) = &config.checksums {
@@ -559,16 +563,16 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
         verify_sha256(&config.train.path, &sums, sums_path)?;
         verify_sha256(&config.test.path, &sums, sums_path)?;
     }
-    let train_raw = read_rows(config, &config.train)?;
-    let test_raw = match config.holdout {
-        0 => Some(read_rows(config, &config.test)?),
-        _ => None,
+    let train = read_text(&config.train.path)?;
+    let test = match config.holdout {
+        0 => read_text(&config.test.path)?,
+        _ => Vec::new(),
     };
-    encode_table(config, train_raw, test_raw)
+    parse_table(config, &train, &test)
 }
 
-/// [`load_table`] on the two files' text (after any decompression), without checksums:
-/// for tests and fuzzing. The config's paths appear in messages only.
+/// [`load_table`] on the two files' text (after any decompression), without checksums
+/// (`test` is unused with a holdout). The config's paths appear in messages only.
 pub fn parse_table(config: &TableConfig, train: &[u8], test: &[u8]) -> Result<Table> {
     config.validate()?;
     let train_raw = parse_rows(config, &config.train, train)?;
@@ -588,7 +592,12 @@ fn encode_table(
     let missing = |text: &str| config.missing.iter().any(|m| m == text);
     // Fix every column's encoding, from the config or (flagged) from the training file.
     let mut plans = Vec::new();
-    let mut data_derived = Vec::new();
+    let data_derived: Vec<String> = config
+        .columns
+        .iter()
+        .filter(|c| c.is_data_derived())
+        .map(|c| c.name().to_string())
+        .collect();
     let mut feature_names = Vec::new();
     for (c, column) in config.columns.iter().enumerate() {
         let name = column.name();
@@ -620,11 +629,10 @@ fn encode_table(
                     }),
                     _ if bins.is_some() => None,
                     _ => {
-                        data_derived.push(name.to_string());
                         let mut values = Vec::new();
                         for row in 0..train_raw.rows.len() {
                             if !missing(&train_raw.rows[row][c]) {
-                                values.push(number(&train_raw, row, c, name, *log)?);
+                                values.push(number(&train_raw, row, c, name, *log)?.1);
                             }
                         }
                         let n = values.len().max(1) as f64;
@@ -664,7 +672,6 @@ fn encode_table(
                 let vocabulary: Vec<String> = match values {
                     Some(values) => values.clone(),
                     None => {
-                        data_derived.push(name.to_string());
                         let seen: BTreeSet<&String> = train_raw
                             .rows
                             .iter()
@@ -727,10 +734,10 @@ fn encode_table(
                         // The raw value for the bins, the transformed one for scaling.
                         let (raw, value) = match is_missing {
                             true => (None, None),
-                            false => (
-                                Some(number(table, row, c, name, false)?),
-                                Some(number(table, row, c, name, *log)?),
-                            ),
+                            false => {
+                                let (raw, value) = number(table, row, c, name, *log)?;
+                                (Some(raw), Some(value))
+                            }
                         };
                         if let Some(Scaling {
                             shift,

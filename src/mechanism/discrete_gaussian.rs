@@ -12,6 +12,7 @@
 use rand::RngCore;
 
 use crate::error::{Error, Result};
+use crate::sampling::uniform_below;
 
 /// The largest σ² accepted (σ ≤ 2^24): a sample beyond 2^30 (64σ, probability below
 /// 1e-800) is never drawn, so (|x|·t)² < 2^110 and 2σ²t² < 2^98, and the Bernoulli
@@ -51,13 +52,7 @@ impl<'a, R: RngCore> Bits<'a, R> {
     fn uniform_below(&mut self, n: u128) -> u128 {
         debug_assert!(n >= 1);
         if let Ok(n) = u64::try_from(n) {
-            let threshold = n.wrapping_neg() % n;
-            loop {
-                let r = self.rng.next_u64();
-                if r >= threshold {
-                    return u128::from(r % n);
-                }
-            }
+            return u128::from(uniform_below(self.rng, n));
         }
         let threshold = n.wrapping_neg() % n;
         loop {

@@ -51,17 +51,7 @@ fn preprocessing(config: &RunConfig) -> String {
     let derived: Vec<&str> = table
         .columns
         .iter()
-        .filter(|c| match c {
-            Column::Numeric {
-                range,
-                mean,
-                std,
-                bins,
-                ..
-            } => range.is_none() && (mean.is_none() || std.is_none()) && bins.is_none(),
-            Column::Categorical { values, .. } => values.is_none(),
-            _ => false,
-        })
+        .filter(|c| c.is_data_derived())
         .map(Column::name)
         .collect();
     let mut text = String::from(

@@ -21,9 +21,16 @@ pub struct PoissonSampler {
     dataset_size: usize,
     /// `ln(1 − q)`, the scale of the geometric gaps between included examples.
     ln_keep: f64,
-    rng: ChaCha20Rng,
-    /// Secure mode: the OS-seeded generator and the expected batch size B (q = B/N exactly).
-    secure: Option<(Box<SecureRng>, u64)>,
+    source: Source,
+}
+
+/// Where a sampler's randomness comes from.
+#[derive(Debug)]
+enum Source {
+    /// Fast mode: a seeded stream (reproducible, resumable by word position).
+    Seeded(ChaCha20Rng),
+    /// Secure mode: the OS-seeded generator, and the expected batch size B (q = B/N exactly).
+    Secure(SecureRng, u64),
 }
 
 impl PoissonSampler {
@@ -47,8 +54,7 @@ impl PoissonSampler {
             sample_rate,
             dataset_size,
             ln_keep: (-sample_rate).ln_1p(),
-            rng: ChaCha20Rng::seed_from_u64(seed),
-            secure: None,
+            source: Source::Seeded(ChaCha20Rng::seed_from_u64(seed)),
         })
     }
 
@@ -59,7 +65,7 @@ impl PoissonSampler {
     pub fn secure(expected_batch_size: usize, dataset_size: usize) -> Result<Self> {
         let mut sampler =
             PoissonSampler::with_expected_batch_size(expected_batch_size, dataset_size, 0)?;
-        sampler.secure = Some((Box::new(secure_rng()?), expected_batch_size as u64));
+        sampler.source = Source::Secure(secure_rng()?, expected_batch_size as u64);
         Ok(sampler)
     }
 
@@ -86,16 +92,16 @@ impl PoissonSampler {
     /// Where the sampler's random stream stands (for checkpoints): with the seed, it
     /// resumes the same sequence of batches ([`PoissonSampler::seek`]).
     pub fn position(&self) -> u128 {
-        match self.secure {
-            Some(_) => 0,
-            None => self.rng.get_word_pos(),
+        match &self.source {
+            Source::Seeded(rng) => rng.get_word_pos(),
+            Source::Secure(..) => 0,
         }
     }
 
     /// Moves the random stream to `position` (from [`PoissonSampler::position`]).
     pub fn seek(&mut self, position: u128) {
-        if self.secure.is_none() {
-            self.rng.set_word_pos(position);
+        if let Source::Seeded(rng) = &mut self.source {
+            rng.set_word_pos(position);
         }
     }
 
@@ -115,30 +121,36 @@ impl PoissonSampler {
     /// Inclusion is i.i.d. Bernoulli(q), drawn by skipping geometric gaps: the gap before
     /// the next included example is `⌊ln U / ln(1−q)⌋` with U uniform on (0, 1], whose law
     /// is P(gap = k) = (1−q)^k q, exactly the waiting time of Bernoulli(q) trials. Cost is
-    /// O(batch) rather than O(N).
+    /// O(batch) rather than O(N). Secure mode draws Bernoulli(B/N) for every example
+    /// instead ([`PoissonSampler::secure`]).
     pub fn sample(&mut self) -> Vec<usize> {
         if self.sample_rate == 1.0 {
             return (0..self.dataset_size).collect();
         }
-        if let Some((rng, expected)) = &mut self.secure {
-            let n = self.dataset_size as u64;
-            return (0..self.dataset_size)
-                .filter(|_| uniform_below(rng.as_mut(), n) < *expected)
-                .collect();
-        }
-        let mut batch = Vec::with_capacity((self.expected_batch_size() * 1.2) as usize + 8);
+        let capacity = (self.expected_batch_size() * 1.2) as usize + 8;
+        let (n, ln_keep) = (self.dataset_size, self.ln_keep);
+        let rng = match &mut self.source {
+            Source::Seeded(rng) => rng,
+            Source::Secure(rng, expected) => {
+                let n = self.dataset_size as u64;
+                return (0..self.dataset_size)
+                    .filter(|_| uniform_below(rng, n) < *expected)
+                    .collect();
+            }
+        };
+        let mut batch = Vec::with_capacity(capacity);
         let mut position = 0usize;
         loop {
             // 1 − [0, 1) is (0, 1]: ln U is finite.
-            let u: f64 = 1.0 - self.rng.random::<f64>();
-            let gap = (u.ln() / self.ln_keep).floor();
-            if gap >= (self.dataset_size - position) as f64 {
+            let u: f64 = 1.0 - rng.random::<f64>();
+            let gap = (u.ln() / ln_keep).floor();
+            if gap >= (n - position) as f64 {
                 break;
             }
             position += gap as usize;
             batch.push(position);
             position += 1;
-            if position >= self.dataset_size {
+            if position >= n {
                 break;
             }
         }
@@ -147,8 +159,9 @@ impl PoissonSampler {
 }
 
 /// Uniform on {0, …, n−1}, n ≥ 1, by rejection: values below 2^64 mod n are redrawn, so
-/// the accepted range is a whole number of copies of {0, …, n−1}.
-fn uniform_below(rng: &mut impl RngCore, n: u64) -> u64 {
+/// the accepted range is a whole number of copies of {0, …, n−1}. Integers only (the
+/// secure sampler and the discrete Gaussian use it).
+pub(crate) fn uniform_below(rng: &mut impl RngCore, n: u64) -> u64 {
     let threshold = n.wrapping_neg() % n;
     loop {
         let r = rng.next_u64();

@@ -63,19 +63,16 @@ pub fn throughput(
         })
         .collect();
     let mut rates = [Vec::new(), Vec::new(), Vec::new()];
-    let modes: &[(usize, bool, NoiseMode)] = match secure {
-        true => &[
-            (0, false, NoiseMode::Seeded(0)),
-            (1, true, NoiseMode::Seeded(0)),
-            (2, true, NoiseMode::Secure),
-        ],
-        false => &[
-            (0, false, NoiseMode::Seeded(0)),
-            (1, true, NoiseMode::Seeded(0)),
-        ],
-    };
+    // (slot in `rates`, private, noise): non-private, fast DP, and secure DP when asked.
+    let mut modes = vec![
+        (0, false, NoiseMode::Seeded(0)),
+        (1, true, NoiseMode::Seeded(0)),
+    ];
+    if secure {
+        modes.push((2, true, NoiseMode::Secure));
+    }
     for _ in 0..repeats.max(1) {
-        for &(slot, private, noise) in modes {
+        for &(slot, private, noise) in &modes {
             let model = Model::new(model_config, &data.feature_shape, data.classes, 0)?;
             let mut optimizer = DpOptimizer::new(
                 &model,
