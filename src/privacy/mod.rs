@@ -14,7 +14,9 @@ pub mod calibration;
 pub mod conversion;
 pub mod discrete;
 pub mod ledger;
+pub mod loss_grid;
 pub mod numerics;
+pub mod pld;
 pub mod rdp;
 
 pub use accountant::{PrivacySpent, RdpAccountant, ledger_rdp};

@@ -2,6 +2,7 @@
 
 mod accounting_bounds;
 mod accounting_discrete;
+mod accounting_pld;
 mod accounting_properties;
 mod accounting_vectors;
 mod architecture;
