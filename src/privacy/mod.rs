@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod loss_grid;
 pub mod numerics;
 pub mod pld;
+pub mod prv;
 pub mod rdp;
 
 pub use accountant::{PrivacySpent, RdpAccountant, ledger_rdp};
