@@ -17,7 +17,7 @@ pub use progress::Reporter;
 use crate::error::{Error, Result};
 use crate::privacy::{
     Conversion, Ledger, Orders, PrivacyEvent, RdpAccountant, calibrate_noise_multiplier,
-    delta_from_rdp, epochs_to_steps,
+    calibrate_noise_multiplier_with, delta_from_rdp, epochs_to_steps,
 };
 
 /// dptrain: train neural networks with differential privacy, and account for it.
@@ -87,6 +87,9 @@ pub struct PlanArgs {
     /// Where plan.png/svg go (default reports/plan).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The accountant of the curves and the calibration.
+    #[arg(long, value_enum, default_value = "rdp")]
+    pub accountant: AccountantKind,
 }
 
 /// Flags of `dptrain report`.
@@ -196,11 +199,51 @@ pub struct StepArgs {
     pub batch_size: Option<u64>,
 }
 
-/// The accountants `account` can use.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// The accountants of `account`, `calibrate` and `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AccountantKind {
     /// Rényi DP (Mironov 2017; Mironov, Talwar & Zhang 2019), dp_accounting's default orders.
     Rdp,
+    /// Privacy loss distributions, pessimistic connect-the-dots (Doroshenko et al. 2022).
+    Pld,
+    /// Privacy random variables (Gopi, Lee & Wutschitz 2021): eps_upper with its bounds.
+    Prv,
+}
+
+impl From<AccountantKind> for crate::privacy::AccountantKind {
+    fn from(kind: AccountantKind) -> Self {
+        match kind {
+            AccountantKind::Rdp => crate::privacy::AccountantKind::Rdp,
+            AccountantKind::Pld => crate::privacy::AccountantKind::Pld,
+            AccountantKind::Prv => crate::privacy::AccountantKind::Prv,
+        }
+    }
+}
+
+/// The numerical settings of the PLD and PRV accountants.
+#[derive(Debug, Args)]
+pub struct GridArgs {
+    /// PLD: the discretisation interval of the privacy loss.
+    #[arg(long, value_name = "D", default_value_t = crate::privacy::pld::DEFAULT_DISCRETIZATION_INTERVAL)]
+    pub discretization_interval: f64,
+    /// PRV: the ε error bound.
+    #[arg(long, value_name = "E", default_value_t = crate::privacy::prv::DEFAULT_EPS_ERROR)]
+    pub eps_error: f64,
+    /// PRV: the δ error bound.
+    #[arg(long, value_name = "D", default_value_t = crate::privacy::prv::DEFAULT_DELTA_ERROR)]
+    pub delta_error: f64,
+}
+
+impl GridArgs {
+    /// The accountant settings of `kind` with these values.
+    pub fn settings(&self, kind: AccountantKind) -> crate::privacy::AccountantSettings {
+        crate::privacy::AccountantSettings {
+            kind: kind.into(),
+            discretization_interval: self.discretization_interval,
+            eps_error: self.eps_error,
+            delta_error: self.delta_error,
+        }
+    }
 }
 
 /// The RDP to (ε, δ) conversions.
@@ -238,9 +281,12 @@ pub struct AccountArgs {
     /// Report δ at this ε instead of ε at a δ.
     #[arg(long, value_name = "E")]
     pub epsilon: Option<f64>,
-    /// The accountant.
-    #[arg(long, value_enum, default_value = "rdp")]
-    pub accountant: AccountantKind,
+    /// The accountant (with CONFIG: overrides privacy.accountant).
+    #[arg(long, value_enum)]
+    pub accountant: Option<AccountantKind>,
+    /// PLD and PRV settings.
+    #[command(flatten)]
+    pub grid: GridArgs,
     /// The RDP to (ε, δ) conversion.
     #[arg(long, value_enum, default_value = "improved")]
     pub conversion: ConversionKind,
@@ -259,6 +305,12 @@ pub struct CalibrateArgs {
     /// The δ of the target.
     #[arg(long, value_name = "D")]
     pub delta: f64,
+    /// The accountant.
+    #[arg(long, value_enum, default_value = "rdp")]
+    pub accountant: AccountantKind,
+    /// PLD and PRV settings.
+    #[command(flatten)]
+    pub grid: GridArgs,
     /// The RDP to (ε, δ) conversion.
     #[arg(long, value_enum, default_value = "improved")]
     pub conversion: ConversionKind,
@@ -350,7 +402,6 @@ impl StepArgs {
 }
 
 fn account(args: &AccountArgs) -> Result<Output> {
-    let AccountantKind::Rdp = args.accountant;
     if let Some(config) = &args.config {
         if args.step.any()
             || args.noise_multiplier.is_some()
@@ -363,7 +414,12 @@ fn account(args: &AccountArgs) -> Result<Output> {
                     .into(),
             ));
         }
-        return train::plan(config, &args.set);
+        let mut set = args.set.clone();
+        if let Some(kind) = args.accountant {
+            let kind: crate::privacy::AccountantKind = kind.into();
+            set.push(format!("privacy.accountant=\"{}\"", kind.name()));
+        }
+        return train::plan(config, &set);
     }
     let ledger = match &args.events {
         Some(path) => {
@@ -386,6 +442,10 @@ fn account(args: &AccountArgs) -> Result<Output> {
             ledger
         }
     };
+    let kind = args.accountant.unwrap_or(AccountantKind::Rdp);
+    if kind != AccountantKind::Rdp {
+        return account_on_grid(args, kind, &ledger);
+    }
     let mut accountant = RdpAccountant::from_ledger(
         &ledger,
         Orders::dp_accounting_default(),
@@ -445,6 +505,46 @@ fn account(args: &AccountArgs) -> Result<Output> {
 
 fn calibrate(args: &CalibrateArgs) -> Result<Output> {
     let (sample_rate, steps) = args.step.resolve()?;
+    if args.accountant != AccountantKind::Rdp {
+        let settings = args.grid.settings(args.accountant);
+        settings.validate()?;
+        let c = calibrate_noise_multiplier_with(
+            settings,
+            args.target_epsilon,
+            args.delta,
+            sample_rate,
+            steps,
+        )?;
+        let mut json = json!({
+            "noise_multiplier": c.noise_multiplier,
+            "epsilon": c.epsilon,
+            "delta": c.delta,
+            "accountant": settings.kind.name(),
+        });
+        if args.accountant == AccountantKind::Pld {
+            json["discretization_interval"] = json!(settings.discretization_interval);
+        } else {
+            json["eps_error"] = json!(settings.eps_error);
+            json["delta_error"] = json!(settings.delta_error);
+        }
+        return Ok(Output {
+            json,
+            table: vec![
+                (
+                    "noise multiplier".into(),
+                    format!("{:.6}", c.noise_multiplier),
+                ),
+                (
+                    "epsilon".into(),
+                    format!("{:.6} (target {})", c.epsilon, args.target_epsilon),
+                ),
+                ("delta".into(), format!("{:e}", c.delta)),
+                ("sample rate".into(), format!("{sample_rate}")),
+                ("steps".into(), format!("{steps}")),
+                ("accountant".into(), settings.describe()),
+            ],
+        });
+    }
     let template = RdpAccountant::new(Orders::dp_accounting_default(), args.conversion.into());
     let c = calibrate_noise_multiplier(
         args.target_epsilon,
@@ -475,6 +575,100 @@ fn calibrate(args: &CalibrateArgs) -> Result<Output> {
         }),
         table,
     })
+}
+
+/// `account` under PLD or PRV: ε at δ (with the interval or the bounds), or δ at ε (PLD).
+fn account_on_grid(args: &AccountArgs, kind: AccountantKind, ledger: &Ledger) -> Result<Output> {
+    let settings = args.grid.settings(kind);
+    settings.validate()?;
+    let mut table = ledger_rows(ledger);
+    table.push(("accountant".into(), settings.describe()));
+    match (kind, args.delta, args.epsilon) {
+        (AccountantKind::Pld, Some(delta), _) => {
+            let spent =
+                crate::privacy::pld::pld_epsilon(ledger, delta, settings.discretization_interval)?;
+            table.extend([
+                ("epsilon".into(), format!("{:.6}", spent.epsilon)),
+                ("delta".into(), format!("{delta:e}")),
+                (
+                    "by direction".into(),
+                    format!(
+                        "remove {:.6}, add {:.6}",
+                        spent.epsilon_remove, spent.epsilon_add
+                    ),
+                ),
+            ]);
+            Ok(Output {
+                json: json!({
+                    "epsilon": spent.epsilon,
+                    "delta": spent.delta,
+                    "accountant": "pld",
+                    "discretization_interval": spent.discretization_interval,
+                    "epsilon_remove": spent.epsilon_remove,
+                    "epsilon_add": spent.epsilon_add,
+                    "steps": spent.steps,
+                }),
+                table,
+            })
+        }
+        (AccountantKind::Pld, None, Some(epsilon)) => {
+            crate::privacy::conversion::check_target_epsilon(epsilon)?;
+            let pld = crate::privacy::pld::ledger_pld(ledger, settings.discretization_interval)?;
+            let delta = pld.delta(epsilon);
+            table.extend([
+                ("epsilon".into(), format!("{epsilon}")),
+                ("delta".into(), format!("{delta:e}")),
+            ]);
+            Ok(Output {
+                json: json!({
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "accountant": "pld",
+                    "discretization_interval": settings.discretization_interval,
+                    "steps": ledger.steps(),
+                }),
+                table,
+            })
+        }
+        (AccountantKind::Prv, Some(delta), _) => {
+            let spent = crate::privacy::prv::prv_epsilon(
+                ledger,
+                delta,
+                settings.eps_error,
+                settings.delta_error,
+            )?;
+            table.extend([
+                (
+                    "epsilon (upper bound)".into(),
+                    format!("{:.6}", spent.eps_upper),
+                ),
+                ("estimate".into(), format!("{:.6}", spent.eps_estimate)),
+                ("lower bound".into(), format!("{:.6}", spent.eps_low)),
+                ("delta".into(), format!("{delta:e}")),
+            ]);
+            Ok(Output {
+                json: json!({
+                    "epsilon": spent.epsilon,
+                    "delta": spent.delta,
+                    "accountant": "prv",
+                    "eps_low": spent.eps_low,
+                    "eps_estimate": spent.eps_estimate,
+                    "eps_upper": spent.eps_upper,
+                    "eps_error": spent.eps_error,
+                    "delta_error": spent.delta_error,
+                    "steps": spent.steps,
+                }),
+                table,
+            })
+        }
+        (AccountantKind::Prv, None, Some(_)) => Err(Error::Usage(
+            "--epsilon (δ at a given ε) works with --accountant rdp or pld".into(),
+        )),
+        (_, None, None) => Err(Error::Usage(
+            "give --delta D (ε at that δ) or --epsilon E (δ at that ε)".into(),
+        )),
+        (AccountantKind::Rdp, ..) => unreachable!("handled by account"),
+    }
 }
 
 fn ledger_rows(ledger: &Ledger) -> Vec<(String, String)> {

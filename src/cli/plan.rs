@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Output, PlanArgs};
 use crate::error::{Error, Result};
-use crate::privacy::{RdpAccountant, calibrate_noise_multiplier, epochs_to_steps};
+use crate::privacy::{AccountantSettings, calibrate_noise_multiplier_with, epochs_to_steps};
 use crate::report::{Chart, Legend, Series};
 use crate::schedule::plan::{NoiseSpec, plan as plan_schedule};
 use crate::schedule::{Schedule, Timeline};
@@ -35,6 +35,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
         timeline,
         count_noise_multiplier: None,
         mechanism: crate::privacy::Mechanism::Gaussian,
+        accountant: AccountantSettings::new(args.accountant.into()),
     };
     let mut curves = Vec::new();
     for &sigma in &args.noise_multipliers {
@@ -43,12 +44,12 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
     }
     let mut needed = Vec::new();
     for &target in &args.targets {
-        let c = calibrate_noise_multiplier(
+        let c = calibrate_noise_multiplier_with(
+            AccountantSettings::new(args.accountant.into()),
             target,
             args.delta,
             sample_rate,
             steps,
-            &RdpAccountant::default(),
         )?;
         needed.push((target, c.noise_multiplier, c.epsilon));
     }
@@ -58,7 +59,12 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
             args.dataset_size, args.batch_size, args.delta
         ),
         x_label: "epochs".into(),
-        y_label: "ε (RDP accountant)".into(),
+        y_label: format!(
+            "ε ({} accountant)",
+            crate::privacy::AccountantKind::from(args.accountant)
+                .name()
+                .to_uppercase()
+        ),
         series: curves
             .iter()
             .map(|(sigma, eps)| Series {

@@ -138,6 +138,7 @@ fn train_to_dir(
             stop_after_epoch: None,
             config_text: config.to_toml(),
             interrupt: Some(&INTERRUPTED),
+            canaries: None,
         },
     );
     bar.finish_and_clear();
@@ -252,10 +253,18 @@ pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
         Some(spent) => table.extend([
             (
                 "epsilon".into(),
-                format!(
-                    "{:.4} at delta {:e} (RDP, order {})",
-                    spent.epsilon, spent.delta, spent.order
-                ),
+                match spent.order == 0.0 {
+                    true => format!(
+                        "{:.4} at delta {:e} ({})",
+                        spent.epsilon,
+                        spent.delta,
+                        record.accountant.describe()
+                    ),
+                    false => format!(
+                        "{:.4} at delta {:e} (RDP, order {})",
+                        spent.epsilon, spent.delta, spent.order
+                    ),
+                },
             ),
             (
                 "noise multiplier".into(),
@@ -312,14 +321,14 @@ pub fn plan(path: &std::path::Path, overrides: &[String]) -> Result<Output> {
     table.extend([
         ("epsilon".into(), format!("{:.6}", plan.epsilon)),
         ("delta".into(), format!("{:e}", plan.delta)),
-        ("accountant".into(), "RDP (dp_accounting orders)".into()),
+        ("accountant".into(), config.privacy.accountant().describe()),
         ("note".into(), note.into()),
     ]);
     Ok(Output {
         json: json!({
             "epsilon": plan.epsilon,
             "delta": plan.delta,
-            "accountant": "rdp",
+            "accountant": config.privacy.accountant().kind.name(),
             "steps": run.timeline.steps,
             "sample_rate": run.sample_rate,
             "first_noise_multiplier": plan.first_noise_multiplier,

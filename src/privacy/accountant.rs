@@ -25,7 +25,7 @@ pub struct PrivacySpent {
     pub epsilon: f64,
     /// The δ it holds at.
     pub delta: f64,
-    /// The Rényi order that gave the smallest ε.
+    /// The Rényi order that gave the smallest ε (0 from PLD and PRV, which have none).
     pub order: f64,
     /// The number of steps composed.
     pub steps: u64,

@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::accountant::RdpAccountant;
+use super::accounting::{Accountant, AccountantKind, AccountantSettings};
 use super::conversion::{check_delta, check_target_epsilon};
 use super::ledger::PrivacyEvent;
 use crate::error::{Error, Result};
@@ -124,6 +125,36 @@ pub fn calibrate_noise_multiplier(
     PrivacyEvent::new(sample_rate, 1.0, steps)?;
     calibrate_scale(target_epsilon, delta, |noise_multiplier| {
         let mut accountant = RdpAccountant::new(template.orders().clone(), template.conversion());
+        accountant.compose(PrivacyEvent::new(sample_rate, noise_multiplier, steps)?)?;
+        Ok(accountant.epsilon(delta)?.epsilon)
+    })
+}
+
+/// [`calibrate_noise_multiplier`] under any accountant (RDP with its default orders and
+/// conversion).
+///
+/// # Privacy
+/// As [`calibrate_scale`]: the returned multiplier's ε, by that accountant, is at most the
+/// target.
+pub fn calibrate_noise_multiplier_with(
+    settings: AccountantSettings,
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+) -> Result<Calibration> {
+    if settings.kind == AccountantKind::Rdp {
+        return calibrate_noise_multiplier(
+            target_epsilon,
+            delta,
+            sample_rate,
+            steps,
+            &RdpAccountant::default(),
+        );
+    }
+    PrivacyEvent::new(sample_rate, 1.0, steps)?;
+    calibrate_scale(target_epsilon, delta, |noise_multiplier| {
+        let mut accountant = Accountant::new(settings)?;
         accountant.compose(PrivacyEvent::new(sample_rate, noise_multiplier, steps)?)?;
         Ok(accountant.epsilon(delta)?.epsilon)
     })

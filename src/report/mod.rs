@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
-use crate::privacy::{PrivacyEvent, RdpAccountant};
+use crate::privacy::{Accountant, AccountantKind, AccountantSettings, PrivacyEvent};
 use crate::train::{EpochRecord, TrainingRecord};
 pub use plots::{Chart, Legend, Reference, Series};
 pub use records::{MetricsRow, RunRecords, Summary};
@@ -144,12 +144,16 @@ pub fn summary_json(
         "test_loss": last.map(|r| r.test_loss),
         "epsilon": record.spent.map(|s| s.epsilon),
         "delta": delta,
-        "order": record.spent.map(|s| s.order),
+        "order": record.spent.map(|s| s.order).filter(|&o| o > 0.0),
         "steps": record.steps,
         "planned_steps": record.planned_steps,
         "stopped_early": record.stopped_early,
         "wall_seconds": record.wall_seconds,
-        "accountant": "rdp",
+        "accountant": record.accountant.kind.name(),
+        "discretization_interval": match record.accountant.kind {
+            crate::privacy::AccountantKind::Pld => Some(record.accountant.discretization_interval),
+            _ => None,
+        },
         "private": record.spent.is_some(),
         "noise_multiplier": record.noise_multiplier,
         "sample_rate": record.sample_rate,
@@ -191,8 +195,13 @@ pub fn write_run_dir(
 }
 
 /// ε at δ after every step count in `at` (ascending), composing `ledger` block by block.
-pub fn epsilon_curve(ledger: &crate::privacy::Ledger, delta: f64, at: &[u64]) -> Result<Vec<f64>> {
-    let mut accountant = RdpAccountant::default();
+pub fn epsilon_curve(
+    ledger: &crate::privacy::Ledger,
+    delta: f64,
+    at: &[u64],
+    settings: AccountantSettings,
+) -> Result<Vec<f64>> {
+    let mut accountant = Accountant::new(settings)?;
     let mut taken = 0u64;
     let mut out = Vec::with_capacity(at.len());
     let mut targets = at.iter().copied().peekable();
@@ -238,16 +247,22 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
     let mut charts = Vec::new();
     if records.summary.private && !records.ledger.is_empty() {
         let steps = records.ledger.steps();
-        let mut at: Vec<u64> = (1..=200u64).map(|j| (j * steps).div_ceil(200)).collect();
-        at.dedup();
-        let curve = epsilon_curve(&records.ledger, records.summary.delta, &at)?;
         let privacy = &records.config.privacy;
+        let settings = privacy.accountant();
+        // PLD and PRV recompute the whole ledger per point: fewer points.
+        let points = match settings.kind {
+            AccountantKind::Rdp => 200,
+            _ => 40,
+        };
+        let mut at: Vec<u64> = (1..=points).map(|j| (j * steps).div_ceil(points)).collect();
+        at.dedup();
+        let curve = epsilon_curve(&records.ledger, records.summary.delta, &at, settings)?;
         charts.push((
             "epsilon".to_string(),
             Chart {
                 title: format!("{name}: privacy spent (δ = {:e})", records.summary.delta),
                 x_label: "steps".into(),
-                y_label: "ε (RDP accountant)".into(),
+                y_label: format!("ε ({} accountant)", settings.kind.name().to_uppercase()),
                 series: vec![Series {
                     name: "ε spent".into(),
                     points: std::iter::once((0.0, 0.0))

@@ -3,7 +3,7 @@
 
 use crate::config::{DataConfig, RunConfig};
 use crate::data::table::{Column, OnMissing};
-use crate::privacy::Ledger;
+use crate::privacy::{AccountantKind, Ledger, epsilon_under_all};
 use crate::schedule::{Schedule, ShapeKind};
 
 use super::records::Summary;
@@ -74,6 +74,87 @@ fn preprocessing(config: &RunConfig) -> String {
         );
     }
     text
+}
+
+/// The accountant row: which accountant gave ε and checked the budget.
+fn accountant_text(privacy: &crate::train::PrivacyConfig, summary: &Summary) -> String {
+    let settings = privacy.accountant();
+    match settings.kind {
+        AccountantKind::Rdp => format!(
+            "**RDP** (budget and calibration): Rényi DP of the Poisson-subsampled Gaussian \
+             (Mironov 2017; Mironov, Talwar & Zhang 2019), composed over every step in \
+             ledger.csv, dp_accounting's 156 default orders{}, converted to (ε, δ) as Balle \
+             et al. 2020 (best order {})",
+            match privacy.secure_noise {
+                true =>
+                    " (integer orders only: the discrete Gaussian's bound is proven \
+                         there, see privacy::discrete)",
+                false => "",
+            },
+            summary
+                .order
+                .map_or("-".to_string(), |order| format!("{order}"))
+        ),
+        AccountantKind::Pld => format!(
+            "**PLD** (budget and calibration): the privacy loss distribution of every step in \
+             ledger.csv, pessimistic connect-the-dots discretisation (Doroshenko et al. 2022) \
+             at interval {:e}, composed by FFT, add-or-remove (the larger direction); an \
+             upper bound on ε at that discretisation",
+            settings.discretization_interval
+        ),
+        AccountantKind::Prv => format!(
+            "**PRV** (budget and calibration): the privacy random variable accountant (Gopi, \
+             Lee & Wutschitz 2021), its upper bound eps_upper (eps_error {}, delta_error {:e}), \
+             add-or-remove",
+            settings.eps_error, settings.delta_error
+        ),
+    }
+}
+
+/// ε of the ledger under RDP, PLD and PRV, recomputed from ledger.csv.
+fn epsilon_by_accountant(
+    privacy: &crate::train::PrivacyConfig,
+    ledger: &Ledger,
+    delta: f64,
+) -> String {
+    let used = privacy.accountant().kind;
+    let mark = |kind: AccountantKind| match kind == used {
+        true => " (the budget's)",
+        false => "",
+    };
+    match epsilon_under_all(ledger, delta) {
+        Err(e) => format!("not computed: {e}"),
+        Ok(all) => {
+            let mut parts = vec![format!("RDP {:.4}{}", all.rdp, mark(AccountantKind::Rdp))];
+            match all.pld {
+                Some(pld) => parts.push(format!(
+                    "PLD {:.4} (interval {:e}){}",
+                    pld.epsilon,
+                    pld.discretization_interval,
+                    mark(AccountantKind::Pld)
+                )),
+                None => parts.push("PLD not applicable (discrete Gaussian steps)".into()),
+            }
+            match all.prv {
+                Some(prv) => parts.push(format!(
+                    "PRV {:.4} (estimate {:.4}, bounds [{:.4}, {:.4}]){}",
+                    prv.eps_upper,
+                    prv.eps_estimate,
+                    prv.eps_low,
+                    prv.eps_upper,
+                    mark(AccountantKind::Prv)
+                )),
+                None => parts.push(
+                    "PRV not computed (discrete Gaussian steps or too many steps for its mesh)"
+                        .into(),
+                ),
+            }
+            format!(
+                "{}; each an upper bound on ε at δ = {delta:e}",
+                parts.join("; ")
+            )
+        }
+    }
 }
 
 /// The statement, in Markdown.
@@ -171,22 +252,10 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
                 summary.steps, summary.planned_steps, training.epochs
             ),
         ),
+        ("Accountant", accountant_text(privacy, summary)),
         (
-            "Accountant",
-            format!(
-                "Rényi DP of the Poisson-subsampled Gaussian (Mironov 2017; Mironov, Talwar & \
-                 Zhang 2019), composed over every step in ledger.csv, dp_accounting's 156 \
-                 default orders{}, converted to (ε, δ) as Balle et al. 2020 (best order {})",
-                match privacy.secure_noise {
-                    true =>
-                        " (integer orders only: the discrete Gaussian's bound is proven \
-                             there, see privacy::discrete)",
-                    false => "",
-                },
-                summary
-                    .order
-                    .map_or("-".to_string(), |order| format!("{order}"))
-            ),
+            "ε by accountant",
+            epsilon_by_accountant(privacy, ledger, summary.delta),
         ),
         (
             "Guarantee",

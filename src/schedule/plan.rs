@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::{Schedule, ShapeKind, Timeline};
 use crate::error::{Error, Result};
-use crate::privacy::{Ledger, Mechanism, PrivacyEvent, RdpAccountant, calibrate_scale};
+use crate::privacy::{
+    Accountant, AccountantSettings, Ledger, Mechanism, PrivacyEvent, calibrate_scale,
+};
 
 /// The noise of the planned steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +28,8 @@ pub struct NoiseSpec<'a> {
     /// The noise distribution (secure mode: the discrete Gaussian, accounted at integer
     /// orders only).
     pub mechanism: Mechanism,
+    /// The accountant that calibrates and plans.
+    pub accountant: AccountantSettings,
 }
 
 /// A plan: σ of the first and last steps, ε after each epoch and at the end.
@@ -76,10 +80,10 @@ pub fn planned_ledger(spec: &NoiseSpec, scale: f64) -> Result<Ledger> {
     Ok(ledger)
 }
 
-fn ledger_epsilon(ledger: &Ledger, delta: f64) -> Result<f64> {
-    let mut accountant = RdpAccountant::default();
-    accountant.compose_ledger(ledger)?;
-    Ok(accountant.epsilon(delta)?.epsilon)
+fn ledger_epsilon(ledger: &Ledger, settings: AccountantSettings, delta: f64) -> Result<f64> {
+    Ok(Accountant::from_ledger(settings, ledger)?
+        .epsilon(delta)?
+        .epsilon)
 }
 
 /// The scale whose plan meets `target_epsilon` at `delta`, as closely as the search allows
@@ -90,7 +94,7 @@ fn ledger_epsilon(ledger: &Ledger, delta: f64) -> Result<f64> {
 /// interpolated).
 pub fn calibrate(spec: &NoiseSpec, target_epsilon: f64, delta: f64) -> Result<Plan> {
     let calibration = calibrate_scale(target_epsilon, delta, |scale| {
-        ledger_epsilon(&planned_ledger(spec, scale)?, delta)
+        ledger_epsilon(&planned_ledger(spec, scale)?, spec.accountant, delta)
     })
     .map_err(|e| match e {
         Error::Unreachable { .. } => Error::invalid(
@@ -106,7 +110,7 @@ pub fn calibrate(spec: &NoiseSpec, target_epsilon: f64, delta: f64) -> Result<Pl
 /// The plan at a given scale.
 pub fn plan(spec: &NoiseSpec, scale: f64, delta: f64) -> Result<Plan> {
     let timeline = spec.timeline;
-    let mut accountant = RdpAccountant::default();
+    let mut accountant = Accountant::new(spec.accountant)?;
     let mut epsilon_per_epoch = Vec::new();
     let mut epoch = 1;
     for step in 0..timeline.steps {

@@ -1,12 +1,14 @@
 //! Training: the DP optimizer (clip, sum, noise, scale, inner step), the loop, the plan.
 
 pub mod bench;
+pub mod canaries;
 pub mod checkpoint;
 pub mod optimizer;
 pub mod planning;
 pub mod settings;
 pub mod trainer;
 
+pub use canaries::GradientCanaries;
 pub use checkpoint::{Checkpoint, CheckpointState};
 pub use optimizer::{
     DpOptimizer, DpSettings, NoiseMode, OptimizerConfig, OptimizerState, StepStats,

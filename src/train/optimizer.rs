@@ -7,6 +7,7 @@
 //! to the inner optimizer as its gradients. The inner optimizer sees only privatised
 //! gradients, so its update (momentum, Adam moments) is post-processing.
 
+use super::canaries::GradientCanaries;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
@@ -454,10 +455,22 @@ impl DpOptimizer {
     /// sum has L2 sensitivity C under add/remove-one; N(0, (σC)²) is added once per
     /// coordinate; the result is divided by the expected batch size, a public constant.
     pub fn step(&mut self, model: &Model, data: &Dataset, indices: &[usize]) -> Result<StepStats> {
+        self.step_with_canaries(model, data, indices, None)
+    }
+
+    /// [`DpOptimizer::step`] with white-box audit canaries: their gradients join the clipped
+    /// sum before the noise, and their released values are recorded after it.
+    pub fn step_with_canaries(
+        &mut self,
+        model: &Model,
+        data: &Dataset,
+        indices: &[usize],
+        canaries: Option<&mut GradientCanaries>,
+    ) -> Result<StepStats> {
         // The step runs on a rayon worker: the parallel kernels inside it then start on the
         // current thread instead of each waking the pool from outside (tens of µs apiece,
         // a fifth of the logreg's step).
-        rayon::scope(|_| self.step_in_pool(model, data, indices))
+        rayon::scope(|_| self.step_in_pool(model, data, indices, canaries))
     }
 
     fn step_in_pool(
@@ -465,6 +478,7 @@ impl DpOptimizer {
         model: &Model,
         data: &Dataset,
         indices: &[usize],
+        mut canaries: Option<&mut GradientCanaries>,
     ) -> Result<StepStats> {
         let mut sums: Vec<Vec<f32>> = self
             .params
@@ -478,14 +492,22 @@ impl DpOptimizer {
         for chunk in indices.chunks(self.max_physical_batch) {
             self.accumulate(model, data, chunk, &mut sums, &mut stats)?;
         }
-        let mut grads = GradStore::default();
-        for (param, mut sum) in self.params.iter().zip(sums) {
-            if self.private {
+        if let Some(canaries) = canaries.as_deref_mut() {
+            canaries.before_noise(&mut sums, self.clipping.clip_norm, self.private);
+        }
+        if self.private {
+            for sum in sums.iter_mut() {
                 match &mut self.noise {
-                    Noise::Fast(noise) => noise.add_to(&mut sum),
-                    Noise::Secure(noise) => noise.add_to(&mut sum)?,
+                    Noise::Fast(noise) => noise.add_to(sum),
+                    Noise::Secure(noise) => noise.add_to(sum)?,
                 }
             }
+        }
+        if let Some(canaries) = canaries {
+            canaries.after_noise(&sums);
+        }
+        let mut grads = GradStore::default();
+        for (param, mut sum) in self.params.iter().zip(sums) {
             let scale = (1.0 / self.expected_batch_size) as f32;
             sum.iter_mut().for_each(|v| *v *= scale);
             let grad = Tensor::from_vec(sum, param.shape(), &Device::Cpu)?;

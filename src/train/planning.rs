@@ -56,6 +56,7 @@ pub fn plan_run(
         timeline,
         count_noise_multiplier,
         mechanism: privacy.mechanism(),
+        accountant: privacy.accountant(),
     };
     // The count annotation does not change ε: search without it, then check the split.
     let search = NoiseSpec {

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::OptimizerConfig;
 use crate::error::{Error, Result};
 use crate::mechanism::{AdaptiveClippingConfig, ClippingConfig, ClippingMode};
-use crate::privacy::Mechanism;
 use crate::privacy::conversion::{check_delta, check_target_epsilon};
+use crate::privacy::{AccountantKind, AccountantSettings, Mechanism};
 use crate::schedule::{Role, Schedule, ShapeKind};
 
 /// Privacy settings. Exactly one of `target_epsilon` and `noise_multiplier`, unless the run
@@ -50,6 +50,14 @@ pub struct PrivacyConfig {
     /// orders. Default false (fast, seeded mode).
     #[serde(default, skip_serializing_if = "is_false")]
     pub secure_noise: bool,
+    /// The accountant that calibrates the noise and checks the budget: `rdp`, `pld` or
+    /// `prv` (default `pld`; secure-mode runs are accounted by `rdp` only). The ledger is
+    /// the same whichever is chosen, and privacy.md gives ε under all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accountant: Option<AccountantKind>,
+    /// The PLD accountant's discretisation interval Δ (default 1e-4, dp_accounting's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discretization_interval: Option<f64>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -97,6 +105,19 @@ impl PrivacyConfig {
         }
     }
 
+    /// The accountant of the run: the configured one (default PLD), RDP in secure mode.
+    pub fn accountant(&self) -> AccountantSettings {
+        let kind = match (self.secure_noise, self.accountant) {
+            (true, _) => AccountantKind::Rdp,
+            (false, kind) => kind.unwrap_or_default(),
+        };
+        let settings = AccountantSettings::new(kind);
+        match self.discretization_interval {
+            Some(interval) => settings.with_discretization_interval(interval),
+            None => settings,
+        }
+    }
+
     /// The clipping settings.
     pub fn clipping(&self) -> ClippingConfig {
         ClippingConfig {
@@ -137,6 +158,25 @@ impl PrivacyConfig {
                 "set",
                 "no adaptive clipping with privacy.secure_noise = true (its count query \
                  still uses floating-point noise)",
+            ));
+        }
+        if let Some(interval) = self.discretization_interval {
+            crate::privacy::pld::check_interval(interval).map_err(|_| {
+                Error::invalid(
+                    "privacy.discretization_interval",
+                    interval,
+                    "a number in (0, 1] (the PLD accountant's default is 1e-4)",
+                )
+            })?;
+        }
+        if self.secure_noise
+            && let Some(kind @ (AccountantKind::Pld | AccountantKind::Prv)) = self.accountant
+        {
+            return Err(Error::invalid(
+                "privacy.accountant",
+                kind.name(),
+                "rdp with privacy.secure_noise = true (PLD and PRV are proven for the \
+                 continuous Gaussian only; secure-mode steps keep their integer-order RDP)",
             ));
         }
         if let Some(max) = self.max_epsilon {

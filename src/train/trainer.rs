@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::grad_sample::with_values;
 use crate::mechanism::{AdaptiveClipper, gradient_noise_multiplier};
 use crate::model::{Model, ModelConfig, dataset_batch, summed_cross_entropy};
-use crate::privacy::{Ledger, PrivacyBudget, PrivacySpent, RdpAccountant, epochs_to_steps};
+use crate::privacy::{
+    Accountant, AccountantKind, AccountantSettings, Ledger, PrivacyBudget, PrivacyEvent,
+    PrivacySpent, epochs_to_steps,
+};
 use crate::sampling::PoissonSampler;
 use crate::schedule::plan::{self, NoiseSpec};
 use crate::schedule::{Plateau, ShapeKind, Timeline};
@@ -60,6 +63,8 @@ pub struct TrainingRecord {
     pub ledger: Ledger,
     /// ε at δ of the ledger (None for a non-private run).
     pub spent: Option<PrivacySpent>,
+    /// The accountant that calibrated, checked the budget and gave `spent`.
+    pub accountant: AccountantSettings,
     /// σ of the first step (calibrated or given; 0 when non-private).
     pub noise_multiplier: f64,
     /// q = B/N.
@@ -218,6 +223,8 @@ pub struct Hooks<'a> {
     pub config_text: String,
     /// When set (by a Ctrl-C handler), the run checkpoints after the current step and stops.
     pub interrupt: Option<&'a std::sync::atomic::AtomicBool>,
+    /// White-box audit canaries, inserted as per-example gradients in every step.
+    pub canaries: Option<&'a mut super::GradientCanaries>,
 }
 
 /// [`train`] with [`Hooks`]: progress, checkpoints, resuming.
@@ -270,6 +277,7 @@ pub fn train_observed(
         timeline,
         count_noise_multiplier: clipper.as_ref().map(|c| c.count_noise_multiplier()),
         mechanism: privacy.mechanism(),
+        accountant: privacy.accountant(),
     };
     // The same calibration `dptrain account CONFIG` prints.
     let scale = match privacy.private {
@@ -286,7 +294,9 @@ pub fn train_observed(
         Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
         _ => None,
     };
-    let mut accountant = RdpAccountant::default();
+    let mut accountant = Accountant::new(privacy.accountant())?;
+    // Planned steps already known to fit the budget (PLD and PRV check many at once).
+    let mut fitting: std::collections::VecDeque<PrivacyEvent> = Default::default();
     let model = Model::new(
         model_config,
         &train.feature_shape,
@@ -371,7 +381,7 @@ pub fn train_observed(
                         steps: u64,
                         (train_loss, nonfinite_examples): (f64, u64),
                         (sigma, clip_norm): (f64, f64),
-                        accountant: &mut RdpAccountant|
+                        accountant: &mut Accountant|
      -> Result<EpochRecord> {
         let (test_loss, test_accuracy) = evaluate(&model, test)?;
         if !test_loss.is_finite() {
@@ -413,21 +423,42 @@ pub fn train_observed(
             // The step about to be taken, as the accountant sees it.
             let event = plan::step_event(&spec, sigma)?;
             if let Some(budget) = &budget {
-                let check = budget.check(&mut accountant, event)?;
-                if !check.fits {
-                    tracing::warn!(
-                        step = steps + 1,
-                        epsilon = check.after.epsilon,
-                        "the next step would overspend the budget: stopping"
-                    );
-                    stopped_early = Some(format!(
-                        "step {} would spend ε = {:.4} > budget {}",
-                        steps + 1,
-                        check.after.epsilon,
-                        budget.target_epsilon
-                    ));
-                    break;
+                if fitting.front().is_none_or(|next| !next.same_step(&event)) {
+                    // Ask again: the steps from here to the end of the plan, at the current
+                    // plateau factor (exactly the steps to come unless a plateau moves).
+                    // RDP checks one step at a time (microseconds): only this one.
+                    let horizon = match accountant.kind() {
+                        AccountantKind::Rdp => steps + 1,
+                        _ => planned_steps,
+                    };
+                    let planned: Vec<PrivacyEvent> = std::iter::once(Ok(event))
+                        .chain((steps + 1..horizon).map(|t| {
+                            let sigma_t = match plateau_schedule {
+                                true => sigma,
+                                false => scale * schedule.factor(t, &timeline),
+                            };
+                            plan::step_event(&spec, sigma_t)
+                        }))
+                        .collect::<Result<_>>()?;
+                    let (fit, after) =
+                        accountant.steps_that_fit(&planned, budget.target_epsilon, budget.delta)?;
+                    if fit == 0 {
+                        tracing::warn!(
+                            step = steps + 1,
+                            epsilon = after,
+                            "the next step would overspend the budget: stopping"
+                        );
+                        stopped_early = Some(format!(
+                            "step {} would spend ε = {:.4} > budget {}",
+                            steps + 1,
+                            after,
+                            budget.target_epsilon
+                        ));
+                        break;
+                    }
+                    fitting = planned.into_iter().take(fit).collect();
                 }
+                fitting.pop_front();
             }
             let gradient_sigma = match &clipper {
                 Some(clipper) => gradient_noise_multiplier(sigma, clipper.count_noise_std())?,
@@ -440,7 +471,8 @@ pub fn train_observed(
             training.optimizer.learning_rate() * training.lr_schedule.factor(steps, &timeline),
         );
         let batch = sampler.sample();
-        let stats = optimizer.step(&model, train, &batch)?;
+        let stats =
+            optimizer.step_with_canaries(&model, train, &batch, hooks.canaries.as_deref_mut())?;
         if let Some(clipper) = &mut clipper {
             clipper.update(
                 stats.batch_size - stats.clipped - stats.nonfinite,
@@ -566,6 +598,7 @@ pub fn train_observed(
         epochs,
         ledger: accountant.ledger().clone(),
         spent,
+        accountant: privacy.accountant(),
         noise_multiplier: if privacy.private { scale } else { 0.0 },
         sample_rate,
         steps,

@@ -223,7 +223,7 @@ fn prv_bounds_match_prv_accountant_vectors_and_bracket_the_pld() {
                     ours.eps_estimate
                 ));
             }
-            if !(ours.eps_low <= ours.eps_upper) {
+            if ours.eps_low > ours.eps_upper || ours.eps_low.is_nan() {
                 failures.push(format!(
                     "{label}: low {} > upper {}",
                     ours.eps_low, ours.eps_upper

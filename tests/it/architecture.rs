@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("grad_sample", 2),
     ("model", 2),
     ("train", 3),
+    ("audit", 3),
     ("report", 4),
     ("config", 4),
     ("cli", 5),

@@ -416,6 +416,8 @@ fn account_config_prints_the_plan_of_a_schedule() {
         &floor_first.to_string(),
         "--delta",
         "1e-5",
+        "--accountant",
+        plateau["accountant"].as_str().unwrap(),
         "--json",
     ]);
     assert!(

@@ -92,6 +92,8 @@ fn a_run_stopped_after_epoch_one_and_resumed_ends_as_the_uninterrupted_run() {
         adaptive_clipping: None,
         max_epsilon: None,
         secure_noise: false,
+        accountant: None,
+        discretization_interval: None,
     };
     let sgd = TrainingConfig {
         epochs: 2.0,
@@ -234,6 +236,8 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
         adaptive_clipping: None,
         max_epsilon: None,
         secure_noise: false,
+        accountant: None,
+        discretization_interval: None,
     };
     // q = 1: example 0 is in every batch, and is dropped every time.
     let training = TrainingConfig {
@@ -290,6 +294,8 @@ fn a_secure_run_resumes_with_fresh_randomness_and_the_same_ledger() {
         adaptive_clipping: None,
         max_epsilon: None,
         secure_noise: true,
+        accountant: None,
+        discretization_interval: None,
     };
     let training = TrainingConfig {
         epochs: 2.0,

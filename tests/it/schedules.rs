@@ -18,6 +18,7 @@ fn spec(schedule: &Schedule, sample_rate: f64, timeline: Timeline) -> NoiseSpec<
         timeline,
         count_noise_multiplier: None,
         mechanism: dptrain::privacy::Mechanism::Gaussian,
+        accountant: dptrain::privacy::AccountantSettings::rdp(),
     }
 }
 
@@ -225,6 +226,8 @@ fn privacy() -> PrivacyConfig {
         adaptive_clipping: None,
         max_epsilon: None,
         secure_noise: false,
+        accountant: None,
+        discretization_interval: None,
     }
 }
 
@@ -244,48 +247,56 @@ fn training(epochs: f64) -> TrainingConfig {
 #[test]
 fn the_budget_stops_a_run_at_the_last_step_that_fits() {
     // σ = 1 at q = 100/2000: the budget of ε = 2 allows exactly k steps, where k is found
-    // here by composing one step at a time.
+    // here by composing one step at a time, under RDP and under PLD (whose trainer checks
+    // many planned steps at once and bisects).
+    use dptrain::privacy::{Accountant, AccountantKind, AccountantSettings};
     let (train_set, test_set) = (head(&mnist().train, 2000), head(&mnist().test, 200));
     let q = 100.0 / 2000.0;
-    let mut accountant = RdpAccountant::default();
-    let mut fits = 0u64;
-    while accountant
-        .epsilon_after(PrivacyEvent::new(q, 1.0, 1).unwrap(), 1e-5)
-        .unwrap()
-        .epsilon
-        <= 2.0
-    {
-        accountant
-            .compose(PrivacyEvent::new(q, 1.0, 1).unwrap())
-            .unwrap();
-        fits += 1;
+    let mut found = Vec::new();
+    for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+        let step = PrivacyEvent::new(q, 1.0, 1).unwrap();
+        let mut accountant = Accountant::new(AccountantSettings::new(kind)).unwrap();
+        let mut fits = 0u64;
+        while accountant
+            .epsilon_after_planned(&[step], 1e-5)
+            .unwrap()
+            .epsilon
+            <= 2.0
+        {
+            accountant.compose(step).unwrap();
+            fits += 1;
+        }
+        assert!(fits > 5 && fits < 400, "{fits}");
+        let privacy = PrivacyConfig {
+            max_epsilon: Some(2.0),
+            secure_noise: false,
+            accountant: Some(kind),
+            ..privacy()
+        };
+        let record = train(
+            &train_set,
+            &test_set,
+            None,
+            &logreg(),
+            &privacy,
+            &training(20.0),
+            5,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(record.steps, fits, "{kind:?}");
+        assert!(record.planned_steps > fits);
+        let spent = record.spent.unwrap().epsilon;
+        assert!(spent <= 2.0, "{spent}");
+        let why = record.stopped_early.unwrap();
+        assert!(why.contains(&format!("step {}", fits + 1)), "{why}");
+        // The last metrics row is the state at the stop, with the ε actually spent.
+        assert_eq!(record.epochs.last().unwrap().step, fits);
+        assert_eq!(record.epochs.last().unwrap().epsilon, spent);
+        found.push(fits);
     }
-    assert!(fits > 5 && fits < 400, "{fits}");
-    let privacy = PrivacyConfig {
-        max_epsilon: Some(2.0),
-        secure_noise: false,
-        ..privacy()
-    };
-    let record = train(
-        &train_set,
-        &test_set,
-        None,
-        &logreg(),
-        &privacy,
-        &training(20.0),
-        5,
-        &mut |_| {},
-    )
-    .unwrap();
-    assert_eq!(record.steps, fits);
-    assert!(record.planned_steps > fits);
-    let spent = record.spent.unwrap().epsilon;
-    assert!(spent <= 2.0, "{spent}");
-    let why = record.stopped_early.unwrap();
-    assert!(why.contains(&format!("step {}", fits + 1)), "{why}");
-    // The last metrics row is the state at the stop, with the ε actually spent.
-    assert_eq!(record.epochs.last().unwrap().step, fits);
-    assert_eq!(record.epochs.last().unwrap().epsilon, spent);
+    // The tighter accountant affords more steps at the same budget.
+    assert!(found[1] > found[0], "{found:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dptrain::model::{Activation, ModelConfig, ModelKind};
-use dptrain::privacy::RdpAccountant;
+use dptrain::privacy::Accountant;
 use dptrain::report::metrics_csv;
 use dptrain::schedule::{Schedule, ShapeKind};
 use dptrain::train::{OptimizerConfig, PrivacyConfig, TrainingConfig, train};
@@ -31,6 +31,8 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
             adaptive_clipping: None,
             max_epsilon: None,
             secure_noise: false,
+            accountant: None,
+            discretization_interval: None,
         },
         TrainingConfig {
             epochs: 3.0,
@@ -88,8 +90,8 @@ fn same_seed_same_run_and_the_ledger_is_what_was_spent() {
             .all(|e| e.sample_rate == 64.0 / 3000.0)
     );
     assert_eq!(a.ledger.steps(), a.steps);
-    let mut recomputed = RdpAccountant::default();
-    recomputed.compose_ledger(&a.ledger).unwrap();
+    // Recomputed from the ledger by the run's accountant (PLD by default).
+    let mut recomputed = Accountant::from_ledger(a.accountant, &a.ledger).unwrap();
     let spent = a.spent.unwrap();
     assert_eq!(recomputed.epsilon(1e-5).unwrap().epsilon, spent.epsilon);
     assert!(
@@ -192,6 +194,8 @@ fn the_run_directory_is_complete_and_its_epsilon_is_the_ledgers() {
         out.join("ledger.csv").to_str().unwrap(),
         "--delta",
         "1e-5",
+        "--accountant",
+        summary["accountant"].as_str().unwrap(),
         "--json",
     ]);
     let account: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();

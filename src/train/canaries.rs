@@ -1,0 +1,113 @@
+//! White-box gradient canaries for privacy audits (Steinke, Nasr & Jagielski 2023, §6.2:
+//! "Dirac canaries").
+//!
+//! Each canary k is an extra example whose per-example gradient, before clipping, is
+//! C·e_{j_k}: a spike on one parameter coordinate j_k (distinct for every canary), of norm C
+//! (clipping leaves it at C·min(1, C/(C + 1e-6))). An *included* canary joins each step like
+//! any training example, with probability q (Poisson, its own seeded stream); an excluded one
+//! never does. The DP optimizer adds the sampled canaries' gradients to the clipped sum
+//! before the noise, then [`GradientCanaries::after_noise`] records, per canary, the released
+//! noisy sum at j_k minus the data's own clipped sum there (which the auditor can compute:
+//! the non-canary data and the trajectory are known). Summed over the steps that score is
+//! (times sampled)·C + Gaussian noise for an included canary and pure noise for an excluded
+//! one: the strongest distinguishing test against a Gaussian mechanism.
+//!
+//! This lives beside the optimizer because it acts inside a DP step; `audit` chooses the
+//! canaries and turns the scores into a lower bound on ε.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{Error, Result};
+
+/// Canaries inserted as per-example gradients, and their scores.
+#[derive(Debug, Clone)]
+pub struct GradientCanaries {
+    /// (parameter tensor index, element index) of each canary's coordinate.
+    coordinates: Vec<(usize, usize)>,
+    /// Whether each canary is in the training set.
+    included: Vec<bool>,
+    /// Each step's sampling probability q.
+    sample_rate: f64,
+    /// The stream that samples included canaries into steps.
+    rng: ChaCha20Rng,
+    /// Per canary: this step's data sum at its coordinate, then its released value.
+    pending: Vec<f32>,
+    /// Σ over steps of (released noisy sum − data clipped sum) at each canary's coordinate.
+    scores: Vec<f64>,
+    /// How many steps sampled each canary.
+    times_sampled: Vec<u64>,
+}
+
+impl GradientCanaries {
+    /// Canaries at `coordinates` (distinct), `included` or not, sampled at rate
+    /// `sample_rate` from a stream seeded with `seed`.
+    pub fn new(
+        coordinates: Vec<(usize, usize)>,
+        included: Vec<bool>,
+        sample_rate: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        if coordinates.len() != included.len() {
+            return Err(Error::invalid(
+                "canaries",
+                coordinates.len(),
+                format!("one inclusion flag per canary ({} given)", included.len()),
+            ));
+        }
+        let m = coordinates.len();
+        Ok(GradientCanaries {
+            coordinates,
+            included,
+            sample_rate,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            pending: vec![0.0; m],
+            scores: vec![0.0; m],
+            times_sampled: vec![0; m],
+        })
+    }
+
+    /// Adds the sampled included canaries' clipped gradients to the step's clipped sums
+    /// (`sums[p][e]`, one vector per parameter tensor) and remembers the data's part.
+    pub fn before_noise(&mut self, sums: &mut [Vec<f32>], clip_norm: f64, private: bool) {
+        let magnitude = match private {
+            // The clip factor the optimizer would apply to a gradient of norm C.
+            true => (clip_norm * (clip_norm / (clip_norm + 1e-6)).min(1.0)) as f32,
+            false => clip_norm as f32,
+        };
+        for (k, &(p, e)) in self.coordinates.iter().enumerate() {
+            self.pending[k] = sums[p][e];
+            if self.included[k] && self.rng.random::<f64>() < self.sample_rate {
+                sums[p][e] += magnitude;
+                self.times_sampled[k] += 1;
+            }
+        }
+    }
+
+    /// Records the released noisy sums at the canaries' coordinates.
+    pub fn after_noise(&mut self, sums: &[Vec<f32>]) {
+        for (k, &(p, e)) in self.coordinates.iter().enumerate() {
+            self.scores[k] += f64::from(sums[p][e] - self.pending[k]);
+        }
+    }
+
+    /// The score of each canary (higher: more likely included).
+    pub fn scores(&self) -> &[f64] {
+        &self.scores
+    }
+
+    /// How many steps sampled each canary (0 for excluded ones).
+    pub fn times_sampled(&self) -> &[u64] {
+        &self.times_sampled
+    }
+
+    /// Whether each canary is included.
+    pub fn included(&self) -> &[bool] {
+        &self.included
+    }
+
+    /// The coordinates, (parameter tensor, element).
+    pub fn coordinates(&self) -> &[(usize, usize)] {
+        &self.coordinates
+    }
+}
