@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+mod audit;
 mod plan;
 mod progress;
 mod train;
@@ -44,6 +45,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A privacy audit in one training run: canaries, scores, and the ε lower bound they
+    /// prove (Steinke, Nasr & Jagielski 2023).
+    Audit(AuditArgs),
     /// The (ε, δ) spent by DP-SGD steps: one homogeneous block from flags, or a ledger CSV.
     Account(AccountArgs),
     /// The smallest noise multiplier that keeps DP-SGD within a target ε.
@@ -139,6 +143,36 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last checkpoint (same config).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+}
+
+/// Which canaries an audit uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditKind {
+    /// White-box Dirac gradient canaries (far more powerful).
+    Gradient,
+    /// Black-box input canaries (sparse random pixels, random labels), scored by loss.
+    Input,
+    /// Both, one training run each.
+    Both,
+}
+
+/// Flags of `dptrain audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The run config to audit (TOML).
+    pub config: PathBuf,
+    /// How many canaries (each included with probability ½), at least 10.
+    #[arg(long, default_value_t = 1000)]
+    pub canaries: usize,
+    /// Which canaries.
+    #[arg(long, value_enum, default_value = "gradient")]
+    pub kind: AuditKind,
+    /// The run directory (default: `reports/<name>-audit`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Flags of `dptrain bench`.
@@ -341,6 +375,10 @@ pub fn run(cli: &Cli) -> Result<Output> {
     let reporter = Reporter::new(cli.quiet);
     match &cli.command {
         Command::Account(args) => account(args),
+        Command::Audit(args) => {
+            args.check()?;
+            audit::run(args, &reporter)
+        }
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args, &reporter),
         Command::Bench(args) => train::bench(args),

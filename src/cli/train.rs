@@ -39,10 +39,10 @@ fn catch_interrupt() {
 }
 
 /// What one training run left: its record, summary.json, and what its test figures measure.
-struct Finished {
-    record: crate::train::TrainingRecord,
-    summary: serde_json::Value,
-    eval_name: &'static str,
+pub(super) struct Finished {
+    pub(super) record: crate::train::TrainingRecord,
+    pub(super) summary: serde_json::Value,
+    pub(super) eval_name: &'static str,
 }
 
 /// The number of declared columns of a table config (for the data line).
@@ -62,6 +62,19 @@ fn train_to_dir(
     resume: Option<Checkpoint>,
 ) -> Result<Finished> {
     let data = config.data.load()?;
+    train_data_to_dir(config, data, out, reporter, resume, None)
+}
+
+/// [`train_to_dir`] on data already loaded (an audit adds its canaries), with optional
+/// white-box canaries in every step.
+pub(super) fn train_data_to_dir(
+    config: &RunConfig,
+    data: crate::data::Splits,
+    out: &std::path::Path,
+    reporter: &super::Reporter,
+    resume: Option<Checkpoint>,
+    canaries: Option<&mut crate::train::GradientCanaries>,
+) -> Result<Finished> {
     if let Some(encoding) = &data.encoding {
         reporter.line(&format!(
             "{} features from {} columns{}{}",
@@ -138,7 +151,7 @@ fn train_to_dir(
             stop_after_epoch: None,
             config_text: config.to_toml(),
             interrupt: Some(&INTERRUPTED),
-            canaries: None,
+            canaries,
         },
     );
     bar.finish_and_clear();

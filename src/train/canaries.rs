@@ -10,7 +10,8 @@
 //! noisy sum at j_k minus the data's own clipped sum there (which the auditor can compute:
 //! the non-canary data and the trajectory are known). Summed over the steps that score is
 //! (times sampled)·C + Gaussian noise for an included canary and pure noise for an excluded
-//! one: the strongest distinguishing test against a Gaussian mechanism.
+//! one; scored step by step with the likelihood ratio of the sampled Gaussian (see
+//! [`GradientCanaries::after_noise`]), the strongest test there is against this mechanism.
 //!
 //! This lives beside the optimizer because it acts inside a DP step; `audit` chooses the
 //! canaries and turns the scores into a lower bound on ε.
@@ -33,8 +34,11 @@ pub struct GradientCanaries {
     rng: ChaCha20Rng,
     /// Per canary: this step's data sum at its coordinate, then its released value.
     pending: Vec<f32>,
-    /// Σ over steps of (released noisy sum − data clipped sum) at each canary's coordinate.
+    /// Per canary, Σ over steps of the log-likelihood ratio of "sampled" against "not" for
+    /// x_t = released noisy sum − data clipped sum at its coordinate (see `after_noise`).
     scores: Vec<f64>,
+    /// The magnitude of a canary's clipped gradient in the current step.
+    magnitude: f32,
     /// How many steps sampled each canary.
     times_sampled: Vec<u64>,
 }
@@ -63,6 +67,7 @@ impl GradientCanaries {
             rng: ChaCha20Rng::seed_from_u64(seed),
             pending: vec![0.0; m],
             scores: vec![0.0; m],
+            magnitude: 0.0,
             times_sampled: vec![0; m],
         })
     }
@@ -75,6 +80,7 @@ impl GradientCanaries {
             true => (clip_norm * (clip_norm / (clip_norm + 1e-6)).min(1.0)) as f32,
             false => clip_norm as f32,
         };
+        self.magnitude = magnitude;
         for (k, &(p, e)) in self.coordinates.iter().enumerate() {
             self.pending[k] = sums[p][e];
             if self.included[k] && self.rng.random::<f64>() < self.sample_rate {
@@ -84,10 +90,26 @@ impl GradientCanaries {
         }
     }
 
-    /// Records the released noisy sums at the canaries' coordinates.
-    pub fn after_noise(&mut self, sums: &[Vec<f32>]) {
+    /// Records the released noisy sums at the canaries' coordinates; `noise_std` is the
+    /// step's noise standard deviation σ·C (0 without noise).
+    ///
+    /// The score of a step is the log-likelihood ratio of x = released − data part under
+    /// "the canary is in the dataset" (x ~ (1 − q)·N(0, s²) + q·N(g, s²), g its clipped
+    /// magnitude, s = σC) against "it is not" (x ~ N(0, s²)):
+    /// ln(1 − q + q·exp((2xg − g²)/(2s²))), the Neyman-Pearson test of one step; summed
+    /// over steps, the optimal test of the whole run. Without noise it is x itself.
+    pub fn after_noise(&mut self, sums: &[Vec<f32>], noise_std: f64) {
+        let g = f64::from(self.magnitude);
+        let q = self.sample_rate;
         for (k, &(p, e)) in self.coordinates.iter().enumerate() {
-            self.scores[k] += f64::from(sums[p][e] - self.pending[k]);
+            let x = f64::from(sums[p][e] - self.pending[k]);
+            self.scores[k] += match noise_std > 0.0 {
+                true => {
+                    let u = (2.0 * x * g - g * g) / (2.0 * noise_std * noise_std);
+                    crate::privacy::numerics::log_add((1.0 - q).ln(), q.ln() + u)
+                }
+                false => x,
+            };
         }
     }
 

@@ -504,7 +504,11 @@ impl DpOptimizer {
             }
         }
         if let Some(canaries) = canaries {
-            canaries.after_noise(&sums);
+            let noise_std = match self.private {
+                true => self.noise_multiplier * self.clipping.clip_norm,
+                false => 0.0,
+            };
+            canaries.after_noise(&sums, noise_std);
         }
         let mut grads = GradStore::default();
         for (param, mut sum) in self.params.iter().zip(sums) {

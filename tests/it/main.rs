@@ -6,6 +6,7 @@ mod accounting_pld;
 mod accounting_properties;
 mod accounting_vectors;
 mod architecture;
+mod audit;
 mod bad_inputs;
 mod cli;
 mod data;
