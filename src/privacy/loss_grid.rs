@@ -18,6 +18,7 @@
 //! Neighbours: [`super::pld`] and [`super::prv`] discretise the Poisson-subsampled Gaussian
 //! onto grids; this file knows nothing of the mechanism.
 
+use rayon::prelude::*;
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
 
@@ -126,107 +127,84 @@ impl LossGrid {
         (mean, var)
     }
 
-    /// ln Σ_i p_i e^(t·i) (indices relative to `lower`), summed in chunks with one `exp`
-    /// per chunk and rescaled against overflow.
-    fn log_mgf(&self, t: f64, mean: f64) -> f64 {
-        let n = self.probs.len();
-        if n == 0 {
-            return f64::NEG_INFINITY;
-        }
-        // The largest exponent t·(i − mean) over the support, to scale by.
-        let top = (t * (0.0 - mean)).max(t * ((n - 1) as f64 - mean));
-        let chunk = ((200.0 / t.abs().max(1e-300)).floor() as usize).clamp(1, 64);
-        let ratio = t.exp();
-        let mut sum = 0.0;
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            let mut w = (t * (start as f64 - mean) - top).exp();
-            let mut s = 0.0;
-            for p in &self.probs[start..end] {
-                s += p * w;
-                w *= ratio;
+    /// ln Σ_i p_i e^(t·i) (indices relative to `lower`) at every t of `ts`, in one pass:
+    /// each term is scaled by the largest exponent over the support (the first and last
+    /// positive probabilities), so the largest term is exact and nothing overflows; the
+    /// weights advance by e^t per index and are reset with one `exp` per chunk.
+    fn log_mgfs(&self, ts: &[f64; ORDERS]) -> [f64; ORDERS] {
+        let first = self.probs.iter().position(|&p| p > 0.0);
+        let last = self.probs.iter().rposition(|&p| p > 0.0);
+        let (Some(first), Some(last)) = (first, last) else {
+            return [f64::NEG_INFINITY; ORDERS];
+        };
+        let tops: [f64; ORDERS] =
+            std::array::from_fn(|k| (ts[k] * first as f64).max(ts[k] * last as f64));
+        let ratios: [f64; ORDERS] = std::array::from_fn(|k| ts[k].exp());
+        let largest = ts.iter().fold(0.0f64, |m, t| m.max(t.abs()));
+        let chunk = ((200.0 / largest.max(1e-300)).floor() as usize).clamp(1, 256);
+        let mut sums = [0.0; ORDERS];
+        let mut start = first;
+        while start <= last {
+            let end = (start + chunk).min(last + 1);
+            let mut weights: [f64; ORDERS] =
+                std::array::from_fn(|k| (ts[k] * start as f64 - tops[k]).exp());
+            for &p in &self.probs[start..end] {
+                for k in 0..ORDERS {
+                    sums[k] += p * weights[k];
+                    weights[k] *= ratios[k];
+                }
             }
-            sum += s;
             start = end;
         }
-        sum.ln() + top + t * mean
+        std::array::from_fn(|k| sums[k].ln() + tops[k])
     }
 }
 
+/// How many t the Chernoff window tries: ±t₀·2^k for k = −10..1.
+const ORDERS: usize = 24;
+
 /// The window [lb, ub] (relative grid indices of the composed distribution) outside of
 /// which at most `truncation` of the mass lies, by the Chernoff bound
-/// P(S ≥ u) ≤ exp(ln E[e^(tS)] − t·u) on both sides (`truncation`/2 each).
+/// P(S ≥ u) ≤ exp(ln E[e^(tS)] − t·u) on both sides (`truncation`/2 each), minimised over
+/// t = ±t₀·2^k, k = −10..1, around the Gaussian optimum t₀ = √(2 ln(2/τ)/Var): far
+/// below it is where skewed per-step losses (small q, small σ) put the optimum. Every
+/// block's log-MGF at all those t comes from one pass over its probabilities.
 fn chernoff_window(blocks: &[(&LossGrid, u64)], truncation: f64) -> (i64, i64) {
-    let moments: Vec<(f64, f64)> = blocks.iter().map(|(g, _)| g.index_moments()).collect();
     let span: f64 = blocks
         .iter()
         .map(|(g, n)| *n as f64 * (g.probs.len().saturating_sub(1)) as f64)
         .sum();
-    let mean: f64 = blocks
-        .iter()
-        .zip(&moments)
-        .map(|((_, n), (m, _))| *n as f64 * m)
-        .sum();
     let var: f64 = blocks
         .iter()
-        .zip(&moments)
-        .map(|((_, n), (_, v))| *n as f64 * v)
+        .map(|(g, n)| *n as f64 * g.index_moments().1)
         .sum();
     let (mut lb, mut ub) = (0.0f64, span);
     let log_term = (2.0 / truncation).ln();
     if var > 0.0 {
-        // The bound g(t) = (ln E[e^(tS)] + ln(2/τ))/t is unimodal in t > 0 (its derivative's
-        // numerator t·Λ'(t) − Λ(t) − c grows, as Λ is convex), so a golden-section search
-        // on ln t finds its minimum; likewise for t < 0. It starts around the Gaussian
-        // optimum t₀ = √(2 ln(2/τ)/Var) and reaches far below it, where skewed per-step
-        // losses (small q, small σ) put the optimum.
         let t0 = (2.0 * log_term / var).sqrt();
-        for sign in [1.0, -1.0] {
-            let bound = |log_t: f64| {
-                let t = sign * log_t.exp();
-                let log_mgf: f64 = blocks
-                    .iter()
-                    .zip(&moments)
-                    .map(|((g, n), (m, _))| *n as f64 * g.log_mgf(t, *m))
-                    .sum();
-                let b = (log_mgf + log_term) / t;
-                match b.is_nan() {
-                    true => sign * f64::INFINITY,
-                    false => b,
-                }
-            };
-            // Minimise sign·bound (the upper bound for t > 0, −lower bound for t < 0).
-            let objective = |log_t: f64| sign * bound(log_t);
-            let (mut a, mut b) = (t0.ln() - 14.0, t0.ln() + 3.0);
-            let ratio = 0.5 * (5f64.sqrt() - 1.0);
-            let (mut c, mut d) = (b - ratio * (b - a), a + ratio * (b - a));
-            let (mut fc, mut fd) = (objective(c), objective(d));
-            let mut best = fc.min(fd);
-            for _ in 0..40 {
-                if fc < fd {
-                    (b, d, fd) = (d, c, fc);
-                    c = b - ratio * (b - a);
-                    fc = objective(c);
-                } else {
-                    (a, c, fc) = (c, d, fd);
-                    d = a + ratio * (b - a);
-                    fd = objective(d);
-                }
-                best = best.min(fc).min(fd);
-                if b - a < 1e-3 {
-                    break;
-                }
+        let ts: [f64; ORDERS] = std::array::from_fn(|i| {
+            let t = t0 * 2f64.powi(i as i32 / 2 - 10);
+            if i % 2 == 0 { t } else { -t }
+        });
+        let per_block: Vec<[f64; ORDERS]> =
+            blocks.par_iter().map(|(g, _)| g.log_mgfs(&ts)).collect();
+        for (i, &t) in ts.iter().enumerate() {
+            let log_mgf: f64 = per_block
+                .iter()
+                .zip(blocks)
+                .map(|(m, (_, n))| *n as f64 * m[i])
+                .sum();
+            let bound = (log_mgf + log_term) / t;
+            if !bound.is_finite() {
+                continue;
             }
-            if best.is_finite() {
-                match sign > 0.0 {
-                    true => ub = ub.min(best.ceil()),
-                    false => lb = lb.max((-best).floor()),
-                }
+            if t > 0.0 {
+                ub = ub.min(bound.ceil());
+            } else {
+                lb = lb.max(bound.floor());
             }
         }
     }
-    let _ = mean;
     let lb = lb.max(0.0).min(span);
     let ub = ub.max(lb).min(span);
     (lb as i64, ub as i64)

@@ -63,7 +63,7 @@ pub(crate) struct SubsampledGaussian {
 
 /// Lower and upper tail of N(0, 1) at t: (Φ(t), Φ̄(t)), each accurate where it is small.
 #[derive(Debug, Clone, Copy)]
-struct Tails {
+pub(crate) struct Tails {
     /// erfc(|t|/√2)/2: the smaller of Φ(t) and Φ̄(t).
     small: f64,
     /// The sign of t (true when t ≥ 0).
@@ -129,7 +129,7 @@ impl SubsampledGaussian {
     }
 
     /// The x with removal loss ℓ (−∞ at or below ln(1 − q)).
-    fn removal_x(&self, loss: f64) -> f64 {
+    pub(crate) fn removal_x(&self, loss: f64) -> f64 {
         let q = self.sample_rate;
         let s2 = self.noise_multiplier * self.noise_multiplier;
         if q >= 1.0 {
@@ -142,6 +142,7 @@ impl SubsampledGaussian {
     }
 
     /// The outcome whose loss is ℓ in this direction.
+    #[cfg(test)]
     fn x_of(&self, loss: f64) -> f64 {
         match self.direction {
             Direction::Remove => self.removal_x(loss),
@@ -181,12 +182,9 @@ impl SubsampledGaussian {
     }
 
     /// (P-mass, Q-mass) of the outcomes whose loss is in (lo, hi], one pair per gap of
-    /// `losses` (increasing), plus the masses below the first and above the last point.
-    pub(crate) fn interval_masses(&self, losses: &[f64]) -> IntervalMasses {
-        let xs: Vec<(Tails, Tails)> = losses
-            .iter()
-            .map(|&l| self.tails_at(self.x_of(l)))
-            .collect();
+    /// the loss points whose outcome tails are `xs` (in increasing loss order), plus the
+    /// masses below the first and above the last point.
+    pub(crate) fn interval_masses(&self, xs: &[(Tails, Tails)]) -> IntervalMasses {
         let minus = self.tails_at(f64::NEG_INFINITY);
         let plus = self.tails_at(f64::INFINITY);
         // Loss increasing in x (remove) or decreasing (add): order the end points in x.
@@ -201,6 +199,30 @@ impl SubsampledGaussian {
         };
         let gaps = xs.windows(2).map(|w| between(w[0], w[1])).collect();
         IntervalMasses { below, gaps, above }
+    }
+}
+
+/// The Gaussian tails at the outcomes of the removal losses j·step + shift, j in [lo, hi],
+/// computed once for both directions: the add direction's loss ℓ is the removal loss −ℓ at
+/// the same outcome, so its grid reuses these (half the `erfc` calls).
+pub(crate) struct SharedTails {
+    lo: i64,
+    tails: Vec<(Tails, Tails)>,
+}
+
+impl SharedTails {
+    /// Tails for removal-loss indices `lo..=hi` of `event`.
+    pub(crate) fn new(event: &PrivacyEvent, step: f64, shift: f64, lo: i64, hi: i64) -> Self {
+        let pair = SubsampledGaussian::new(event, Direction::Remove);
+        let tails = (lo..=hi)
+            .map(|j| pair.tails_at(pair.removal_x(j as f64 * step + shift)))
+            .collect();
+        SharedTails { lo, tails }
+    }
+
+    /// The tails at removal-loss index j.
+    pub(crate) fn at(&self, j: i64) -> (Tails, Tails) {
+        self.tails[(j - self.lo) as usize]
     }
 }
 
@@ -225,14 +247,9 @@ fn scaled(epsilon: f64, mass: f64) -> f64 {
     }
 }
 
-/// The pessimistic connect-the-dots PLD of one step in one direction (see the module).
-pub(crate) fn step_pld(
-    event: &PrivacyEvent,
-    direction: Direction,
-    interval: f64,
-) -> Result<LossGrid> {
-    let pair = SubsampledGaussian::new(event, direction);
-    let (lowest, highest) = pair.loss_range();
+/// The grid index range [lower, upper] of one step's losses in `direction`.
+fn grid_range(event: &PrivacyEvent, direction: Direction, interval: f64) -> Result<(i64, i64)> {
+    let (lowest, highest) = SubsampledGaussian::new(event, direction).loss_range();
     let lower = (lowest / interval).floor();
     let upper = (highest / interval).ceil().max(lower + 1.0);
     let points = upper - lower + 1.0;
@@ -247,28 +264,66 @@ pub(crate) fn step_pld(
             ),
         ));
     }
-    let (lower, n) = (lower as i64, points as usize);
-    let losses: Vec<f64> = (0..n)
-        .map(|j| (lower + j as i64) as f64 * interval)
-        .collect();
-    let masses = pair.interval_masses(&losses);
+    Ok((lower as i64, upper as i64))
+}
+
+/// The pessimistic connect-the-dots PLDs of one step, (remove, add) (see the module).
+pub(crate) fn step_plds(event: &PrivacyEvent, interval: f64) -> Result<(LossGrid, LossGrid)> {
+    let (rlo, rhi) = grid_range(event, Direction::Remove, interval)?;
+    let (alo, ahi) = grid_range(event, Direction::Add, interval)?;
+    // Add loss i·Δ is removal loss −i·Δ.
+    let shared = SharedTails::new(event, interval, 0.0, rlo.min(-ahi), rhi.max(-alo));
+    let remove: Vec<(Tails, Tails)> = (rlo..=rhi).map(|j| shared.at(j)).collect();
+    let add: Vec<(Tails, Tails)> = (alo..=ahi).map(|i| shared.at(-i)).collect();
+    Ok((
+        connect_the_dots(event, Direction::Remove, interval, rlo, &remove),
+        connect_the_dots(event, Direction::Add, interval, alo, &add),
+    ))
+}
+
+/// One direction's PLD on the points (lower + j)·Δ whose outcome tails are `xs`.
+fn connect_the_dots(
+    event: &PrivacyEvent,
+    direction: Direction,
+    interval: f64,
+    lower: i64,
+    xs: &[(Tails, Tails)],
+) -> LossGrid {
+    let pair = SubsampledGaussian::new(event, direction);
+    let n = xs.len();
+    let loss = |j: usize| (lower + j as i64) as f64 * interval;
+    let masses = pair.interval_masses(xs);
     let mut probs = vec![0.0; n];
     probs[0] += masses.below.0;
     let spread = interval.exp_m1();
     for (j, &(a, b)) in masses.gaps.iter().enumerate() {
-        let to_low = ((scaled(losses[j + 1], b) - a) / spread).clamp(0.0, a);
+        let to_low = ((scaled(loss(j + 1), b) - a) / spread).clamp(0.0, a);
         probs[j] += to_low;
         probs[j + 1] += a - to_low;
     }
     let (p_above, q_above) = masses.above;
-    let to_top = scaled(losses[n - 1], q_above).min(p_above);
+    let to_top = scaled(loss(n - 1), q_above).min(p_above);
     probs[n - 1] += to_top;
-    Ok(LossGrid {
+    LossGrid {
         step: interval,
         lower,
         offset: 0.0,
         probs,
         infinity_mass: p_above - to_top,
+    }
+}
+
+/// The PLD of one step in one direction.
+#[cfg(test)]
+pub(crate) fn step_pld(
+    event: &PrivacyEvent,
+    direction: Direction,
+    interval: f64,
+) -> Result<LossGrid> {
+    let (remove, add) = step_plds(event, interval)?;
+    Ok(match direction {
+        Direction::Remove => remove,
+        Direction::Add => add,
     })
 }
 
@@ -368,30 +423,31 @@ pub fn ledger_pld(ledger: &Ledger, interval: f64) -> Result<ComposedPld> {
         });
         distinct[slot].1 += event.steps;
     }
-    let compose_direction = |direction: Direction| -> Result<LossGrid> {
-        let grids: Vec<LossGrid> = distinct
-            .par_iter()
-            .map(|(event, _)| step_pld(event, direction, interval))
-            .collect::<Result<_>>()?;
+    let identity = || LossGrid {
+        step: interval,
+        lower: 0,
+        offset: 0.0,
+        probs: vec![1.0],
+        infinity_mass: 0.0,
+    };
+    let grids: Vec<(LossGrid, LossGrid)> = distinct
+        .par_iter()
+        .map(|(event, _)| step_plds(event, interval))
+        .collect::<Result<_>>()?;
+    let compose_direction = |pick: fn(&(LossGrid, LossGrid)) -> &LossGrid| -> Result<LossGrid> {
+        if grids.is_empty() {
+            return Ok(identity());
+        }
         let blocks: Vec<(&LossGrid, u64)> = grids
             .iter()
             .zip(&distinct)
-            .map(|(g, (_, n))| (g, *n))
+            .map(|(g, (_, n))| (pick(g), *n))
             .collect();
-        if blocks.is_empty() {
-            return Ok(LossGrid {
-                step: interval,
-                lower: 0,
-                offset: 0.0,
-                probs: vec![1.0],
-                infinity_mass: 0.0,
-            });
-        }
         compose(&blocks)
     };
     let (remove, add) = rayon::join(
-        || compose_direction(Direction::Remove),
-        || compose_direction(Direction::Add),
+        || compose_direction(|g| &g.0),
+        || compose_direction(|g| &g.1),
     );
     Ok(ComposedPld {
         remove: remove?,

@@ -33,7 +33,7 @@ use serde::Serialize;
 use super::conversion::check_delta;
 use super::ledger::{Ledger, Mechanism, PrivacyEvent};
 use super::loss_grid::{LossGrid, MAX_GRID_POINTS, TAIL_MASS_TRUNCATION, compose};
-use super::pld::{Direction, SubsampledGaussian};
+use super::pld::{Direction, SharedTails, SubsampledGaussian, Tails};
 use crate::error::{Error, Result};
 
 /// prv_accountant's customary `eps_error`.
@@ -130,11 +130,9 @@ pub fn check_errors(eps_error: f64, delta_error: f64) -> Result<()> {
     Ok(())
 }
 
-/// One step's PRV on the cell-centred grid of mesh `mesh`, mean-corrected; also returns the
-/// P-mass of the tails (outcomes whose cell is outside the grid).
-fn step_prv(event: &PrivacyEvent, direction: Direction, mesh: f64) -> Result<(LossGrid, f64)> {
-    let pair = SubsampledGaussian::new(event, direction);
-    let (lowest, highest) = pair.loss_range();
+/// The cell index range [lower, upper] of one step's losses in `direction`.
+fn cell_range(event: &PrivacyEvent, direction: Direction, mesh: f64) -> Result<(i64, i64)> {
+    let (lowest, highest) = SubsampledGaussian::new(event, direction).loss_range();
     let lower = (lowest / mesh).floor();
     let upper = (highest / mesh).ceil().max(lower);
     let cells = upper - lower + 1.0;
@@ -149,11 +147,41 @@ fn step_prv(event: &PrivacyEvent, direction: Direction, mesh: f64) -> Result<(Lo
             ),
         ));
     }
-    let (lower, n) = (lower as i64, cells as usize);
-    let edges: Vec<f64> = (0..=n)
-        .map(|j| ((lower + j as i64) as f64 - 0.5) * mesh)
-        .collect();
-    let masses = pair.interval_masses(&edges);
+    Ok((lower as i64, upper as i64))
+}
+
+/// One step's PRVs (remove, add) on the cell-centred grid of mesh `mesh`, mean-corrected,
+/// each with the P-mass of its tails (outcomes whose cell is outside the grid).
+fn step_prvs(event: &PrivacyEvent, mesh: f64) -> Result<[(LossGrid, f64); 2]> {
+    let (rlo, rhi) = cell_range(event, Direction::Remove, mesh)?;
+    let (alo, ahi) = cell_range(event, Direction::Add, mesh)?;
+    // Cell edges (j − ½)h; the add direction's edge (i − ½)h is the removal loss
+    // (1 − i − ½)h.
+    let shared = SharedTails::new(
+        event,
+        mesh,
+        -0.5 * mesh,
+        rlo.min(-ahi),
+        (rhi + 1).max(1 - alo),
+    );
+    let remove: Vec<_> = (rlo..=rhi + 1).map(|j| shared.at(j)).collect();
+    let add: Vec<_> = (alo..=ahi + 1).map(|i| shared.at(1 - i)).collect();
+    Ok([
+        cells(event, Direction::Remove, mesh, rlo, &remove),
+        cells(event, Direction::Add, mesh, alo, &add),
+    ])
+}
+
+/// One direction's PRV on the cells centred at (lower + j)·h, with edge tails `edges`.
+fn cells(
+    event: &PrivacyEvent,
+    direction: Direction,
+    mesh: f64,
+    lower: i64,
+    edges: &[(Tails, Tails)],
+) -> (LossGrid, f64) {
+    let pair = SubsampledGaussian::new(event, direction);
+    let masses = pair.interval_masses(edges);
     let mut probs: Vec<f64> = masses.gaps.iter().map(|&(a, _)| a).collect();
     // In-cell first moments about the centres: a − e^c·b (see the module).
     let (mut moment, mut mass) = (0.0, 0.0);
@@ -174,7 +202,7 @@ fn step_prv(event: &PrivacyEvent, direction: Direction, mesh: f64) -> Result<(Lo
     // +∞.
     probs[0] += masses.below.0;
     let tails = masses.below.0 + masses.above.0;
-    Ok((
+    (
         LossGrid {
             step: mesh,
             lower,
@@ -183,7 +211,7 @@ fn step_prv(event: &PrivacyEvent, direction: Direction, mesh: f64) -> Result<(Lo
             infinity_mass: masses.above.0,
         },
         tails,
-    ))
+    )
 }
 
 /// The PRVs of every distinct step of `ledger`, composed, with the mesh from the error
@@ -225,15 +253,15 @@ pub fn ledger_prv(ledger: &Ledger, eps_error: f64, delta_error: f64) -> Result<C
     while achieved(mesh) > eps_error {
         mesh *= 0.999;
     }
-    let compose_direction = |direction: Direction| -> Result<(LossGrid, f64)> {
-        let grids: Vec<(LossGrid, f64)> = distinct
-            .par_iter()
-            .map(|(event, _)| step_prv(event, direction, mesh))
-            .collect::<Result<_>>()?;
+    let grids: Vec<[(LossGrid, f64); 2]> = distinct
+        .par_iter()
+        .map(|(event, _)| step_prvs(event, mesh))
+        .collect::<Result<_>>()?;
+    let compose_direction = |side: usize| -> Result<(LossGrid, f64)> {
         let tails: f64 = grids
             .iter()
             .zip(&distinct)
-            .map(|((_, t), (_, n))| t * *n as f64)
+            .map(|(g, (_, n))| g[side].1 * *n as f64)
             .sum();
         if grids.is_empty() {
             let identity = LossGrid {
@@ -248,14 +276,11 @@ pub fn ledger_prv(ledger: &Ledger, eps_error: f64, delta_error: f64) -> Result<C
         let blocks: Vec<(&LossGrid, u64)> = grids
             .iter()
             .zip(&distinct)
-            .map(|((g, _), (_, n))| (g, *n))
+            .map(|(g, (_, n))| (&g[side].0, *n))
             .collect();
         Ok((compose(&blocks)?, tails))
     };
-    let (remove, add) = rayon::join(
-        || compose_direction(Direction::Remove),
-        || compose_direction(Direction::Add),
-    );
+    let (remove, add) = rayon::join(|| compose_direction(0), || compose_direction(1));
     let ((remove, tails_remove), (add, tails_add)) = (remove?, add?);
     let failure = hoeffding_delta + tails_remove.max(tails_add) + TAIL_MASS_TRUNCATION;
     if failure > delta_error {
