@@ -5,7 +5,8 @@
 //! Cases (δ = 1e-5, q = 256/60000):
 //! - `pld_homogeneous_1e4`, `prv_homogeneous_1e4`: ε of 1e4 identical steps at σ = 1.1;
 //! - `pld_schedule_1e3`, `prv_schedule_1e3`: ε of a per-step schedule of 1e3 one-step
-//!   blocks, σ_t = 1.5·exp(−t/n) (every step a distinct σ).
+//!   blocks, σ_t = 1.5·exp(−t/n) (every step a distinct σ); `*_schedule_100_blocks` the same
+//!   with n = 100 (what the reference side times by default: it takes minutes).
 //!
 //! PLD at interval 1e-4 (dp_accounting's default); PRV with eps_error 0.01 and delta_error
 //! 1e-9, reporting eps_upper. Prints one JSON object per case; `-- --quick` runs one repeat.
@@ -54,9 +55,13 @@ fn main() {
     let mut homogeneous = Ledger::new();
     homogeneous.push(PrivacyEvent::new(Q, 1.1, 10_000).unwrap());
     let per_step = schedule(1_000);
+    let short = schedule(100);
     let interval = DEFAULT_DISCRETIZATION_INTERVAL;
     time("pld_homogeneous_1e4", repeats, || {
         pld_epsilon(&homogeneous, DELTA, interval).unwrap().epsilon
+    });
+    time("pld_schedule_100_blocks", repeats, || {
+        pld_epsilon(&short, DELTA, interval).unwrap().epsilon
     });
     time("pld_schedule_1e3", repeats, || {
         pld_epsilon(&per_step, DELTA, interval).unwrap().epsilon
@@ -64,6 +69,11 @@ fn main() {
     let (eps_error, delta_error) = (DEFAULT_EPS_ERROR, DEFAULT_DELTA_ERROR);
     time("prv_homogeneous_1e4", repeats, || {
         prv_epsilon(&homogeneous, DELTA, eps_error, delta_error)
+            .unwrap()
+            .eps_upper
+    });
+    time("prv_schedule_100_blocks", repeats, || {
+        prv_epsilon(&short, DELTA, eps_error, delta_error)
             .unwrap()
             .eps_upper
     });

@@ -13,14 +13,14 @@
 //!    interval of length h, so by Hoeffding |ΣZ_t| ≤ h·√(k/2·ln(2/δ_H)) except with
 //!    probability δ_H. With ε_err = that bound plus the drift, and δ_fail = δ_H plus the
 //!    tails (outcomes beyond ±9.8σ, sent to +∞ or the lowest cell) and the FFT window's
-//!    truncation: δ(ε + ε_err) − δ_fail ≤ δ̃(ε) ≤ δ(ε − ε_err) + δ_fail (their Theorem 5.1,
-//!    in this form), hence
+//!    truncation: δ(ε + ε_err) − δ_fail ≤ δ̃(ε) ≤ δ(ε − ε_err) + δ_fail (the coupling
+//!    argument of their Section 5, written out here), hence
 //!    - `eps_upper` = ε̃(δ − δ_fail) + ε_err ≥ the true ε,
 //!    - `eps_low` = ε̃(δ + δ_fail) − ε_err ≤ the true ε,
 //!    - `eps_estimate` = ε̃(δ).
 //!
-//! The mesh h is chosen from the requested `eps_error` and `delta_error`, as prv_accountant
-//! does: h = eps_error / √(k/2·ln(4/delta_error)), δ_H = delta_error/2. Composition is the
+//! The mesh h is chosen from the requested `eps_error` and `delta_error` (the same two
+//! parameters prv_accountant takes): h = eps_error / √(k/2·ln(4/delta_error)), δ_H = delta_error/2. Composition is the
 //! same FFT as the PLD's. Both directions of add-or-remove are composed and each bound is the
 //! larger of the two (prv_accountant 0.2.0 composes the remove direction only; for this
 //! mechanism the add direction was never the larger on the reference grid).

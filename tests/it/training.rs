@@ -206,6 +206,39 @@ fn the_run_directory_is_complete_and_its_epsilon_is_the_ledgers() {
         ledger.starts_with("sample_rate,noise_multiplier,steps\n0.004266666666666667,"),
         "{ledger}"
     );
+    // privacy.md gives ε under all three accountants, each recomputed from the ledger, and
+    // names the budget's (PLD by default); RDP's is the one `account --events` gives.
+    assert_eq!(summary["accountant"], "pld");
+    let statement = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    let rdp = dptrain(&[
+        "account",
+        "--events",
+        out.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let rdp: serde_json::Value = serde_json::from_slice(&rdp.stdout).unwrap();
+    let row = statement
+        .lines()
+        .find(|l| l.starts_with("| ε by accountant |"))
+        .unwrap_or_else(|| panic!("{statement}"));
+    assert!(
+        row.contains(&format!("RDP {:.4}", rdp["epsilon"].as_f64().unwrap())),
+        "{row}"
+    );
+    assert!(
+        row.contains(&format!(
+            "PLD {:.4} (interval 1e-4) (the budget's)",
+            summary["epsilon"].as_f64().unwrap()
+        )),
+        "{row}"
+    );
+    assert!(row.contains("PRV "), "{row}");
+    assert!(
+        statement.contains("**PLD** (budget and calibration)"),
+        "{statement}"
+    );
     // The resolved config records the override.
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(
