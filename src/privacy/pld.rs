@@ -393,22 +393,19 @@ pub fn check_interval(interval: f64) -> Result<()> {
     Ok(())
 }
 
-/// The PLDs of every distinct step of `ledger`, in parallel, and their composition.
-///
-/// # Privacy
-/// An upper bound on the hockey-stick divergence of the ledger's composition at every ε, for
-/// add-or-remove adjacency (each step's discretisation dominates it, composition and its
-/// truncation keep domination: see [`compose`]). Only Gaussian steps: the discrete Gaussian
-/// of secure mode is refused (its accounting stays RDP at integer orders).
-pub fn ledger_pld(ledger: &Ledger, interval: f64) -> Result<ComposedPld> {
-    check_interval(interval)?;
+/// The distinct Gaussian steps of `ledger` with their total repeat counts, in first-seen
+/// order; secure-mode (discrete Gaussian) steps are refused for `accountant` (pld, prv).
+pub(crate) fn distinct_gaussian_steps(
+    ledger: &Ledger,
+    accountant: &str,
+) -> Result<Vec<(PrivacyEvent, u64)>> {
     let mut index_of: HashMap<(u64, u64), usize> = HashMap::new();
     let mut distinct: Vec<(PrivacyEvent, u64)> = Vec::new();
     for event in ledger.events() {
         if event.mechanism != Mechanism::Gaussian {
             return Err(Error::invalid(
                 "accountant",
-                "pld",
+                accountant.to_string(),
                 "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
                  continuous Gaussian only",
             ));
@@ -423,6 +420,19 @@ pub fn ledger_pld(ledger: &Ledger, interval: f64) -> Result<ComposedPld> {
         });
         distinct[slot].1 += event.steps;
     }
+    Ok(distinct)
+}
+
+/// The PLDs of every distinct step of `ledger`, in parallel, and their composition.
+///
+/// # Privacy
+/// An upper bound on the hockey-stick divergence of the ledger's composition at every ε, for
+/// add-or-remove adjacency (each step's discretisation dominates it, composition and its
+/// truncation keep domination: see [`compose`]). Only Gaussian steps: the discrete Gaussian
+/// of secure mode is refused (its accounting stays RDP at integer orders).
+pub fn ledger_pld(ledger: &Ledger, interval: f64) -> Result<ComposedPld> {
+    check_interval(interval)?;
+    let distinct = distinct_gaussian_steps(ledger, "pld")?;
     let identity = || LossGrid {
         step: interval,
         lower: 0,

@@ -25,15 +25,13 @@
 //! larger of the two (prv_accountant 0.2.0 composes the remove direction only; for this
 //! mechanism the add direction was never the larger on the reference grid).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::conversion::check_delta;
-use super::ledger::{Ledger, Mechanism, PrivacyEvent};
+use super::ledger::{Ledger, PrivacyEvent};
 use super::loss_grid::{LossGrid, MAX_GRID_POINTS, TAIL_MASS_TRUNCATION, compose};
-use super::pld::{Direction, SharedTails, SubsampledGaussian, Tails};
+use super::pld::{Direction, SharedTails, SubsampledGaussian, Tails, distinct_gaussian_steps};
 use crate::error::{Error, Result};
 
 /// prv_accountant's customary `eps_error`.
@@ -223,27 +221,7 @@ fn cells(
 /// Lee & Wutschitz 2021, Section 5). Continuous Gaussian steps only.
 pub fn ledger_prv(ledger: &Ledger, eps_error: f64, delta_error: f64) -> Result<ComposedPrv> {
     check_errors(eps_error, delta_error)?;
-    let mut index_of: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut distinct: Vec<(PrivacyEvent, u64)> = Vec::new();
-    for event in ledger.events() {
-        if event.mechanism != Mechanism::Gaussian {
-            return Err(Error::invalid(
-                "accountant",
-                "prv",
-                "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
-                 continuous Gaussian only",
-            ));
-        }
-        let key = (
-            event.sample_rate.to_bits(),
-            event.noise_multiplier.to_bits(),
-        );
-        let slot = *index_of.entry(key).or_insert_with(|| {
-            distinct.push((*event, 0));
-            distinct.len() - 1
-        });
-        distinct[slot].1 += event.steps;
-    }
+    let distinct = distinct_gaussian_steps(ledger, "prv")?;
     let steps = ledger.steps().max(1) as f64;
     let hoeffding_delta = 0.5 * delta_error;
     let spread = (steps / 2.0 * (2.0 / hoeffding_delta).ln()).sqrt();
