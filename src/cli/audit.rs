@@ -17,7 +17,7 @@ use crate::audit::{
     input_canaries, loss_scores, with_canaries,
 };
 use crate::config::RunConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fs::write_atomic;
 use crate::model::Model;
 use crate::report::{Chart, Legend, Series};
@@ -50,8 +50,9 @@ pub fn run(args: &AuditArgs, reporter: &Reporter) -> Result<Output> {
         AuditKind::Input => vec![CanaryKind::Input],
         AuditKind::Both => vec![CanaryKind::Gradient, CanaryKind::Input],
     };
+    // The model's parameter tensors: one coordinate per gradient canary must fit.
+    let sizes = parameter_sizes(&config, &data.train)?;
     if kinds.contains(&CanaryKind::Gradient) {
-        let sizes = parameter_sizes(&config, &data.train)?;
         gradient_coordinates(&sizes, args.canaries, 0)?;
     }
     let mut done = Vec::new();
@@ -69,6 +70,7 @@ pub fn run(args: &AuditArgs, reporter: &Reporter) -> Result<Output> {
         let audited = audit_once(
             &config,
             data.clone(),
+            &sizes,
             &dir,
             reporter,
             kind,
@@ -122,9 +124,11 @@ fn parameter_sizes(config: &RunConfig, train: &crate::data::Dataset) -> Result<V
     Ok(model.parameters().iter().map(|p| p.elem_count()).collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn audit_once(
     config: &RunConfig,
     mut data: crate::data::Splits,
+    sizes: &[usize],
     dir: &Path,
     reporter: &Reporter,
     kind: CanaryKind,
@@ -141,8 +145,7 @@ fn audit_once(
             (scores, None, finished)
         }
         CanaryKind::Gradient => {
-            let sizes = parameter_sizes(config, &data.train)?;
-            let coordinates = gradient_coordinates(&sizes, m, seed ^ 2)?;
+            let coordinates = gradient_coordinates(sizes, m, seed ^ 2)?;
             let q = config.training.expected_batch_size as f64 / data.train.len() as f64;
             let mut canaries = GradientCanaries::new(coordinates, included.clone(), q, seed ^ 3)?;
             let finished =
@@ -322,14 +325,8 @@ fn score_chart(scores: &[f64], included: &[bool], kind: CanaryKind, name: &str) 
 
 impl AuditArgs {
     /// Refuses arguments that cannot make an audit (before anything runs).
+    /// (The number of training examples is checked once the data is loaded.)
     pub fn check(&self) -> Result<()> {
-        if self.canaries < crate::audit::MIN_CANARIES {
-            return Err(Error::invalid(
-                "--canaries",
-                self.canaries,
-                format!("at least {} canaries", crate::audit::MIN_CANARIES),
-            ));
-        }
-        Ok(())
+        check_canaries(self.canaries, usize::MAX)
     }
 }

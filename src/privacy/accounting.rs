@@ -228,7 +228,7 @@ impl Accountant {
                 ledger,
                 cache,
             } => {
-                refuse_discrete(settings.kind, &event)?;
+                pld::refuse_discrete(settings.kind.name(), &event)?;
                 ledger.push(event);
                 *cache = None;
                 Ok(())
@@ -301,7 +301,7 @@ impl Accountant {
             } => {
                 let mut extended = ledger.clone();
                 for &event in planned {
-                    refuse_discrete(settings.kind, &event)?;
+                    pld::refuse_discrete(settings.kind.name(), &event)?;
                     extended.push(event);
                 }
                 grid_epsilon(settings, &extended, delta)
@@ -354,18 +354,6 @@ impl Accountant {
         }
         Ok((lo, at_hi))
     }
-}
-
-fn refuse_discrete(kind: AccountantKind, event: &PrivacyEvent) -> Result<()> {
-    if event.mechanism != Mechanism::Gaussian {
-        return Err(Error::invalid(
-            "accountant",
-            kind.name(),
-            "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
-             continuous Gaussian only",
-        ));
-    }
-    Ok(())
 }
 
 fn grid_epsilon(

@@ -48,6 +48,17 @@ pub struct LossGrid {
 }
 
 impl LossGrid {
+    /// The distribution of no mechanism at all: loss 0 with probability 1.
+    pub fn identity(step: f64) -> LossGrid {
+        LossGrid {
+            step,
+            lower: 0,
+            offset: 0.0,
+            probs: vec![1.0],
+            infinity_mass: 0.0,
+        }
+    }
+
     /// The loss at position `j` of `probs`.
     pub fn loss(&self, j: usize) -> f64 {
         self.offset + (self.lower + j as i64) as f64 * self.step
@@ -218,7 +229,7 @@ fn fast_length(n: usize) -> usize {
 }
 
 /// The distribution of the sum of independent losses: block `(grid, n)` contributes `n`
-/// copies of `grid`. All grids must share one step.
+/// copies of `grid`. All grids must be on the grid of `step` (no blocks: the identity).
 ///
 /// # Privacy
 /// The result is a valid upper bound for δ(ε) of the composition of the inputs (each an
@@ -226,17 +237,7 @@ fn fast_length(n: usize) -> usize {
 /// [`TAIL_MASS_TRUNCATION`] of the mass, which is added to the mass at +∞ (moving mass m
 /// changes δ(ε) by at most m). Negative FFT round-off is clamped to 0 (raising δ, if
 /// anything). The mass at +∞ composes as 1 − Π(1 − m_k)^n_k.
-pub fn compose(blocks: &[(&LossGrid, u64)]) -> Result<LossGrid> {
-    let Some(((first, _), _)) = blocks.split_first() else {
-        return Ok(LossGrid {
-            step: 1.0,
-            lower: 0,
-            offset: 0.0,
-            probs: vec![1.0],
-            infinity_mass: 0.0,
-        });
-    };
-    let step = first.step;
+pub fn compose(step: f64, blocks: &[(&LossGrid, u64)]) -> Result<LossGrid> {
     if blocks.iter().any(|(g, _)| g.step != step) {
         return Err(Error::invalid(
             "discretization_interval",
@@ -245,6 +246,9 @@ pub fn compose(blocks: &[(&LossGrid, u64)]) -> Result<LossGrid> {
         ));
     }
     let blocks: Vec<(&LossGrid, u64)> = blocks.iter().filter(|(_, n)| *n > 0).copied().collect();
+    if blocks.is_empty() {
+        return Ok(LossGrid::identity(step));
+    }
     let lower_sum: i64 = blocks.iter().map(|(g, n)| g.lower * *n as i64).sum();
     let offset: f64 = blocks.iter().map(|(g, n)| g.offset * *n as f64).sum();
     let log_finite: f64 = blocks
@@ -336,7 +340,7 @@ mod tests {
     fn composition_matches_direct_convolution() {
         let a = grid(-1, vec![0.2, 0.5, 0.3], 0.0);
         let b = grid(2, vec![0.6, 0.4], 0.0);
-        let c = compose(&[(&a, 2), (&b, 1)]).unwrap();
+        let c = compose(0.5, &[(&a, 2), (&b, 1)]).unwrap();
         // Direct: a*a then *b.
         let mut aa = [0.0; 5];
         for i in 0..3 {
@@ -378,7 +382,7 @@ mod tests {
     #[test]
     fn infinity_mass_composes_as_a_union() {
         let a = grid(0, vec![0.9], 0.1);
-        let c = compose(&[(&a, 3)]).unwrap();
+        let c = compose(0.5, &[(&a, 3)]).unwrap();
         let expected = 1.0 - 0.9f64.powi(3) + TAIL_MASS_TRUNCATION;
         assert!((c.infinity_mass - expected).abs() < 1e-15);
     }

@@ -393,6 +393,20 @@ pub fn check_interval(interval: f64) -> Result<()> {
     Ok(())
 }
 
+/// PLD and PRV account continuous Gaussian steps only: a secure-mode (discrete Gaussian)
+/// step is an error naming `accountant`.
+pub(crate) fn refuse_discrete(accountant: &str, event: &PrivacyEvent) -> Result<()> {
+    if event.mechanism != Mechanism::Gaussian {
+        return Err(Error::invalid(
+            "accountant",
+            accountant.to_string(),
+            "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
+             continuous Gaussian only",
+        ));
+    }
+    Ok(())
+}
+
 /// The distinct Gaussian steps of `ledger` with their total repeat counts, in first-seen
 /// order; secure-mode (discrete Gaussian) steps are refused for `accountant` (pld, prv).
 pub(crate) fn distinct_gaussian_steps(
@@ -402,14 +416,7 @@ pub(crate) fn distinct_gaussian_steps(
     let mut index_of: HashMap<(u64, u64), usize> = HashMap::new();
     let mut distinct: Vec<(PrivacyEvent, u64)> = Vec::new();
     for event in ledger.events() {
-        if event.mechanism != Mechanism::Gaussian {
-            return Err(Error::invalid(
-                "accountant",
-                accountant.to_string(),
-                "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
-                 continuous Gaussian only",
-            ));
-        }
+        refuse_discrete(accountant, event)?;
         let key = (
             event.sample_rate.to_bits(),
             event.noise_multiplier.to_bits(),
@@ -433,27 +440,17 @@ pub(crate) fn distinct_gaussian_steps(
 pub fn ledger_pld(ledger: &Ledger, interval: f64) -> Result<ComposedPld> {
     check_interval(interval)?;
     let distinct = distinct_gaussian_steps(ledger, "pld")?;
-    let identity = || LossGrid {
-        step: interval,
-        lower: 0,
-        offset: 0.0,
-        probs: vec![1.0],
-        infinity_mass: 0.0,
-    };
     let grids: Vec<(LossGrid, LossGrid)> = distinct
         .par_iter()
         .map(|(event, _)| step_plds(event, interval))
         .collect::<Result<_>>()?;
     let compose_direction = |pick: fn(&(LossGrid, LossGrid)) -> &LossGrid| -> Result<LossGrid> {
-        if grids.is_empty() {
-            return Ok(identity());
-        }
         let blocks: Vec<(&LossGrid, u64)> = grids
             .iter()
             .zip(&distinct)
             .map(|(g, (_, n))| (pick(g), *n))
             .collect();
-        compose(&blocks)
+        compose(interval, &blocks)
     };
     let (remove, add) = rayon::join(
         || compose_direction(|g| &g.0),

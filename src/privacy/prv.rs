@@ -241,22 +241,12 @@ pub fn ledger_prv(ledger: &Ledger, eps_error: f64, delta_error: f64) -> Result<C
             .zip(&distinct)
             .map(|(g, (_, n))| g[side].1 * *n as f64)
             .sum();
-        if grids.is_empty() {
-            let identity = LossGrid {
-                step: mesh,
-                lower: 0,
-                offset: 0.0,
-                probs: vec![1.0],
-                infinity_mass: 0.0,
-            };
-            return Ok((identity, 0.0));
-        }
         let blocks: Vec<(&LossGrid, u64)> = grids
             .iter()
             .zip(&distinct)
             .map(|(g, (_, n))| (&g[side].0, *n))
             .collect();
-        Ok((compose(&blocks)?, tails))
+        Ok((compose(mesh, &blocks)?, tails))
     };
     let (remove, add) = rayon::join(|| compose_direction(0), || compose_direction(1));
     let ((remove, tails_remove), (add, tails_add)) = (remove?, add?);
