@@ -15,10 +15,7 @@ use candle_core::Tensor;
 use dptrain::data::{MnistConfig, load_mnist};
 use dptrain::grad_sample::im2col::{ConvGeometry, im2col};
 use dptrain::mechanism::GaussianNoise;
-use dptrain::model::{
-    Layer, Model, ModelConfig, ModelKind, dataset_batch, layer_clipped_sums, layer_per_example,
-    pool, tanh,
-};
+use dptrain::model::{Model, ModelConfig, ModelKind, dataset_batch, pool, tanh};
 
 fn median_ms(repeats: usize, mut run: impl FnMut()) -> f64 {
     run();
@@ -52,12 +49,7 @@ fn main() -> dptrain::error::Result<()> {
     let repeats: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(30);
     let mnist = load_mnist(&MnistConfig::default())?;
     let data = mnist.train;
-    let config = ModelConfig {
-        kind,
-        activation: Default::default(),
-        extra_layers: vec![],
-        hidden: None,
-    };
+    let config = ModelConfig::preset(kind);
     let model = Model::new(&config, &data.feature_shape, data.classes, 0)?;
     let indices: Vec<usize> = (0..256).map(|i| (i * 7919) % data.len()).collect();
     let (x, _) = dataset_batch(&data, &indices)?;
@@ -83,20 +75,21 @@ fn main() -> dptrain::error::Result<()> {
         }),
     );
     let traces = model.training_pass(&x, &labels)?.traces;
-    let layers: Vec<&Layer> = model.dp_layers().collect();
-    let factors = Tensor::full(0.5f32, 256, &candle_core::Device::Cpu)?;
-    for (index, (layer, trace)) in layers.iter().zip(&traces).enumerate() {
+    let layers = model.trainable_layers();
+    let factors = vec![0.5f32; 256];
+    for (node, trace) in layers.iter().zip(&traces) {
+        let path = &node.path;
         report(
-            &format!("layer {index}: per-example norms"),
+            &format!("{path}: per-example norms"),
             median_ms(repeats, || {
-                black_box(layer_per_example(layer, trace).unwrap());
+                black_box(node.layer.per_example(trace, node.norm).unwrap());
             }),
         );
-        let pe = layer_per_example(layer, trace)?;
+        let pe = node.layer.per_example(trace, node.norm)?;
         report(
-            &format!("layer {index}: clipped sums"),
+            &format!("{path}: clipped sums"),
             median_ms(repeats, || {
-                black_box(layer_clipped_sums(layer, trace, &factors, Some(&pe)).unwrap());
+                black_box(node.layer.clipped_sums(trace, Some(&pe), &factors).unwrap());
             }),
         );
     }
@@ -129,7 +122,8 @@ fn main() -> dptrain::error::Result<()> {
         let conv1 = ConvGeometry {
             kernel: (8, 8),
             stride: 2,
-            padding: 3,
+            padding: (3, 3),
+            dilation: 1,
         };
         report(
             "op: im2col conv1",

@@ -61,6 +61,15 @@ pub enum Error {
     #[error("tensor operation failed: {0}")]
     Tensor(String),
 
+    /// A model description that cannot be built: the layer's path and what is wrong.
+    #[error("model layer `{path}`: {message}")]
+    Model {
+        /// The layer's path (`3.basic.1.conv2d`, or its `name`).
+        path: String,
+        /// What is wrong, and the fix.
+        message: String,
+    },
+
     /// Command-line arguments that do not fit together.
     #[error("{0}")]
     Usage(String),

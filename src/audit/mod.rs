@@ -105,6 +105,7 @@ pub fn input_canaries(like: &Dataset, count: usize, seed: u64) -> Dataset {
         labels,
         feature_shape: like.feature_shape.clone(),
         classes: like.classes,
+        vocab: like.vocab,
     }
 }
 

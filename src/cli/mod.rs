@@ -65,23 +65,49 @@ pub enum Command {
     /// A privacy budget report before training: ε against epochs for several noise
     /// multipliers, and the noise multiplier each target ε needs.
     Plan(PlanArgs),
+    /// Models: `model show CONFIG` prints the expanded layer table.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// `dptrain model` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// The expanded table of a config's model: path, kind, output shape, parameters,
+    /// per-example rule and its mode, multiply-adds per example.
+    Show(ModelShowArgs),
+}
+
+/// Flags of `dptrain model show`.
+#[derive(Debug, Args)]
+pub struct ModelShowArgs {
+    /// A run config (its data gives the input shape and the classes).
+    #[arg(value_name = "CONFIG")]
+    pub config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Flags of `dptrain plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// A run config: N from its data as the run will read it, B, δ and the epochs from
+    /// the config (the flags below then may not be given).
+    #[arg(value_name = "CONFIG", conflicts_with_all = ["dataset_size", "batch_size", "delta", "epochs"])]
+    pub config: Option<PathBuf>,
     /// Training examples N.
-    #[arg(long, value_name = "N")]
-    pub dataset_size: u64,
+    #[arg(long, value_name = "N", required_unless_present = "config")]
+    pub dataset_size: Option<u64>,
     /// Expected batch size B (q = B/N).
-    #[arg(long, value_name = "B")]
-    pub batch_size: u64,
+    #[arg(long, value_name = "B", required_unless_present = "config")]
+    pub batch_size: Option<u64>,
     /// δ.
-    #[arg(long, value_name = "D")]
-    pub delta: f64,
-    /// Length of the run, in epochs.
-    #[arg(long, value_name = "E", default_value_t = 30.0)]
-    pub epochs: f64,
+    #[arg(long, value_name = "D", required_unless_present = "config")]
+    pub delta: Option<f64>,
+    /// Length of the run, in epochs (default 30).
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<f64>,
     /// Noise multipliers to draw.
     #[arg(long, value_delimiter = ',', default_value = "0.6,0.8,1,1.5,2,4")]
     pub noise_multipliers: Vec<f64>,
@@ -388,7 +414,65 @@ pub fn run(cli: &Cli) -> Result<Output> {
         },
         Command::Sweep(args) => train::sweep(args, &reporter),
         Command::Plan(args) => plan::run(args),
+        Command::Model(ModelCommand::Show(args)) => {
+            model_show(args).map_err(|e| crate::config::in_config_file(&args.config, e))
+        }
     }
+}
+
+/// `dptrain model show`: builds the config's model on its data and lists its layers.
+fn model_show(args: &ModelShowArgs) -> Result<Output> {
+    let config = crate::config::RunConfig::load(&args.config, &args.set)?;
+    let splits = config.data.load()?;
+    let model = crate::model::Model::for_data(&config.model, &splits.train, 0)?;
+    let rows = model.table();
+    let width = |f: &dyn Fn(&crate::model::show::Row) -> String, header: &str| {
+        rows.iter()
+            .map(|r| f(r).chars().count())
+            .chain([header.chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let kind_w = width(&|r| r.kind.clone(), "kind");
+    let out_w = width(&|r| format!("{:?}", r.output), "output");
+    let par_w = width(&|r| r.parameters.to_string(), "params");
+    let rule_w = width(&|r| r.rule.clone(), "per-example rule");
+    let line = |kind: &str, output: &str, params: &str, rule: &str, macs: &str| {
+        format!("{kind:<kind_w$}  {output:<out_w$}  {params:>par_w$}  {rule:<rule_w$}  {macs:>12}")
+    };
+    let mut table = vec![(
+        "path".to_string(),
+        line("kind", "output", "params", "per-example rule", "MACs"),
+    )];
+    for r in &rows {
+        table.push((
+            r.path.clone(),
+            line(
+                &r.kind,
+                &format!("{:?}", r.output),
+                &r.parameters.to_string(),
+                &r.rule,
+                &r.macs.to_string(),
+            ),
+        ));
+    }
+    table.push((
+        "total".into(),
+        format!(
+            "{} trainable parameters, {} multiply-adds per example, input {:?}",
+            model.parameter_count(),
+            rows.iter().map(|r| r.macs).sum::<usize>(),
+            model.input_shape
+        ),
+    ));
+    Ok(Output {
+        json: json!({
+            "input": model.input_shape,
+            "trainable_parameters": model.parameter_count(),
+            "layers": rows,
+        }),
+        table,
+    })
 }
 
 impl From<ConversionKind> for Conversion {

@@ -16,17 +16,42 @@ use crate::schedule::{Schedule, Timeline};
 
 /// Runs `dptrain plan`.
 pub fn run(args: &PlanArgs) -> Result<Output> {
-    if !(args.epochs > 0.0 && args.epochs.is_finite()) {
+    let resolved;
+    let args = match &args.config {
+        Some(path) => {
+            let config = crate::config::RunConfig::load(path, &[])?;
+            let batch = config.training.expected_batch_size;
+            resolved = PlanArgs {
+                config: None,
+                dataset_size: Some(config.data.train_size()? as u64),
+                batch_size: Some(batch as u64),
+                delta: Some(config.privacy.delta),
+                epochs: Some(config.training.epochs),
+                noise_multipliers: args.noise_multipliers.clone(),
+                targets: args.targets.clone(),
+                out: args.out.clone(),
+                accountant: args.accountant,
+            };
+            &resolved
+        }
+        None => args,
+    };
+    let missing = |flag: &str| Error::Usage(format!("{flag} is required without a CONFIG"));
+    let dataset_size = args.dataset_size.ok_or_else(|| missing("--dataset-size"))?;
+    let batch_size = args.batch_size.ok_or_else(|| missing("--batch-size"))?;
+    let delta = args.delta.ok_or_else(|| missing("--delta"))?;
+    let epochs = args.epochs.unwrap_or(30.0);
+    if !(epochs > 0.0 && epochs.is_finite()) {
         return Err(Error::invalid(
             "--epochs",
-            args.epochs,
+            epochs,
             "a finite number above 0",
         ));
     }
-    let (sample_rate, steps) = epochs_to_steps(args.epochs, args.dataset_size, args.batch_size)?;
+    let (sample_rate, steps) = epochs_to_steps(epochs, dataset_size, batch_size)?;
     let timeline = Timeline {
         steps,
-        steps_per_epoch: args.dataset_size as f64 / args.batch_size as f64,
+        steps_per_epoch: dataset_size as f64 / batch_size as f64,
     };
     let constant = Schedule::constant();
     let spec = NoiseSpec {
@@ -39,7 +64,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
     };
     let mut curves = Vec::new();
     for &sigma in &args.noise_multipliers {
-        let planned = plan_schedule(&spec, sigma, args.delta)?;
+        let planned = plan_schedule(&spec, sigma, delta)?;
         curves.push((sigma, planned.epsilon_per_epoch));
     }
     let mut needed = Vec::new();
@@ -47,7 +72,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
         let c = calibrate_noise_multiplier_with(
             AccountantSettings::new(args.accountant.into()),
             target,
-            args.delta,
+            delta,
             sample_rate,
             steps,
         )?;
@@ -56,7 +81,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
     let chart = Chart {
         title: format!(
             "ε against epochs: N = {}, expected batch {}, δ = {:e}",
-            args.dataset_size, args.batch_size, args.delta
+            dataset_size, batch_size, delta
         ),
         x_label: "epochs".into(),
         y_label: format!(
@@ -101,8 +126,8 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
         .collect();
     let mut table = vec![
         ("sample rate".to_string(), format!("{sample_rate}")),
-        ("steps".into(), format!("{steps} ({} epochs)", args.epochs)),
-        ("delta".into(), format!("{:e}", args.delta)),
+        ("steps".into(), format!("{steps} ({} epochs)", epochs)),
+        ("delta".into(), format!("{:e}", delta)),
     ];
     for (sigma, eps) in &curves {
         let cells: Vec<String> = shown
@@ -114,7 +139,7 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
     for (target, sigma, epsilon) in &needed {
         table.push((
             format!("σ for ε = {target}"),
-            format!("{sigma:.6} (ε {epsilon:.6} after {} epochs)", args.epochs),
+            format!("{sigma:.6} (ε {epsilon:.6} after {} epochs)", epochs),
         ));
     }
     table.push(("written".into(), written.join(", ")));
@@ -122,8 +147,8 @@ pub fn run(args: &PlanArgs) -> Result<Output> {
         json: json!({
             "sample_rate": sample_rate,
             "steps": steps,
-            "epochs": args.epochs,
-            "delta": args.delta,
+            "epochs": epochs,
+            "delta": delta,
             "curves": curves.iter().map(|(sigma, eps)| json!({
                 "noise_multiplier": sigma,
                 "epsilon_per_epoch": eps,

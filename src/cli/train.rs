@@ -9,7 +9,7 @@ use super::{BenchArgs, BenchModel, Output, TrainArgs};
 use crate::config::{DataConfig, RunConfig};
 use crate::data::{MnistConfig, load_mnist};
 use crate::error::{Error, Result};
-use crate::model::{Activation, ModelConfig, ModelKind};
+use crate::model::{ModelConfig, ModelKind};
 use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
@@ -49,7 +49,7 @@ pub(super) struct Finished {
 fn config_columns(config: &RunConfig) -> usize {
     match &config.data {
         DataConfig::Csv(table) => table.columns.len(),
-        DataConfig::Mnist(_) => 0,
+        _ => 0,
     }
 }
 
@@ -195,6 +195,10 @@ pub(super) fn train_data_to_dir(
 
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
 pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
+    run_config(args, reporter).map_err(|e| crate::config::in_config_file(&args.config, e))
+}
+
+fn run_config(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
     let config = RunConfig::load(&args.config, &args.set)?;
     let (out, resume) = match &args.resume {
         Some(dir) => {
@@ -367,12 +371,7 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
         BenchModel::Mlp => ModelKind::Mlp,
         BenchModel::Cnn => ModelKind::Cnn,
     };
-    let model = ModelConfig {
-        kind,
-        activation: Activation::Tanh,
-        extra_layers: vec![],
-        hidden: None,
-    };
+    let model = ModelConfig::preset(kind);
     if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
         return Err(Error::invalid(
             "--min-seconds",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{MnistConfig, Splits, TableConfig, load_mnist, load_table};
+use crate::data::{ImageSet, MnistConfig, Splits, TableConfig, load_images, load_table};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::train::{PrivacyConfig, TrainingConfig};
@@ -41,16 +41,27 @@ pub struct RunConfig {
 pub enum DataConfig {
     /// MNIST from IDX files.
     Mnist(MnistConfig),
+    /// Fashion-MNIST from IDX files (same layout; `dir` usually `datasets/fashion-mnist`).
+    FashionMnist(MnistConfig),
     /// A table from CSV files (`data::table`), e.g. UCI Adult.
     Csv(TableConfig),
+    /// Token sequences from JSONL or CSV files (`data::tokens`).
+    Tokens(crate::data::tokens::TokenConfig),
+    /// CIFAR-10 binary batches (`data::cifar`).
+    Cifar10(crate::data::cifar::CifarConfig),
+    /// Seeded images with a planted class pattern (`data::synthetic`), for benchmarks.
+    SyntheticImages(crate::data::synthetic::SyntheticImages),
+    /// Seeded token sequences with planted class markers (`data::synthetic`).
+    SyntheticTokens(crate::data::synthetic::SyntheticTokens),
 }
 
 impl DataConfig {
     /// Reads, checks and encodes the data.
     pub fn load(&self) -> Result<Splits> {
         match self {
-            DataConfig::Mnist(mnist) => {
-                let data = load_mnist(mnist)?;
+            DataConfig::Mnist(_) | DataConfig::FashionMnist(_) => {
+                let (mnist, set) = self.images().expect("an image set");
+                let data = load_images(mnist, set)?;
                 Ok(Splits {
                     train: data.train,
                     test: data.test,
@@ -69,14 +80,44 @@ impl DataConfig {
                     encoding: Some(data.encoding),
                 })
             }
+            DataConfig::Tokens(tokens) => {
+                let data = crate::data::tokens::load_tokens(tokens)?;
+                Ok(Splits::plain(data.train, data.test))
+            }
+            DataConfig::Cifar10(cifar) => {
+                let (train, test) = crate::data::cifar::load_cifar10(cifar)?;
+                Ok(Splits::plain(train, test))
+            }
+            DataConfig::SyntheticImages(s) => {
+                let (train, test) = s.generate()?;
+                Ok(Splits::plain(train, test))
+            }
+            DataConfig::SyntheticTokens(s) => {
+                let (train, test) = s.generate()?;
+                Ok(Splits::plain(train, test))
+            }
         }
     }
 
-    /// Training examples, N (MNIST: without reading the files; a table is read).
+    /// The IDX image settings and which set, for MNIST and Fashion-MNIST.
+    pub fn images(&self) -> Option<(&MnistConfig, ImageSet)> {
+        match self {
+            DataConfig::Mnist(m) => Some((m, ImageSet::Mnist)),
+            DataConfig::FashionMnist(m) => Some((m, ImageSet::FashionMnist)),
+            _ => None,
+        }
+    }
+
+    /// Training examples, N, as the run will see them (images: from the labels file's
+    /// header; a table is read).
     pub fn train_size(&self) -> Result<usize> {
         match self {
-            DataConfig::Mnist(mnist) => Ok(mnist.train_size()),
+            DataConfig::Mnist(mnist) | DataConfig::FashionMnist(mnist) => mnist.train_size(),
             DataConfig::Csv(table) => Ok(load_table(table)?.train.len()),
+            DataConfig::Tokens(tokens) => tokens.train_size(),
+            DataConfig::Cifar10(_) => Ok(self.load()?.train.len()),
+            DataConfig::SyntheticImages(s) => Ok(s.train),
+            DataConfig::SyntheticTokens(s) => Ok(s.train),
         }
     }
 }
@@ -115,9 +156,19 @@ impl RunConfig {
                     config_error("with --set overrides".into(), e.message().to_string())
                 })?
         };
-        config
-            .validate()
-            .map_err(|e| config_error("validation".into(), e.to_string()))?;
+        config.validate().map_err(|e| match e {
+            Error::Model {
+                path: layer,
+                message,
+            } => {
+                let location = match crate::model::spec::locate(text, &layer) {
+                    Some(line) => format!("line {line} (model layer `{layer}`)"),
+                    None => format!("model layer `{layer}`"),
+                };
+                config_error(location, message)
+            }
+            e => config_error("validation".into(), e.to_string()),
+        })?;
         Ok(config)
     }
 
@@ -144,7 +195,9 @@ impl RunConfig {
             _ => {}
         }
         self.training.validate()?;
-        crate::model::check_layers(&self.model.extra_layers)?;
+        // Kinds, fields, blocks, `$`-parameters and frozen paths, before any data is read
+        // (shapes are checked when the model is built on the data).
+        self.model.expand(2)?;
         if let DataConfig::Csv(table) = &self.data {
             table.validate()?;
         }
@@ -180,14 +233,40 @@ impl RunConfig {
     /// The data folder, for messages.
     pub fn data_dir(&self) -> PathBuf {
         match &self.data {
-            DataConfig::Mnist(m) => m.dir.clone(),
+            DataConfig::Mnist(m) | DataConfig::FashionMnist(m) => m.dir.clone(),
             DataConfig::Csv(t) => t
                 .train
                 .path
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
+            DataConfig::Tokens(t) => t.train.parent().map(Path::to_path_buf).unwrap_or_default(),
+            DataConfig::Cifar10(c) => c.dir.clone(),
+            DataConfig::SyntheticImages(_) | DataConfig::SyntheticTokens(_) => PathBuf::new(),
         }
+    }
+}
+
+/// A model error raised after the config was read (shapes, found when the model is built
+/// on the data) as an error in the config file, at the layer's line when it can be found.
+pub fn in_config_file(config_path: &Path, e: Error) -> Error {
+    match e {
+        Error::Model {
+            path: layer,
+            message,
+        } => {
+            let text = std::fs::read_to_string(config_path).unwrap_or_default();
+            let location = match crate::model::spec::locate(&text, &layer) {
+                Some(line) => format!("line {line} (model layer `{layer}`)"),
+                None => format!("model layer `{layer}`"),
+            };
+            Error::Parse {
+                path: config_path.to_path_buf(),
+                location,
+                message,
+            }
+        }
+        e => e,
     }
 }
 
@@ -280,7 +359,7 @@ optimizer = { name = "sgd", learning_rate = 1.0 }
         )
         .unwrap();
         assert_eq!(config.privacy.target_epsilon, Some(1.0));
-        assert_eq!(config.model.kind, crate::model::ModelKind::Cnn);
+        assert_eq!(config.model.kind, Some(crate::model::ModelKind::Cnn));
         assert!(
             matches!(config.training.optimizer, OptimizerConfig::Sgd { momentum, .. } if momentum == 0.9)
         );
@@ -338,9 +417,12 @@ optimizer = { name = "sgd", learning_rate = 1.0 }
                 "invalid clip_norm = -1",
             ),
             (
-                GOOD.replace("[model]", "[model]\nextra_layers = [\"batch_norm\"]"),
+                GOOD.replace(
+                    "kind = \"logreg\"",
+                    "layers = [\n  { kind = \"flatten\" },\n  { kind = \"linear\", out_features = 10, bais = 1 },\n]",
+                ),
                 vec![],
-                "`batch_norm` mixes examples",
+                "c.toml:line 10 (model layer `1.linear`): linear: unknown field `bais`",
             ),
             ("name = \n".to_string(), vec![], "c.toml:line 1"),
         ];

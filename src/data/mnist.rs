@@ -40,11 +40,59 @@ pub struct MnistConfig {
 /// Examples in MNIST's training files.
 pub const MNIST_TRAIN_SIZE: usize = 60_000;
 
+/// Which set of 28×28 IDX images a folder holds: the same reader, each with its public
+/// normalisation constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSet {
+    /// MNIST digits (LeCun et al.).
+    Mnist,
+    /// Fashion-MNIST articles (Xiao, Rasul & Vollgraf 2017).
+    FashionMnist,
+}
+
+impl ImageSet {
+    /// Mean of the pixels scaled to [0, 1] (a published constant).
+    pub fn mean(self) -> f32 {
+        match self {
+            ImageSet::Mnist => MNIST_MEAN,
+            ImageSet::FashionMnist => 0.2860,
+        }
+    }
+
+    /// Standard deviation of the pixels scaled to [0, 1] (a published constant).
+    pub fn std(self) -> f32 {
+        match self {
+            ImageSet::Mnist => MNIST_STD,
+            ImageSet::FashionMnist => 0.3530,
+        }
+    }
+
+    /// The name in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageSet::Mnist => "mnist",
+            ImageSet::FashionMnist => "fashion_mnist",
+        }
+    }
+
+    /// SHA-256 of the shipped training images, to catch a folder of the other set.
+    fn train_images_sha256(self) -> &'static str {
+        match self {
+            ImageSet::Mnist => "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+            ImageSet::FashionMnist => {
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"
+            }
+        }
+    }
+}
+
 impl MnistConfig {
     /// Training examples left after the holdout and the validation split (what q = B/N
-    /// divides by), without reading the files.
-    pub fn train_size(&self) -> usize {
-        MNIST_TRAIN_SIZE.saturating_sub(self.holdout + self.validation)
+    /// divides by), from the count in the training labels' header: the plan uses the N
+    /// the run will use, whatever the folder holds.
+    pub fn train_size(&self) -> Result<usize> {
+        let labels = read_idx(&self.dir.join("train-labels-idx1-ubyte.gz"), 1)?;
+        Ok(labels.dims[0].saturating_sub(self.holdout + self.validation))
     }
 }
 
@@ -73,12 +121,37 @@ pub struct Mnist {
     pub validation: Option<Dataset>,
 }
 
-/// Loads and normalises both splits.
+/// Loads and normalises both splits of MNIST.
 pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
+    load_images(config, ImageSet::Mnist)
+}
+
+/// Loads and normalises both splits of `set` from `config.dir`.
+pub fn load_images(config: &MnistConfig, set: ImageSet) -> Result<Mnist> {
     let dir = &config.dir;
     let sums = if config.verify_checksums {
         let sums_path = dir.join("SHA256SUMS");
-        Some((read_sha256sums(&sums_path)?, sums_path))
+        let sums = read_sha256sums(&sums_path)?;
+        // The shipped files of the other set: a wrong `dir`, not a corrupt file.
+        let other = match set {
+            ImageSet::Mnist => ImageSet::FashionMnist,
+            ImageSet::FashionMnist => ImageSet::Mnist,
+        };
+        if sums.get("train-images-idx3-ubyte.gz").map(String::as_str)
+            == Some(other.train_images_sha256())
+        {
+            return Err(Error::invalid(
+                "data.dir",
+                dir.display(),
+                format!(
+                    "a folder of {} files: this folder holds {} (dataset = \"{}\")",
+                    set.name(),
+                    other.name(),
+                    other.name()
+                ),
+            ));
+        }
+        Some((sums, sums_path))
     } else {
         None
     };
@@ -88,7 +161,7 @@ pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
             verify_sha256(&images, sums, sums_path)?;
             verify_sha256(&labels, sums, sums_path)?;
         }
-        read_split(&images, &labels)
+        read_split_of(&images, &labels, set)
     };
     if config.validation > 0 && !config.validation_public {
         return Err(Error::invalid(
@@ -127,8 +200,13 @@ pub fn load_mnist(config: &MnistConfig) -> Result<Mnist> {
     })
 }
 
-/// One split from its image and label files (no checksum check).
+/// One MNIST split from its image and label files (no checksum check).
 pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    read_split_of(images_path, labels_path, ImageSet::Mnist)
+}
+
+/// One split of `set` from its image and label files (no checksum check).
+pub fn read_split_of(images_path: &Path, labels_path: &Path, set: ImageSet) -> Result<Dataset> {
     let images = read_idx(images_path, 3)?;
     let labels = read_idx(labels_path, 1)?;
     let invalid = |path: &Path, location: String, message: String| Error::Parse {
@@ -168,12 +246,13 @@ pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     let features = images
         .data
         .iter()
-        .map(|&p| (f32::from(p) / 255.0 - MNIST_MEAN) / MNIST_STD)
+        .map(|&p| (f32::from(p) / 255.0 - set.mean()) / set.std())
         .collect();
     Ok(Dataset {
         features,
         labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
         feature_shape: vec![1, rows, cols],
         classes: 10,
+        vocab: None,
     })
 }

@@ -4,11 +4,14 @@
 //! Poisson sampler of `sampling`. MNIST's normalisation constants are fixed public values;
 //! a CSV table's come from its config, or are flagged as computed from the training data.
 
+pub mod cifar;
 pub mod idx;
 pub mod mnist;
+pub mod synthetic;
 pub mod table;
+pub mod tokens;
 
-pub use mnist::{Mnist, MnistConfig, load_mnist};
+pub use mnist::{ImageSet, Mnist, MnistConfig, load_images, load_mnist};
 pub use table::{Table, TableConfig, load_table};
 
 /// A run's data, whatever its source: training and evaluation splits, an optional public
@@ -27,6 +30,19 @@ pub struct Splits {
     pub encoding: Option<table::Encoding>,
 }
 
+impl Splits {
+    /// A training and a test split, nothing else.
+    pub fn plain(train: Dataset, test: Dataset) -> Self {
+        Splits {
+            train,
+            test,
+            test_is_holdout: false,
+            validation: None,
+            encoding: None,
+        }
+    }
+}
+
 /// Examples as rows of `f32` features with integer class labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
@@ -38,6 +54,17 @@ pub struct Dataset {
     pub feature_shape: Vec<usize>,
     /// Number of classes.
     pub classes: usize,
+    /// For token data: the vocabulary (features are token ids).
+    pub vocab: Option<Vocabulary>,
+}
+
+/// The vocabulary of token data: ids are below `size`; `padding` marks unused positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vocabulary {
+    /// Number of distinct ids.
+    pub size: usize,
+    /// The id that pads short sequences, if any.
+    pub padding: Option<u32>,
 }
 
 impl Dataset {
@@ -64,6 +91,7 @@ impl Dataset {
             labels: self.labels[range].to_vec(),
             feature_shape: self.feature_shape.clone(),
             classes: self.classes,
+            vocab: self.vocab,
         };
         (part(0..at), part(at..self.len()))
     }

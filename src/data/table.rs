@@ -820,6 +820,7 @@ fn encode_table(
             labels,
             feature_shape: vec![width],
             classes: 2,
+            vocab: None,
         })
     };
     let train = encode(&train_raw)?;

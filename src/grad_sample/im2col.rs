@@ -20,8 +20,10 @@ pub struct ConvGeometry {
     pub kernel: (usize, usize),
     /// Stride in both directions.
     pub stride: usize,
-    /// Zero padding on every side.
-    pub padding: usize,
+    /// Zero padding above and below, and left and right.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps (1: adjacent).
+    pub dilation: usize,
 }
 
 impl ConvGeometry {
@@ -29,8 +31,13 @@ impl ConvGeometry {
     /// does not fit.
     pub fn output_size(&self, height: usize, width: usize) -> Option<(usize, usize)> {
         let (kh, kw) = self.kernel;
-        let (h, w) = (height + 2 * self.padding, width + 2 * self.padding);
-        if self.stride == 0 || kh == 0 || kw == 0 || h < kh || w < kw {
+        let (h, w) = (height + 2 * self.padding.0, width + 2 * self.padding.1);
+        if self.stride == 0 || self.dilation == 0 || kh == 0 || kw == 0 {
+            return None;
+        }
+        // The receptive field of a dilated kernel.
+        let (kh, kw) = (self.dilation * (kh - 1) + 1, self.dilation * (kw - 1) + 1);
+        if h < kh || w < kw {
             return None;
         }
         Some(((h - kh) / self.stride + 1, (w - kw) / self.stride + 1))
@@ -66,16 +73,17 @@ fn for_each_tap(
     let (out_h, out_w) = geometry
         .output_size(height, width)
         .expect("checked by the caller");
-    let pad = geometry.padding as isize;
+    let (pad_y, pad_x) = (geometry.padding.0 as isize, geometry.padding.1 as isize);
+    let dilation = geometry.dilation;
     for oy in 0..out_h {
         for ox in 0..out_w {
             let t = oy * out_w + ox;
             let mut column = 0;
             for c in 0..channels {
                 for i in 0..kh {
-                    let y = (oy * geometry.stride + i) as isize - pad;
+                    let y = (oy * geometry.stride + i * dilation) as isize - pad_y;
                     for j in 0..kw {
-                        let x = (ox * geometry.stride + j) as isize - pad;
+                        let x = (ox * geometry.stride + j * dilation) as isize - pad_x;
                         let inside =
                             y >= 0 && x >= 0 && (y as usize) < height && (x as usize) < width;
                         let index = inside.then(|| (c * height + y as usize) * width + x as usize);
@@ -255,7 +263,8 @@ mod tests {
         ConvGeometry {
             kernel: (k, k),
             stride,
-            padding,
+            padding: (padding, padding),
+            dilation: 1,
         }
     }
 

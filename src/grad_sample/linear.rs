@@ -11,7 +11,7 @@
 //!   Bu et al. 2023).
 //! - Clipped sum: Σ_i c_i ∇W_i = (c ⊙ G)ᵀ A over all (i, t) rows: one matmul.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
@@ -72,8 +72,45 @@ fn sq_sum(values: &[f32]) -> f32 {
     dot(values, values)
 }
 
+/// How a layer over a sequence gets its per-example norms (a plain layer, T = 1, always
+/// uses ‖a‖²‖g‖²).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormMode {
+    /// Ghost norms when 2T² ≤ p·d-ish, i.e. when T²(p + d) < T·p·d (Bu et al. 2023's mixed
+    /// ghost norm, decided once per layer from its shapes).
+    #[default]
+    Auto,
+    /// Always ⟨A Aᵀ, G Gᵀ⟩.
+    Ghost,
+    /// Always materialise G_iᵀ A_i.
+    Instantiate,
+}
+
+impl NormMode {
+    /// Whether a layer with T positions, input width d and output width p materialises.
+    pub fn materialises(self, t: usize, d: usize, p: usize) -> bool {
+        t > 1
+            && match self {
+                NormMode::Auto => t * t * (p + d) >= t * p * d,
+                NormMode::Ghost => false,
+                NormMode::Instantiate => true,
+            }
+    }
+}
+
 /// Per-example squared norms ‖∇W_i‖² + ‖∇b_i‖², by the cheapest rule (see the module).
 pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
+    per_example_with(input, output_grad, true, NormMode::Auto)
+}
+
+/// [`per_example`] for a layer with or without a bias, with its norm mode.
+pub fn per_example_with(
+    input: &Tensor,
+    output_grad: &Tensor,
+    bias: bool,
+    mode: NormMode,
+) -> Result<PerExample> {
     let a = with_sequence_axis(input)?;
     let g = with_sequence_axis(output_grad)?;
     let (b, t, d) = a.dims3()?;
@@ -85,7 +122,8 @@ pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
             g.dims()
         )));
     }
-    let materialise = t > 1 && t * t * (p + d) >= t * p * d;
+    let materialise = mode.materialises(t, d, p);
+    let with_bias = if bias { 1.0f32 } else { 0.0 };
     with_values(&a, "per-example norms", |a| {
         with_values(&g, "per-example norms", |g| {
             let examples = a.par_chunks(t * d.max(1)).zip(g.par_chunks(t * p.max(1)));
@@ -93,7 +131,7 @@ pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
                 // ‖g aᵀ‖² = ‖a‖²‖g‖² (Goodfellow 2015), and ∇b = g.
                 let norm = |(a, g): (&[f32], &[f32])| {
                     let g2 = sq_sum(g);
-                    sq_sum(a) * g2 + g2
+                    sq_sum(a) * g2 + with_bias * g2
                 };
                 // A few hundred thousand values: faster on one thread than split.
                 let norms: Vec<f32> = if b * (d + p) < SERIAL_MAX {
@@ -115,7 +153,7 @@ pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
                         || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; p]),
                         |(aa, gg, bias), (a, g)| {
                             sum_rows(g, p, bias);
-                            let bias = sq_sum(bias);
+                            let bias = with_bias * sq_sum(bias);
                             // Ghost norm ⟨A Aᵀ, G Gᵀ⟩ (Li et al. 2022).
                             let (a, g) = (MatRef::row_major(a, t, d), MatRef::row_major(g, t, p));
                             matmul(aa, a, a.t(), false, 1);
@@ -140,7 +178,7 @@ pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
                     sum_rows(g, p, bias);
                     let (a, g) = (MatRef::row_major(a, t, d), MatRef::row_major(g, t, p));
                     matmul(weight, g.t(), a, false, 1);
-                    sq_sum(weight) + sq_sum(bias)
+                    sq_sum(weight) + with_bias * sq_sum(bias)
                 })
                 .collect();
             Ok(PerExample {
@@ -152,12 +190,7 @@ pub fn per_example(input: &Tensor, output_grad: &Tensor) -> Result<PerExample> {
 }
 /// Per-example squared norms ‖∇W_i‖² (+ ‖∇b_i‖² when `bias`), shape (B,).
 pub fn sq_norms(input: &Tensor, output_grad: &Tensor, bias: bool) -> Result<Tensor> {
-    let both = per_example(input, output_grad)?.sq_norms;
-    if bias {
-        return Ok(both);
-    }
-    let g = with_sequence_axis(output_grad)?;
-    Ok((both - g.sum(1)?.sqr()?.sum(D::Minus1)?)?)
+    Ok(per_example_with(input, output_grad, bias, NormMode::Auto)?.sq_norms)
 }
 
 /// [`clipped_sums`], reusing materialised per-example gradients when `per_example` has
@@ -173,8 +206,8 @@ pub fn clipped_sums_with(
     };
     let c = factors.to_vec1::<f32>()?;
     let weighted_sum = |grads: &Tensor| -> Result<Tensor> {
-        let size = grads.elem_count() / c.len().max(1);
         let dims = &grads.dims()[1..];
+        let size: usize = dims.iter().product();
         let sum = with_values(grads, "clipped sum", |grads| {
             // Each task owns a range of coordinates and adds the examples in order, so the
             // result does not depend on the thread count.

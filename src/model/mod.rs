@@ -1,40 +1,65 @@
-//! The models of design.md section 7 (the same nets as ../bench/opacus), built from config,
-//! with every parameterised layer a DP layer whose per-example rule is in `grad_sample`.
+//! Models as graphs of layer kinds (generality.md section 4): described in a config
+//! (`[model] layers = [...]`, [`ModelConfig`]), by the builder in code ([`builder`]), or
+//! by one of the shipped architectures (`kind = "logreg" | "mlp" | "cnn"`, the files in
+//! `configs/models/`, expanded through the same vocabulary).
 //!
-//! A [`Model`] is a list of [`Layer`]s. [`Model::forward`] is differentiable with candle's
+//! A [`Model`] is a tree of [`Node`]s: layers (each a [`Layer`] of one kind, with its path,
+//! whether it is frozen, and its per-example norm mode) and residuals
+//! `then(body(x) + shortcut(x))`. [`Model::forward`] is differentiable with candle's
 //! autograd (evaluation, and the reference the tests compare with); the DP step uses
-//! [`Model::training_pass`] (`backprop`), which records for each DP layer the input as it
-//! multiplies the weight (a Linear's input; a Conv2d's unfolded patches) and ∂loss/∂output.
-//! Layers that mix examples (batch norm) or have no per-example rule do not exist here; a
-//! config asking for them is refused with the layers named ([`check_layers`]).
+//! [`Model::training_pass`] (`backprop`): the hand-written backward of every kind, leaving
+//! for each trainable layer the trace its per-example rule reads. Kinds that mix examples
+//! (batch norm) do not exist here: a config asking for one is refused with the fix.
 
 mod backprop;
+pub mod builder;
+pub mod kinds;
+pub mod layer;
 pub mod pool;
+pub mod show;
+pub mod spec;
 pub mod tanh;
 
-pub use backprop::{LayerTrace, TrainingPass};
+pub use backprop::TrainingPass;
+pub use kinds::LayerSpec;
+pub use layer::{Context, Layer, NormMode, Param, PerExample, Trace};
+pub use spec::{NodeSpec, Shortcut};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::grad_sample::im2col::{ConvGeometry, im2col};
-use crate::grad_sample::{conv2d, linear};
+use kinds::{BuildInput, build};
+use spec::LayerEntry;
 
-/// Which network to build.
+/// A shipped architecture (`configs/models/<kind>.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// Linear(784 → 10).
+    /// Linear(features → classes).
     Logreg,
-    /// Linear(784 → 512) → ReLU → Linear(512 → 10).
+    /// Linear(features → 512) → ReLU → Linear(512 → classes).
     Mlp,
-    /// Conv(1→16, k8, s2, p3) → act → MaxPool(2, s1) → Conv(16→32, k4, s2) → act →
-    /// MaxPool(2, s1) → flatten → Linear(512 → 32) → act → Linear(32 → 10).
+    /// Conv(1→16, k8, s2, p3) → tanh → MaxPool(2, s1) → Conv(16→32, k4, s2) → tanh →
+    /// MaxPool(2, s1) → flatten → Linear(512 → 32) → tanh → Linear(32 → classes).
     Cnn,
 }
 
-/// Activation of the cnn (tanh as in the reference; Papernot et al. 2021 found tempered
+impl ModelKind {
+    /// The shipped config text of this architecture.
+    pub fn config_text(self) -> &'static str {
+        match self {
+            ModelKind::Logreg => include_str!("../../configs/models/logreg.toml"),
+            ModelKind::Mlp => include_str!("../../configs/models/mlp.toml"),
+            ModelKind::Cnn => include_str!("../../configs/models/cnn.toml"),
+        }
+    }
+}
+
+/// The cnn's activation (tanh as in the reference; Papernot et al. 2021 found tempered
 /// sigmoids, of which tanh is one, better than ReLU under DP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,155 +71,85 @@ pub enum Activation {
     Relu,
 }
 
-/// Model settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a model reads: checked against the data set when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Images (C, H, W).
+    Image,
+    /// Token ids (T) with a vocabulary.
+    Tokens,
+    /// Feature vectors (F).
+    Table,
+}
+
+/// Named blocks of layers (`[model.blocks]`).
+pub type Blocks = BTreeMap<String, Vec<toml::Table>>;
+
+/// Model settings: a shipped `kind`, or `layers` with `blocks`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// The architecture.
-    pub kind: ModelKind,
-    /// The cnn's activation (the mlp always uses ReLU, as the reference does).
-    #[serde(default)]
-    pub activation: Activation,
-    /// Extra layers by name, refused unless they have a per-example rule (the only way to
-    /// ask for `batch_norm`, which this check exists to refuse).
-    #[serde(default)]
-    pub extra_layers: Vec<String>,
-    /// The mlp's hidden width (default 512, the MNIST reference).
+    /// A shipped architecture (instead of `layers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ModelKind>,
+    /// The cnn's activation (`kind = "cnn"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
+    /// The mlp's hidden width (`kind = "mlp"` only; default 512).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
+    /// What the model reads; checked against the data when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputKind>,
+    /// The layers, input first (one table per layer with its `kind`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<toml::Table>,
+    /// Named lists of layers for `block` and `residual` entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocks: Blocks,
+    /// Layer paths (or path prefixes: a block) whose parameters do not train: no
+    /// per-example rule, no noise, no update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
-/// Layer names a config may list in `extra_layers`, and why the others are refused.
-pub fn check_layers(names: &[String]) -> Result<()> {
-    let refused: Vec<String> = names
-        .iter()
-        .filter_map(|name| {
-            let why = match name.as_str() {
-                "batch_norm" | "batchnorm" | "batch_norm_2d" => {
-                    "mixes examples within a batch, so one example's gradient depends on others"
-                }
-                "linear" | "conv2d" | "tanh" | "relu" | "max_pool" | "flatten" => return None,
-                _ => "has no per-example gradient rule in dptrain",
-            };
-            Some(format!("`{name}` {why}"))
-        })
-        .collect();
-    if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "model.extra_layers",
-            format!("{names:?}"),
-            format!(
-                "layers with a per-example rule only; refused: {} (use group or layer norm \
-                 instead of batch norm)",
-                refused.join("; ")
-            ),
-        ))
+impl ModelConfig {
+    /// A shipped architecture with its defaults.
+    pub fn preset(kind: ModelKind) -> Self {
+        ModelConfig {
+            kind: Some(kind),
+            ..ModelConfig::default()
+        }
     }
-}
 
-/// A DP linear layer y = x Wᵀ + b, W (out, in).
-#[derive(Debug, Clone)]
-pub struct DpLinear {
-    /// Weight (out, in).
-    pub weight: Var,
-    /// Bias (out).
-    pub bias: Var,
-}
-
-/// A DP 2-D convolution computed as im2col patches · Wᵀ + b, W (out, C, kh, kw).
-#[derive(Debug, Clone)]
-pub struct DpConv2d {
-    /// Weight (out, C, kh, kw).
-    pub weight: Var,
-    /// Bias (out).
-    pub bias: Var,
-    /// Window.
-    pub geometry: ConvGeometry,
-}
-
-/// One layer.
-#[derive(Debug, Clone)]
-pub enum Layer {
-    /// A DP linear layer (input flattened to (B, in)).
-    Linear(DpLinear),
-    /// A DP convolution on (B, C, H, W).
-    Conv2d(DpConv2d),
-    /// tanh.
-    Tanh,
-    /// ReLU.
-    Relu,
-    /// Max pooling over 2×2 windows with stride 1.
-    MaxPool2Stride1,
-    /// (B, C, H, W) → (B, C·H·W).
-    Flatten,
-}
-
-/// A network of [`Layer`]s.
-#[derive(Debug, Clone)]
-pub struct Model {
-    /// The layers, input first.
-    pub layers: Vec<Layer>,
-    /// Shape of one input example, e.g. [1, 28, 28].
-    pub input_shape: Vec<usize>,
-}
-
-/// PyTorch's default init, so runs compare with ../bench/opacus: weight and bias
-/// ~ U(−1/√fan_in, 1/√fan_in).
-fn uniform(shape: &[usize], fan_in: usize, rng: &mut impl rand::Rng) -> Result<Var> {
-    let bound = 1.0 / (fan_in as f32).sqrt();
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-    Ok(Var::from_tensor(&Tensor::from_vec(
-        values,
-        shape,
-        &Device::Cpu,
-    )?)?)
-}
-
-impl DpLinear {
-    fn new(inputs: usize, outputs: usize, rng: &mut impl rand::Rng) -> Result<Self> {
-        Ok(DpLinear {
-            weight: uniform(&[outputs, inputs], inputs, rng)?,
-            bias: uniform(&[outputs], inputs, rng)?,
-        })
-    }
-}
-
-impl DpConv2d {
-    fn new(
-        channels: usize,
-        outputs: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        rng: &mut impl rand::Rng,
-    ) -> Result<Self> {
-        let fan_in = channels * kernel * kernel;
-        Ok(DpConv2d {
-            weight: uniform(&[outputs, channels, kernel, kernel], fan_in, rng)?,
-            bias: uniform(&[outputs], fan_in, rng)?,
-            geometry: ConvGeometry {
-                kernel: (kernel, kernel),
-                stride,
-                padding,
-            },
-        })
-    }
-}
-
-impl Model {
-    /// Builds the configured model for inputs of `input_shape` ([1, 28, 28] for MNIST) and
-    /// `classes` outputs, initialised from `seed`.
-    pub fn new(
-        config: &ModelConfig,
-        input_shape: &[usize],
-        classes: usize,
-        seed: u64,
-    ) -> Result<Self> {
-        check_layers(&config.extra_layers)?;
-        match (config.kind, config.hidden) {
+    /// The layers and blocks this config describes (a preset's read from its file).
+    pub fn layers_and_blocks(&self) -> Result<(Vec<toml::Table>, Blocks)> {
+        let Some(kind) = self.kind else {
+            if self.layers.is_empty() {
+                return Err(Error::invalid(
+                    "model",
+                    "no kind and no layers",
+                    "`kind = \"logreg\" | \"mlp\" | \"cnn\"` or a `layers = [...]` list",
+                ));
+            }
+            if self.activation.is_some() || self.hidden.is_some() {
+                return Err(Error::invalid(
+                    "model.activation / model.hidden",
+                    "set with layers",
+                    "these only adjust a shipped `kind`; write the layers themselves instead",
+                ));
+            }
+            return Ok((self.layers.clone(), self.blocks.clone()));
+        };
+        if !self.layers.is_empty() || !self.blocks.is_empty() {
+            return Err(Error::invalid(
+                "model.kind",
+                format!("{kind:?}").to_lowercase(),
+                "either a shipped `kind` or `layers`, not both",
+            ));
+        }
+        match (kind, self.hidden) {
             (ModelKind::Mlp, Some(0)) => {
                 return Err(Error::invalid("model.hidden", 0, "at least 1 hidden unit"));
             }
@@ -207,163 +162,527 @@ impl Model {
             }
             _ => {}
         }
+        if kind != ModelKind::Cnn && self.activation.is_some() {
+            return Err(Error::invalid(
+                "model.activation",
+                format!("{:?}", self.activation).to_lowercase(),
+                "an activation only for the cnn (the mlp uses ReLU, as the reference does)",
+            ));
+        }
+        let mut file: toml::Table = toml::from_str(kind.config_text())
+            .map_err(|e| Error::Tensor(format!("shipped model config: {e}")))?;
+        let layers = match file.remove("model").and_then(|m| m.as_table().cloned()) {
+            Some(mut model) => match model.remove("layers") {
+                Some(toml::Value::Array(items)) => items
+                    .into_iter()
+                    .filter_map(|v| v.as_table().cloned())
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let layers = layers
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut layer)| {
+                let kind = layer
+                    .get("kind")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                if self.activation == Some(Activation::Relu) && kind == "tanh" {
+                    layer.insert("kind".into(), "relu".into());
+                }
+                if let (Some(hidden), true) = (self.hidden, index == 1 && kind == "linear") {
+                    layer.insert("out_features".into(), toml::Value::Integer(hidden as i64));
+                }
+                layer
+            })
+            .collect();
+        Ok((layers, BTreeMap::new()))
+    }
+
+    /// Expands the description (no shapes yet): unknown kinds, fields, blocks, cycles and
+    /// `$`-parameters are caught here, with the layer path.
+    pub fn expand(&self, classes: usize) -> Result<Vec<NodeSpec>> {
+        let (layers, blocks) = self.layers_and_blocks()?;
+        let mut globals = toml::Table::new();
+        globals.insert("classes".into(), toml::Value::Integer(classes as i64));
+        let nodes = spec::expand(&layers, &blocks, &globals).map_err(|e| Error::Model {
+            path: e.path,
+            message: e.message,
+        })?;
+        let paths = spec::layer_paths(&nodes);
+        for frozen in &self.freeze {
+            if !paths.iter().any(|p| covers(frozen, p)) {
+                return Err(Error::Model {
+                    path: frozen.clone(),
+                    message: format!(
+                        "listed in model.freeze but no layer has this path (paths: {})",
+                        paths.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(nodes)
+    }
+}
+
+/// Whether `prefix` names `path` itself or a block above it.
+fn covers(prefix: &str, path: &str) -> bool {
+    path == prefix || path.starts_with(&format!("{prefix}."))
+}
+
+/// What a model's input is: one example's shape, and for token data the vocabulary and
+/// padding id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelInput {
+    /// Shape of one example ((C, H, W), (F) or (T)).
+    pub shape: Vec<usize>,
+    /// Vocabulary size of token inputs.
+    pub vocab: Option<usize>,
+    /// The padding id of token inputs (masked by `mean_pool` and attention).
+    pub padding: Option<u32>,
+}
+
+impl ModelInput {
+    /// Images or feature vectors of `shape`.
+    pub fn dense(shape: &[usize]) -> Self {
+        ModelInput {
+            shape: shape.to_vec(),
+            ..ModelInput::default()
+        }
+    }
+
+    /// The input of a data set.
+    pub fn of(data: &crate::data::Dataset) -> Self {
+        ModelInput {
+            shape: data.feature_shape.clone(),
+            vocab: data.vocab.map(|v| v.size),
+            padding: data.vocab.and_then(|v| v.padding),
+        }
+    }
+
+    fn kind(&self) -> InputKind {
+        match (self.vocab, self.shape.len()) {
+            (Some(_), _) => InputKind::Tokens,
+            (None, 3) => InputKind::Image,
+            _ => InputKind::Table,
+        }
+    }
+}
+
+/// One layer of a built model.
+#[derive(Debug, Clone)]
+pub struct LayerNode {
+    /// Its path.
+    pub path: String,
+    /// The layer.
+    pub layer: Arc<dyn Layer>,
+    /// Frozen: no trace, no update.
+    pub frozen: bool,
+    /// Per-example norm mode.
+    pub norm: NormMode,
+    /// Index among the trainable layers (None: frozen or parameter-free).
+    pub slot: Option<usize>,
+    /// Whether a trainable layer lies before this one (else its backward may stop here).
+    pub needs_input_grad: bool,
+}
+
+/// A built residual: then(body(x) + shortcut(x)).
+#[derive(Debug, Clone)]
+pub struct ResidualNode {
+    /// Its path.
+    pub path: String,
+    /// The block.
+    pub body: Vec<Node>,
+    /// Empty for an identity shortcut, else the projection.
+    pub shortcut: Vec<Node>,
+    /// Applied to the sum.
+    pub then: Option<LayerNode>,
+    /// Whether a trainable layer lies before the residual.
+    pub needs_input_grad: bool,
+    output_shape: Vec<usize>,
+}
+
+/// A node of a model's tree.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// A layer.
+    Layer(LayerNode),
+    /// A residual.
+    Residual(ResidualNode),
+}
+
+impl Node {
+    fn output_shape(&self) -> &[usize] {
+        match self {
+            Node::Layer(l) => l.layer.output_shape(),
+            Node::Residual(r) => &r.output_shape,
+        }
+    }
+}
+
+/// A network: a tree of layers (see the module).
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The nodes, input first.
+    pub nodes: Vec<Node>,
+    /// Shape of one input example, e.g. [1, 28, 28].
+    pub input_shape: Vec<usize>,
+    /// The input (shape, vocabulary, padding id).
+    pub input: ModelInput,
+    classes: usize,
+    trainable: usize,
+}
+
+/// Builds layers in order, tracking shapes, slots and which need input gradients.
+struct Builder<'a, R: rand::Rng> {
+    rng: &'a mut R,
+    vocab: Option<usize>,
+    freeze: &'a [String],
+    slots: usize,
+    trainable_before: bool,
+}
+
+fn model_error(path: &str, message: impl Into<String>) -> Error {
+    Error::Model {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+impl<R: rand::Rng> Builder<'_, R> {
+    fn layer(&mut self, entry: &LayerEntry, shape: &[usize]) -> Result<LayerNode> {
+        let input = BuildInput {
+            shape,
+            vocab: self.vocab,
+        };
+        let layer = build(&entry.spec, input, self.rng).map_err(|m| model_error(&entry.path, m))?;
+        let frozen = self.freeze.iter().any(|f| covers(f, &entry.path));
+        let has_params = !layer.params().is_empty();
+        let slot = (has_params && !frozen).then(|| {
+            self.slots += 1;
+            self.slots - 1
+        });
+        let node = LayerNode {
+            path: entry.path.clone(),
+            layer,
+            frozen,
+            norm: entry.norm,
+            slot,
+            needs_input_grad: self.trainable_before,
+        };
+        self.trainable_before |= slot.is_some();
+        Ok(node)
+    }
+
+    fn list(
+        &mut self,
+        specs: &[NodeSpec],
+        mut shape: Vec<usize>,
+    ) -> Result<(Vec<Node>, Vec<usize>)> {
+        let mut nodes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let node = match spec {
+                NodeSpec::Layer(entry) => Node::Layer(self.layer(entry, &shape)?),
+                NodeSpec::Residual {
+                    path,
+                    body,
+                    shortcut,
+                    then,
+                } => {
+                    let before = self.trainable_before;
+                    let (body, out) = self.list(body, shape.clone())?;
+                    let after_body = self.trainable_before;
+                    self.trainable_before = before;
+                    let shortcut = match shortcut {
+                        Shortcut::Identity => {
+                            if out != shape {
+                                return Err(model_error(
+                                    path,
+                                    format!(
+                                        "the block maps {shape:?} to {out:?}, so an identity \
+                                         shortcut cannot be added to it; set shortcut = \
+                                         \"projection\" (a 1×1 conv or linear map to {out:?})"
+                                    ),
+                                ));
+                            }
+                            Vec::new()
+                        }
+                        Shortcut::Projection => {
+                            let entry = projection(path, &shape, &out)?;
+                            vec![Node::Layer(self.layer(&entry, &shape)?)]
+                        }
+                    };
+                    self.trainable_before |= after_body;
+                    let then = match then {
+                        Some(entry) => Some(self.layer(entry, &out)?),
+                        None => None,
+                    };
+                    Node::Residual(ResidualNode {
+                        path: path.clone(),
+                        body,
+                        shortcut,
+                        then,
+                        needs_input_grad: before,
+                        output_shape: out,
+                    })
+                }
+            };
+            shape = node.output_shape().to_vec();
+            nodes.push(node);
+        }
+        Ok((nodes, shape))
+    }
+}
+
+/// The projection shortcut from `from` to `to`: a 1×1 conv without bias (images, stride
+/// from the size ratio) or a linear map without bias.
+fn projection(path: &str, from: &[usize], to: &[usize]) -> Result<LayerEntry> {
+    let spec = match (from, to) {
+        ([_, h, w], [c, oh, ow]) => {
+            let stride = h.div_ceil(*oh);
+            if w.div_ceil(*ow) != stride
+                || (h - 1) / stride + 1 != *oh
+                || (w - 1) / stride + 1 != *ow
+            {
+                return Err(model_error(
+                    path,
+                    format!("no 1×1 projection maps {from:?} to {to:?} (sizes not a stride apart)"),
+                ));
+            }
+            LayerSpec::Conv2d {
+                out_channels: *c,
+                kernel: 1,
+                stride,
+                padding: kinds::Padding::Size(0),
+                dilation: 1,
+                groups: 1,
+                bias: false,
+            }
+        }
+        (f, t) if !f.is_empty() && f.len() == t.len() && f[..f.len() - 1] == t[..t.len() - 1] => {
+            LayerSpec::Linear {
+                out_features: *t.last().expect("non-empty"),
+                bias: false,
+            }
+        }
+        _ => {
+            return Err(model_error(
+                path,
+                format!("no projection maps {from:?} to {to:?}"),
+            ));
+        }
+    };
+    Ok(LayerEntry {
+        path: format!("{path}.shortcut"),
+        spec,
+        norm: NormMode::Auto,
+    })
+}
+
+impl Model {
+    /// Builds the configured model for dense inputs of `input_shape` ([1, 28, 28] for
+    /// MNIST) and `classes` outputs, initialised from `seed`.
+    pub fn new(
+        config: &ModelConfig,
+        input_shape: &[usize],
+        classes: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        Model::build(config, &ModelInput::dense(input_shape), classes, seed)
+    }
+
+    /// Builds the configured model for the examples of `data`.
+    pub fn for_data(config: &ModelConfig, data: &crate::data::Dataset, seed: u64) -> Result<Self> {
+        Model::build(config, &ModelInput::of(data), data.classes, seed)
+    }
+
+    /// Builds the configured model for `input`.
+    pub fn build(
+        config: &ModelConfig,
+        input: &ModelInput,
+        classes: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if let Some(kind) = config.input
+            && kind != input.kind()
+        {
+            return Err(Error::invalid(
+                "model.input",
+                format!("{kind:?}").to_lowercase(),
+                format!(
+                    "the data's input, {:?} of shape {:?}",
+                    input.kind(),
+                    input.shape
+                )
+                .to_lowercase(),
+            ));
+        }
+        let nodes = config.expand(classes)?;
+        Model::from_specs(&nodes, input, classes, &config.freeze, seed)
+    }
+
+    /// Builds expanded nodes (configs and the builder both end here).
+    pub fn from_specs(
+        specs: &[NodeSpec],
+        input: &ModelInput,
+        classes: usize,
+        freeze: &[String],
+        seed: u64,
+    ) -> Result<Self> {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
-        let features: usize = input_shape.iter().product();
-        let act = || match config.activation {
-            Activation::Tanh => Layer::Tanh,
-            Activation::Relu => Layer::Relu,
+        let mut builder = Builder {
+            rng: &mut rng,
+            vocab: input.vocab,
+            freeze,
+            slots: 0,
+            trainable_before: false,
         };
-        let layers = match config.kind {
-            ModelKind::Logreg => vec![
-                Layer::Flatten,
-                Layer::Linear(DpLinear::new(features, classes, &mut rng)?),
-            ],
-            ModelKind::Mlp => {
-                let hidden = config.hidden.unwrap_or(512);
-                vec![
-                    Layer::Flatten,
-                    Layer::Linear(DpLinear::new(features, hidden, &mut rng)?),
-                    Layer::Relu,
-                    Layer::Linear(DpLinear::new(hidden, classes, &mut rng)?),
-                ]
-            }
-            ModelKind::Cnn => {
-                if input_shape != [1, 28, 28] {
-                    return Err(Error::invalid(
-                        "model.kind",
-                        "cnn",
-                        format!(
-                            "inputs of shape [1, 28, 28] (MNIST); the data has {input_shape:?}"
-                        ),
-                    ));
-                }
-                vec![
-                    Layer::Conv2d(DpConv2d::new(1, 16, 8, 2, 3, &mut rng)?),
-                    act(),
-                    Layer::MaxPool2Stride1,
-                    Layer::Conv2d(DpConv2d::new(16, 32, 4, 2, 0, &mut rng)?),
-                    act(),
-                    Layer::MaxPool2Stride1,
-                    Layer::Flatten,
-                    Layer::Linear(DpLinear::new(512, 32, &mut rng)?),
-                    act(),
-                    Layer::Linear(DpLinear::new(32, classes, &mut rng)?),
-                ]
-            }
-        };
+        let (nodes, output) = builder.list(specs, input.shape.clone())?;
+        let trainable = builder.slots;
+        if output != [classes] {
+            let last = spec::layer_paths(specs).pop().unwrap_or_default();
+            return Err(model_error(
+                &last,
+                format!(
+                    "the model's output has shape {output:?} but the data has {classes} \
+                     classes: end with a linear layer of out_features = {classes} (or \
+                     \"$classes\") after a flatten or pool"
+                ),
+            ));
+        }
         Ok(Model {
-            layers,
-            input_shape: input_shape.to_vec(),
+            nodes,
+            input_shape: input.shape.clone(),
+            input: input.clone(),
+            classes,
+            trainable,
         })
     }
 
-    /// All trainable parameters, layer by layer (weight, then bias).
+    /// The trainable layers (with parameters, not frozen), in slot order.
+    pub fn trainable_layers(&self) -> Vec<&LayerNode> {
+        let mut all = Vec::new();
+        visit(&self.nodes, &mut |node| all.push(node));
+        let mut trainable: Vec<&LayerNode> = all.into_iter().filter(|n| n.slot.is_some()).collect();
+        trainable.sort_by_key(|n| n.slot);
+        trainable
+    }
+
+    /// Every layer in forward order (frozen and parameter-free ones too).
+    pub fn layers(&self) -> Vec<&LayerNode> {
+        let mut all = Vec::new();
+        visit(&self.nodes, &mut |node| all.push(node));
+        all
+    }
+
+    /// All trainable parameters, layer by layer in slot order, each layer's in its order.
     pub fn parameters(&self) -> Vec<Var> {
-        self.layers
-            .iter()
-            .flat_map(|layer| match layer {
-                Layer::Linear(l) => vec![l.weight.clone(), l.bias.clone()],
-                Layer::Conv2d(c) => vec![c.weight.clone(), c.bias.clone()],
-                _ => vec![],
+        self.trainable_layers()
+            .into_iter()
+            .flat_map(|n| n.layer.params().into_iter().map(|p| p.var))
+            .collect()
+    }
+
+    /// Every parameter (frozen ones too) with its safetensors name `<path>.<name>`.
+    pub fn named_parameters(&self) -> Vec<(String, Var)> {
+        self.layers()
+            .into_iter()
+            .flat_map(|n| {
+                n.layer
+                    .params()
+                    .into_iter()
+                    .map(|p| (format!("{}.{}", n.path, p.name), p.var))
             })
             .collect()
     }
 
-    /// Number of scalar parameters.
+    /// Number of trainable scalar parameters.
     pub fn parameter_count(&self) -> usize {
         self.parameters().iter().map(|v| v.elem_count()).sum()
     }
 
-    /// Logits (B, classes) for inputs (B, C, H, W) or (B, features), differentiable with
-    /// respect to the parameters through candle's autograd.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for layer in &self.layers {
-            x = match layer {
-                Layer::Linear(l) => x
-                    .matmul(&l.weight.as_tensor().t()?)?
-                    .broadcast_add(l.bias.as_tensor())?,
-                Layer::Conv2d(c) => {
-                    let (b, _, h, w) = x.dims4()?;
-                    let (oh, ow) = c.geometry.output_size(h, w).ok_or_else(|| {
-                        Error::Tensor(format!(
-                            "conv kernel {:?} does not fit {h}×{w}",
-                            c.geometry.kernel
-                        ))
-                    })?;
-                    let out = c.weight.dim(0)?;
-                    let patches = im2col(&x, c.geometry)?;
-                    let weight = c.weight.as_tensor().flatten_from(1)?;
-                    patches
-                        .broadcast_matmul(&weight.t()?)?
-                        .broadcast_add(c.bias.as_tensor())?
-                        .transpose(1, 2)?
-                        .reshape((b, out, oh, ow))?
-                }
-                Layer::Tanh => tanh::tanh(&x)?,
-                Layer::Relu => x.relu()?,
-                Layer::MaxPool2Stride1 => pool::max_pool_2_stride_1(&x)?,
-                Layer::Flatten => x.flatten_from(1)?,
-            };
-        }
-        Ok(x)
+    /// Number of trainable layers (the L of per-layer clipping).
+    pub fn trainable_count(&self) -> usize {
+        self.trainable
     }
 
-    /// Number of outputs (classes): the rows of the last DP layer's weight.
+    /// Number of outputs (classes).
     pub fn classes(&self) -> Option<usize> {
-        self.dp_layers().last().and_then(|layer| match layer {
-            Layer::Linear(l) => l.weight.dim(0).ok(),
-            Layer::Conv2d(c) => c.weight.dim(0).ok(),
+        Some(self.classes)
+    }
+
+    /// The context of a pass over inputs `x`: the token mask for token inputs.
+    pub fn context(
+        &self,
+        x: &Tensor,
+        train: bool,
+        example_ids: Vec<u64>,
+        mask_seed: u64,
+    ) -> Result<Context> {
+        let token_mask = match (self.input.vocab, self.input.padding) {
+            (Some(_), Some(pad)) => Some(x.ne(pad as f64)?.to_dtype(x.dtype())?),
             _ => None,
+        };
+        Ok(Context {
+            train,
+            token_mask,
+            example_ids,
+            mask_seed,
         })
     }
 
-    /// The DP layers in forward order, matching the traces of [`Model::forward`].
-    pub fn dp_layers(&self) -> impl Iterator<Item = &Layer> {
-        self.layers
-            .iter()
-            .filter(|l| matches!(l, Layer::Linear(_) | Layer::Conv2d(_)))
+    /// Logits (B, classes), differentiable with respect to the parameters through
+    /// candle's autograd (evaluation: dropout off).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ctx = self.context(x, false, Vec::new(), 0)?;
+        forward_list(&self.nodes, x, &ctx)
+    }
+
+    /// [`Model::forward`] in a given context (training-mode references in tests).
+    pub fn forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        forward_list(&self.nodes, x, ctx)
     }
 }
 
-/// Per-example squared gradient norm of one DP layer, (B,).
-pub fn layer_sq_norms(layer: &Layer, trace: &LayerTrace) -> Result<Tensor> {
-    match layer {
-        Layer::Linear(_) => linear::sq_norms(&trace.input, &trace.output_grad, true),
-        Layer::Conv2d(_) => conv2d::sq_norms(&trace.input, &trace.output_grad),
-        _ => Err(Error::Tensor("not a DP layer".into())),
+fn visit<'a>(nodes: &'a [Node], f: &mut impl FnMut(&'a LayerNode)) {
+    for node in nodes {
+        match node {
+            Node::Layer(l) => f(l),
+            Node::Residual(r) => {
+                visit(&r.body, f);
+                visit(&r.shortcut, f);
+                if let Some(then) = &r.then {
+                    f(then);
+                }
+            }
+        }
     }
 }
 
-/// Per-example norms of one DP layer, with the per-example gradients when they were
-/// materialised on the way (pass them to [`layer_clipped_sums`]).
-pub fn layer_per_example(layer: &Layer, trace: &LayerTrace) -> Result<linear::PerExample> {
-    match layer {
-        Layer::Linear(_) => linear::per_example(&trace.input, &trace.output_grad),
-        Layer::Conv2d(_) => conv2d::per_example(&trace.input, &trace.output_grad),
-        _ => Err(Error::Tensor("not a DP layer".into())),
+fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context) -> Result<Tensor> {
+    let mut h = x.clone();
+    for node in nodes {
+        h = match node {
+            Node::Layer(l) => l.layer.forward(&h, ctx)?,
+            Node::Residual(r) => {
+                let body = forward_list(&r.body, &h, ctx)?;
+                let shortcut = match r.shortcut.is_empty() {
+                    true => h.clone(),
+                    false => forward_list(&r.shortcut, &h, ctx)?,
+                };
+                let sum = (body + shortcut)?;
+                match &r.then {
+                    Some(then) => then.layer.forward(&sum, ctx)?,
+                    None => sum,
+                }
+            }
+        };
     }
-}
-
-/// Clipped sums (weight, bias) of one DP layer, shaped like its parameters; reuses the
-/// per-example gradients of `per_example` when it has them.
-pub fn layer_clipped_sums(
-    layer: &Layer,
-    trace: &LayerTrace,
-    factors: &Tensor,
-    per_example: Option<&linear::PerExample>,
-) -> Result<(Tensor, Tensor)> {
-    let (input, output_grad) = (&trace.input, &trace.output_grad);
-    let (weight, bias) = match per_example {
-        Some(pe) => linear::clipped_sums_with(pe, input, output_grad, factors)?,
-        None => linear::clipped_sums(input, output_grad, factors)?,
-    };
-    match layer {
-        Layer::Linear(_) => Ok((weight, bias)),
-        Layer::Conv2d(c) => Ok((weight.reshape(c.weight.dims4()?)?, bias)),
-        _ => Err(Error::Tensor("not a DP layer".into())),
-    }
+    Ok(h)
 }
 
 /// Σ over the batch of the cross-entropy of each example (not the mean: per-example
@@ -420,4 +739,46 @@ pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
 /// f32 zeros shaped like `var` (a parameter's gradient when no example was sampled).
 pub fn zeros_like(var: &Var) -> Result<Tensor> {
     Ok(Tensor::zeros(var.shape(), DType::F32, &Device::Cpu)?)
+}
+
+/// The batch-independence check: every example's per-example squared norms (per trainable
+/// layer) in the batch `x` equal those of the same example run alone, within `tolerance`
+/// relative. A layer that mixes examples (a batch statistic in user code) fails it.
+pub fn check_batch_independence(
+    model: &Model,
+    x: &Tensor,
+    labels: &[u32],
+    tolerance: f64,
+) -> Result<()> {
+    let b = x.dim(0)?;
+    let ids: Vec<u64> = (0..b as u64).collect();
+    let norms_of = |x: &Tensor, labels: &[u32], ids: Vec<u64>| -> Result<Vec<Vec<f32>>> {
+        let ctx = model.context(x, true, ids, 0)?;
+        let pass = model.training_pass_with(x, labels, &ctx)?;
+        model
+            .trainable_layers()
+            .iter()
+            .zip(&pass.traces)
+            .map(|(node, trace)| Ok(node.layer.per_example(trace, node.norm)?.sq_norms))
+            .collect()
+    };
+    let together = norms_of(x, labels, ids)?;
+    let layers = model.trainable_layers();
+    for i in 0..b {
+        let alone = norms_of(&x.narrow(0, i, 1)?, &labels[i..=i], vec![i as u64])?;
+        for ((node, batch), single) in layers.iter().zip(&together).zip(&alone) {
+            let (a, s) = (f64::from(batch[i]), f64::from(single[0]));
+            if (a - s).abs() > tolerance * s.abs().max(1e-12) {
+                return Err(Error::Model {
+                    path: node.path.clone(),
+                    message: format!(
+                        "example {i}'s squared gradient norm is {a} in the batch but {s} alone: \
+                         something in the model mixes examples, which DP-SGD's per-example \
+                         clipping cannot allow"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -40,13 +40,30 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
 /// The preprocessing bullet: which constants were public and which came from the data.
 fn preprocessing(config: &RunConfig) -> String {
     let table = match &config.data {
-        DataConfig::Mnist(_) => {
-            return "- Preprocessing: MNIST pixels are scaled with fixed published constants \
-                    (mean 0.1307, standard deviation 0.3081), not statistics of the private \
-                    data.\n"
-                .into();
+        DataConfig::Mnist(_) | DataConfig::FashionMnist(_) => {
+            let (_, set) = config.data.images().expect("an image set");
+            let name = match set {
+                crate::data::ImageSet::Mnist => "MNIST",
+                crate::data::ImageSet::FashionMnist => "Fashion-MNIST",
+            };
+            return format!(
+                "- Preprocessing: {name} pixels are scaled with fixed published constants \
+                 (mean {}, standard deviation {}), not statistics of the private data.\n",
+                set.mean(),
+                set.std()
+            );
         }
         DataConfig::Csv(table) => table,
+        DataConfig::Cifar10(_) => {
+            return "- Preprocessing: CIFAR-10 pixels are standardised per channel with fixed \
+                    published constants, not statistics of the private data.\n"
+                .into();
+        }
+        DataConfig::Tokens(_) | DataConfig::SyntheticImages(_) | DataConfig::SyntheticTokens(_) => {
+            return "- Preprocessing: none computed from the data (token ids are used as they \
+                    are; synthetic data is generated from its seed).\n"
+                .into();
+        }
     };
     let derived: Vec<&str> = table
         .columns
@@ -164,10 +181,10 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
     let dataset_size = summary
         .training_examples
         .unwrap_or_else(|| match &config.data {
-            DataConfig::Mnist(mnist) => mnist.train_size(),
-            DataConfig::Csv(_) => {
-                (summary.expected_batch_size as f64 / summary.sample_rate).round() as usize
+            DataConfig::Mnist(mnist) | DataConfig::FashionMnist(mnist) => {
+                mnist.train_size().unwrap_or_default()
             }
+            _ => (summary.expected_batch_size as f64 / summary.sample_rate).round() as usize,
         });
     let mut out = format!("# Privacy statement: {}\n\n", config.name);
     if !privacy.private {

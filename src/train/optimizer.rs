@@ -15,13 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::grad_sample::linear::PerExample;
 use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, SecureNoise, clip_factor, per_layer_clip_norms,
 };
-use crate::model::{
-    Model, TrainingPass, layer_clipped_sums, layer_per_example, layer_sq_norms, training_batch,
-};
+use crate::model::{Model, PerExample, TrainingPass, training_batch};
 
 /// The inner optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -242,6 +239,8 @@ pub struct DpOptimizer {
     expected_batch_size: f64,
     max_physical_batch: usize,
     private: bool,
+    /// Seed of the current step's dropout masks (model randomness, not privacy noise).
+    mask_seed: u64,
 }
 
 impl DpOptimizer {
@@ -259,6 +258,10 @@ impl DpOptimizer {
         } = settings;
         optimizer.validate()?;
         clipping.validate()?;
+        let mask_seed = match noise {
+            NoiseMode::Seeded(seed) => seed ^ 0x6d61_736b_7365_6564,
+            NoiseMode::Secure => 0,
+        };
         if private && !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
             return Err(Error::invalid(
                 "noise_multiplier",
@@ -334,6 +337,7 @@ impl DpOptimizer {
             expected_batch_size,
             max_physical_batch,
             private,
+            mask_seed,
         })
     }
 
@@ -492,6 +496,8 @@ impl DpOptimizer {
         for chunk in indices.chunks(self.max_physical_batch) {
             self.accumulate(model, data, chunk, &mut sums, &mut stats)?;
         }
+        // Each step draws new dropout masks (the same for an example in any chunk).
+        self.mask_seed = self.mask_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         if let Some(canaries) = canaries.as_deref_mut() {
             canaries.before_noise(&mut sums, self.clipping.clip_norm, self.private);
         }
@@ -534,23 +540,21 @@ impl DpOptimizer {
         stats: &mut StepStats,
     ) -> Result<()> {
         let (x, labels) = training_batch(data, chunk)?;
-        let TrainingPass { loss_sum, traces } = model.training_pass(&x, &labels)?;
+        let ids = chunk.iter().map(|&i| i as u64).collect();
+        let ctx = model.context(&x, true, ids, self.mask_seed)?;
+        let TrainingPass { loss_sum, traces } = model.training_pass_with(&x, &labels, &ctx)?;
         stats.loss_sum += loss_sum;
-        let layers: Vec<_> = model.dp_layers().collect();
+        let layers = model.trainable_layers();
         // Per-example norms are needed only to clip (the baseline skips them).
         let per_example: Vec<PerExample> = if self.private {
             layers
                 .iter()
                 .zip(&traces)
-                .map(|(layer, trace)| layer_per_example(layer, trace))
+                .map(|(node, trace)| node.layer.per_example(trace, node.norm))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
-        let layer_norms: Vec<Vec<f32>> = per_example
-            .iter()
-            .map(|pe| Ok(pe.sq_norms.to_vec1::<f32>()?))
-            .collect::<Result<_>>()?;
         let batch = chunk.len();
         // Clip factors per layer (the same vector for every layer under flat clipping).
         let per_layer_factors: Vec<Vec<f32>> = if !self.private {
@@ -561,7 +565,11 @@ impl DpOptimizer {
                     let c = self.clipping.clip_norm as f32;
                     let factors: Vec<f32> = (0..batch)
                         .map(|i| {
-                            let norm = layer_norms.iter().map(|n| n[i]).sum::<f32>().sqrt();
+                            let norm = per_example
+                                .iter()
+                                .map(|n| n.sq_norms[i])
+                                .sum::<f32>()
+                                .sqrt();
                             stats.clipped += usize::from(norm.is_finite() && norm > c);
                             stats.nonfinite += usize::from(!norm.is_finite());
                             clip_factor(norm, c)
@@ -571,11 +579,11 @@ impl DpOptimizer {
                 }
                 ClippingMode::PerLayer => {
                     let bounds = per_layer_clip_norms(self.clipping.clip_norm, layers.len());
-                    layer_norms
+                    per_example
                         .iter()
                         .zip(bounds)
-                        .map(|(norms, bound)| {
-                            norms
+                        .map(|(pe, bound)| {
+                            pe.sq_norms
                                 .iter()
                                 .map(|n| clip_factor(n.sqrt(), bound as f32))
                                 .collect()
@@ -585,16 +593,16 @@ impl DpOptimizer {
             }
         };
         let mut param = 0;
-        for (index, ((layer, trace), factors)) in layers
+        for (index, ((node, trace), factors)) in layers
             .iter()
             .zip(&traces)
             .zip(per_layer_factors)
             .enumerate()
         {
-            let factors = Tensor::from_vec(factors, batch, &Device::Cpu)?;
-            let (weight, bias) =
-                layer_clipped_sums(layer, trace, &factors, per_example.get(index))?;
-            for sum in [weight, bias] {
+            let sums_of_layer = node
+                .layer
+                .clipped_sums(trace, per_example.get(index), &factors)?;
+            for sum in sums_of_layer {
                 let values = sum.flatten_all()?.to_vec1::<f32>()?;
                 for (acc, v) in sums[param].iter_mut().zip(values) {
                     *acc += v;
@@ -612,11 +620,9 @@ pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Re
     let (x, labels) = training_batch(data, indices)?;
     let pass = model.training_pass(&x, &labels)?;
     let mut total = vec![0.0f32; indices.len()];
-    for (layer, trace) in model.dp_layers().zip(&pass.traces) {
-        for (t, n) in total
-            .iter_mut()
-            .zip(layer_sq_norms(layer, trace)?.to_vec1::<f32>()?)
-        {
+    for (node, trace) in model.trainable_layers().iter().zip(&pass.traces) {
+        let pe = node.layer.per_example(trace, node.norm)?;
+        for (t, n) in total.iter_mut().zip(pe.sq_norms) {
             *t += n;
         }
     }

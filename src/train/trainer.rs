@@ -297,12 +297,7 @@ pub fn train_observed(
     let mut accountant = Accountant::new(privacy.accountant())?;
     // Planned steps already known to fit the budget (PLD and PRV check many at once).
     let mut fitting: std::collections::VecDeque<PrivacyEvent> = Default::default();
-    let model = Model::new(
-        model_config,
-        &train.feature_shape,
-        train.classes,
-        derive_seed(seed, 1),
-    )?;
+    let model = Model::for_data(model_config, train, derive_seed(seed, 1))?;
     // Secure mode: batches and noise from OS-seeded CSPRNGs; `seed` then only initialises
     // the model (public: it depends on no data).
     let (mut sampler, noise) = match privacy.secure_noise && privacy.private {
@@ -661,19 +656,14 @@ fn snapshot(
     }
 }
 
-/// Saves the model's parameters as safetensors (`layers.<i>.weight`, `layers.<i>.bias`),
-/// atomically (temporary file, then rename).
+/// Saves the model's parameters as safetensors, named by layer path (`<path>.weight`,
+/// `<path>.bias`; frozen layers too), atomically (temporary file, then rename).
 pub fn save_model(model: &Model, path: &std::path::Path) -> Result<()> {
-    let mut tensors = std::collections::HashMap::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        let (weight, bias) = match layer {
-            crate::model::Layer::Linear(l) => (&l.weight, &l.bias),
-            crate::model::Layer::Conv2d(c) => (&c.weight, &c.bias),
-            _ => continue,
-        };
-        tensors.insert(format!("layers.{i}.weight"), weight.as_tensor().clone());
-        tensors.insert(format!("layers.{i}.bias"), bias.as_tensor().clone());
-    }
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect();
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let io = |source| crate::error::Error::Io {
         path: path.to_path_buf(),

@@ -7,7 +7,7 @@
 
 use dptrain::audit::{audit_bound, gradient_coordinates, inclusion};
 use dptrain::mechanism::{ClippingConfig, ClippingMode};
-use dptrain::model::{Activation, Model, ModelConfig, ModelKind};
+use dptrain::model::{Model, ModelConfig, ModelKind};
 use dptrain::privacy::{
     Accountant, AccountantSettings, PrivacyEvent, calibrate_noise_multiplier_with,
 };
@@ -22,12 +22,7 @@ const CANARIES: usize = 1000;
 /// optimizer adds noise `actual` (a multiplier) while the claim is made for `claimed`.
 fn audited_bound(actual: f64, steps: u64, sample_rate: f64) -> f64 {
     let train = head(&mnist().train, 2000);
-    let config = ModelConfig {
-        kind: ModelKind::Logreg,
-        activation: Activation::Tanh,
-        extra_layers: vec![],
-        hidden: None,
-    };
+    let config = ModelConfig::preset(ModelKind::Logreg);
     let model = Model::new(&config, &train.feature_shape, train.classes, 1).unwrap();
     let sizes: Vec<usize> = model.parameters().iter().map(|p| p.elem_count()).collect();
     let included = inclusion(CANARIES, 11);

@@ -149,7 +149,8 @@ fn check_conv(
     let geometry = ConvGeometry {
         kernel: (k, k),
         stride,
-        padding,
+        padding: (padding, padding),
+        dilation: 1,
     };
     let (oh, ow) = geometry.output_size(size, size).unwrap();
     let x = randn(&[batch, channels, size, size], 5);

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dptrain::mechanism::AdaptiveClippingConfig;
-use dptrain::model::{Activation, ModelConfig, ModelKind};
+use dptrain::model::{ModelConfig, ModelKind};
 use dptrain::report::metrics_csv;
 use dptrain::schedule::{Schedule, ShapeKind, Unit};
 use dptrain::train::{
@@ -43,12 +43,7 @@ fn run(
     saved: &mut Option<Checkpoint>,
 ) -> TrainingRecord {
     let (train_set, test_set) = (head(&mnist().train, 1500), head(&mnist().test, 300));
-    let model = ModelConfig {
-        kind: ModelKind::Mlp,
-        activation: Activation::Tanh,
-        extra_layers: vec![],
-        hidden: None,
-    };
+    let model = ModelConfig::preset(ModelKind::Mlp);
     let mut keep = |c: &Checkpoint| {
         *saved = Some(c.clone());
         Ok(())
@@ -218,12 +213,7 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
     let mut train_set = head(&mnist().train, 400);
     train_set.features[100] = f32::NAN; // example 0
     let test_set = head(&mnist().test, 100);
-    let model = ModelConfig {
-        kind: ModelKind::Logreg,
-        activation: Activation::Tanh,
-        extra_layers: vec![],
-        hidden: None,
-    };
+    let model = ModelConfig::preset(ModelKind::Logreg);
     let privacy = PrivacyConfig {
         private: true,
         target_epsilon: None,

@@ -3,7 +3,7 @@
 //! the hard budget in the trainer.
 
 use dptrain::mechanism::{AdaptiveClipper, AdaptiveClippingConfig};
-use dptrain::model::{Activation, ModelConfig, ModelKind};
+use dptrain::model::{ModelConfig, ModelKind};
 use dptrain::privacy::{PrivacyEvent, RdpAccountant};
 use dptrain::schedule::plan::{NoiseSpec, calibrate, plan, planned_ledger};
 use dptrain::schedule::{Schedule, ShapeKind, Timeline, Unit};
@@ -205,12 +205,7 @@ fn adaptive_clipping_tracks_the_quantile_of_a_norm_distribution() {
 }
 
 fn logreg() -> ModelConfig {
-    ModelConfig {
-        kind: ModelKind::Logreg,
-        activation: Activation::Tanh,
-        extra_layers: vec![],
-        hidden: None,
-    }
+    ModelConfig::preset(ModelKind::Logreg)
 }
 
 fn privacy() -> PrivacyConfig {

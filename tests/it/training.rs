@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dptrain::model::{Activation, ModelConfig, ModelKind};
+use dptrain::model::{ModelConfig, ModelKind};
 use dptrain::privacy::Accountant;
 use dptrain::report::metrics_csv;
 use dptrain::schedule::{Schedule, ShapeKind};
@@ -13,12 +13,7 @@ use crate::support::{head, mnist};
 
 fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
     (
-        ModelConfig {
-            kind: ModelKind::Logreg,
-            activation: Activation::Tanh,
-            extra_layers: vec![],
-            hidden: None,
-        },
+        ModelConfig::preset(ModelKind::Logreg),
         PrivacyConfig {
             private,
             target_epsilon: private.then_some(4.0),

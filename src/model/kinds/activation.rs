@@ -1,0 +1,122 @@
+//! Parameter-free element-wise kinds: `relu`, `tanh`, `gelu` (the exact, erf form, as
+//! PyTorch's default), `sigmoid`. Their backward is local to each value, so no example's
+//! gradient touches another's.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::grad_sample::{tensor, with_values};
+use crate::model::layer::{Context, Layer, Saved, Trace, unsave};
+use crate::model::tanh;
+
+/// Which function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// max(0, x).
+    Relu,
+    /// tanh (`model::tanh`'s fast op).
+    Tanh,
+    /// x·Φ(x).
+    Gelu,
+    /// 1 / (1 + e^−x).
+    Sigmoid,
+}
+
+/// An element-wise activation.
+#[derive(Debug)]
+pub struct Activation {
+    /// The function.
+    pub function: Function,
+    shape: Vec<usize>,
+}
+
+impl Activation {
+    /// `function` on inputs of `shape`.
+    pub fn new(function: Function, shape: &[usize]) -> Self {
+        Activation {
+            function,
+            shape: shape.to_vec(),
+        }
+    }
+}
+
+/// Items per parallel task of the element-wise kernels.
+const CHUNK: usize = 1 << 14;
+
+/// g ⊙ 1[x > 0] (ReLU's backward).
+pub(crate) fn relu_backward(grad: &Tensor, input: &Tensor) -> Result<Tensor> {
+    let values = with_values(grad, "relu backward", |g| {
+        with_values(input, "relu backward", |x| {
+            let mut dst = vec![0f32; g.len()];
+            dst.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK).zip(x.par_chunks(CHUNK)))
+                .for_each(|(dst, (g, x))| {
+                    for ((d, g), x) in dst.iter_mut().zip(g).zip(x) {
+                        *d = if *x > 0.0 { *g } else { 0.0 };
+                    }
+                });
+            dst
+        })
+    })??;
+    tensor(values, grad.dims())
+}
+
+impl Layer for Activation {
+    fn kind(&self) -> &'static str {
+        match self.function {
+            Function::Relu => "relu",
+            Function::Tanh => "tanh",
+            Function::Gelu => "gelu",
+            Function::Sigmoid => "sigmoid",
+        }
+    }
+
+    fn output_shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
+        Ok(match self.function {
+            Function::Relu => x.relu()?,
+            Function::Tanh => tanh::tanh(x)?,
+            Function::Gelu => x.gelu_erf()?,
+            Function::Sigmoid => candle_nn::ops::sigmoid(x)?,
+        })
+    }
+
+    fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
+        let y = self.forward(x, ctx)?;
+        // ReLU and GELU need the input, tanh and sigmoid their output.
+        let keep = match self.function {
+            Function::Relu | Function::Gelu => x.clone(),
+            Function::Tanh | Function::Sigmoid => y.clone(),
+        };
+        Ok((y, Box::new(keep)))
+    }
+
+    fn backward(
+        &self,
+        saved: Saved,
+        grad: Tensor,
+        input_grad: bool,
+        _: bool,
+    ) -> Result<(Option<Tensor>, Option<Trace>)> {
+        if !input_grad {
+            return Ok((None, None));
+        }
+        let kept: Tensor = unsave(saved, self.kind())?;
+        let g = match self.function {
+            Function::Relu => relu_backward(&grad, &kept)?,
+            Function::Tanh => tanh::tanh_backward(&grad, &kept)?,
+            Function::Sigmoid => (&grad * (&kept * (1.0 - &kept)?)?)?,
+            Function::Gelu => {
+                // d/dx x·Φ(x) = Φ(x) + x·φ(x).
+                let cdf = ((&kept / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
+                let pdf = ((kept.sqr()? * -0.5)?.exp()? / (2.0 * std::f64::consts::PI).sqrt())?;
+                (&grad * (cdf? + (&kept * pdf)?)?)?
+            }
+        };
+        Ok((Some(g), None))
+    }
+}
