@@ -4,7 +4,9 @@
 #
 #   OPACUS_PYTHON=~/venv-opacus/bin/python scripts/bench-opacus.sh [REPEATS]
 #
-# Needs ../shared/bench/opacus (bench_throughput.py) beside this checkout and a Python with
+# The Opacus side is benches/opacus (copied from ../shared/bench/opacus and extended with
+# issue 13's models: cifar_gn, resnet20_gn, embedbag on synthetic data, the PyTorch twins of
+# configs/bench/*.toml). Needs a Python with
 # torch 2.15.0 and opacus 1.6.0 (python3 -m venv ~/venv-opacus &&
 # ~/venv-opacus/bin/pip install torch==2.15.0 opacus==1.6.0 numpy; about 5.5 GB, keep it
 # outside the repo). Run it on an otherwise idle machine. Peak RSS of dptrain is measured
@@ -13,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-1}
 python=${OPACUS_PYTHON:-python3}
-opacus=../shared/bench/opacus
+opacus=benches/opacus
 out=reports/bench-opacus
 mkdir -p "$out"
 : > "$out/opacus.jsonl"
@@ -28,6 +30,22 @@ for model in logreg mlp cnn; do
       target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
   else
     target/release/dptrain bench --model "$model" --repeats "$repeats" --json >> "$out/dptrain.jsonl"
+  fi
+done
+# Issue 13's shapes: each dptrain config beside its PyTorch twin (synthetic data; fewer
+# timed steps, the ResNet steps take seconds).
+for pair in cifar10-convnet-gn:cifar_gn resnet20-gn:resnet20_gn embedding-bag:embedbag; do
+  config=${pair%%:*}; model=${pair##*:}
+  (cd "$opacus" && "$python" bench_throughput.py matrix --models "$model" \
+      --modes nonprivate,hooks,ghost --repeats "$repeats" --steps 5 --min-seconds 5 \
+      --out "$OLDPWD/$out/opacus.jsonl") > /dev/null
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f '{"model": "'"$config"'", "peak_rss_kib": %M}' -o "$out/rss-$config.json" \
+      target/release/dptrain bench --config "configs/bench/$config.toml" --steps 5 \
+      --repeats "$repeats" --json >> "$out/dptrain.jsonl"
+  else
+    target/release/dptrain bench --config "configs/bench/$config.toml" --steps 5 \
+      --repeats "$repeats" --json >> "$out/dptrain.jsonl"
   fi
 done
 (cd "$opacus" && "$python" bench_throughput.py summarize --out "$OLDPWD/$out/opacus.jsonl")

@@ -108,6 +108,88 @@ MODELS = {"logreg": LogReg, "mlp": MLP, "cnn": SampleConvNet}
 FLAT_INPUT = {"logreg": True, "mlp": True, "cnn": False}
 
 
+class CifarConvNetGN(nn.Module):
+    """cifar_gn: Opacus examples/cifar10.py's convnet with a GroupNorm(8) after each conv
+    (dptrain: configs/bench/cifar10-convnet-gn.toml). Input [B, 3, 32, 32]."""
+
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for i, out in enumerate([32, 64, 64, 128]):
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.GroupNorm(8, out), nn.ReLU()]
+            if i < 3:
+                layers.append(nn.AvgPool2d(2, 2))
+            c = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class BasicBlockGN(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.gn1 = nn.GroupNorm(8, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.gn2 = nn.GroupNorm(8, c_out)
+        self.shortcut = (
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None
+        )
+
+    def forward(self, x):
+        y = self.gn2(self.conv2(torch.relu(self.gn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet20GN(nn.Module):
+    """resnet20_gn: ResNet-20 with GroupNorm(8) and 1x1 projection shortcuts
+    (dptrain: configs/bench/resnet20-gn.toml). Input [B, 3, 32, 32]."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.gn = nn.GroupNorm(8, 16)
+        blocks, c = [], 16
+        for out, stride in [(16, 1), (32, 2), (64, 2)]:
+            for k in range(3):
+                blocks.append(BasicBlockGN(c, out, stride if k == 0 else 1))
+                c = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.blocks(torch.relu(self.gn(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class EmbedBag(nn.Module):
+    """embedbag: Opacus examples/imdb.py SampleNet: Embedding(28996, 16), mean over T,
+    Linear 16 -> 16, ReLU, Linear 16 -> 2 (dptrain: configs/bench/embedding-bag.toml).
+    Input [B, 256] int64 ids."""
+
+    def __init__(self, vocab=28996):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16)
+        self.fc1 = nn.Linear(16, 16)
+        self.fc2 = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(self.emb(x).mean(dim=1))))
+
+
+def synthetic(model, n, seed=0):
+    """Seeded random inputs of a benchmark model's shape (speed does not depend on values)."""
+    g = torch.Generator().manual_seed(seed)
+    if model == "embedbag":
+        return torch.randint(0, 28996, (n, 256), generator=g), torch.randint(0, 2, (n,), generator=g)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+SYNTHETIC = {"cifar_gn": CifarConvNetGN, "resnet20_gn": ResNet20GN, "embedbag": EmbedBag}
+
+
 def peak_rss_mib():
     import resource
 

@@ -54,7 +54,8 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Train a model with DP-SGD from a config and write its run directory.
     Train(TrainArgs),
-    /// Training-step throughput, private against non-private, on MNIST.
+    /// Training-step throughput, private against non-private, on MNIST or a config's
+    /// model and data.
     Bench(BenchArgs),
     /// Rebuild a run directory's privacy statement and plots from its saved records, or
     /// draw several sweeps' trade-off curves on one chart (--compare).
@@ -204,9 +205,18 @@ pub struct AuditArgs {
 /// Flags of `dptrain bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The model: logreg, mlp or cnn.
-    #[arg(long, value_enum)]
-    pub model: BenchModel,
+    /// The model: logreg, mlp or cnn (on MNIST).
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub model: Option<BenchModel>,
+    /// Or any run config: its model on its data (e.g. configs/bench/*.toml, synthetic data
+    /// of the benchmark shapes).
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,

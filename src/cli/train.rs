@@ -360,18 +360,30 @@ pub fn plan(path: &std::path::Path, overrides: &[String]) -> Result<Output> {
 
 /// Times private and non-private steps of one model.
 pub fn bench(args: &BenchArgs) -> Result<Output> {
-    let data = load_mnist(&MnistConfig {
-        dir: args.data.clone(),
-        verify_checksums: true,
-        holdout: 0,
-        ..MnistConfig::default()
-    })?;
-    let kind = match args.model {
-        BenchModel::Logreg => ModelKind::Logreg,
-        BenchModel::Mlp => ModelKind::Mlp,
-        BenchModel::Cnn => ModelKind::Cnn,
+    let (data, model, name) = match (&args.config, args.model) {
+        (Some(path), _) => {
+            let config = RunConfig::load(path, &[])?;
+            let data = config.data.load()?.train;
+            (data, config.model, config.name)
+        }
+        (None, Some(model)) => {
+            let data = load_mnist(&MnistConfig {
+                dir: args.data.clone(),
+                verify_checksums: true,
+                holdout: 0,
+                ..MnistConfig::default()
+            })?
+            .train;
+            let kind = match model {
+                BenchModel::Logreg => ModelKind::Logreg,
+                BenchModel::Mlp => ModelKind::Mlp,
+                BenchModel::Cnn => ModelKind::Cnn,
+            };
+            let name = format!("{kind:?}").to_lowercase();
+            (data, ModelConfig::preset(kind), name)
+        }
+        (None, None) => return Err(Error::Usage("--model or --config is required".into())),
     };
-    let model = ModelConfig::preset(kind);
     if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
         return Err(Error::invalid(
             "--min-seconds",
@@ -381,7 +393,7 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
     }
     let t = throughput(
         &model,
-        &data.train,
+        &data,
         args.batch_size,
         BenchLength {
             steps: args.steps,
@@ -391,7 +403,6 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
         },
     )?;
     let overhead = t.nonprivate_samples_per_sec / t.private_samples_per_sec;
-    let name = format!("{kind:?}").to_lowercase();
     let threads = rayon::current_num_threads();
     let mut json = json!({
         "model": name,

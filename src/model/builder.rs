@@ -15,7 +15,8 @@
 //!     .linear(10)
 //!     .build(10, 0)
 //!     .unwrap();
-//! assert_eq!(model.trainable_layers().len(), 6);
+//! // stem conv, its group norm, the block's conv and group norm, the head.
+//! assert_eq!(model.trainable_layers().len(), 5);
 //! ```
 
 use std::collections::BTreeMap;

@@ -73,7 +73,7 @@ pub fn throughput(
     }
     for _ in 0..repeats.max(1) {
         for &(slot, private, noise) in &modes {
-            let model = Model::new(model_config, &data.feature_shape, data.classes, 0)?;
+            let model = Model::for_data(model_config, data, 0)?;
             let mut optimizer = DpOptimizer::new(
                 &model,
                 DpSettings {

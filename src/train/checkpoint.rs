@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::epoch::EpochRecord;
 use super::optimizer::OptimizerState;
-use super::trainer::EpochRecord;
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 use crate::privacy::Ledger;

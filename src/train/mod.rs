@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod canaries;
 pub mod checkpoint;
+pub mod epoch;
 pub mod optimizer;
 pub mod planning;
 pub mod settings;
