@@ -2,7 +2,7 @@
 //! norms, clipped sums, noise) and the single ops of the forward pass, at the shapes of
 //! `dptrain bench` (MNIST, batch 256).
 //!
-//!   cargo bench --bench step_phases -- [logreg|mlp|cnn] [REPEATS]
+//!   cargo bench --bench step_phases -- [logreg|mlp|cnn|CONFIG.toml] [REPEATS]
 //!
 //! Prints the median milliseconds of each phase over REPEATS (default 30) runs, after one
 //! untimed warm-up. This is a profiling aid, not a comparison: the comparison with Opacus
@@ -47,13 +47,23 @@ fn main() -> dptrain::error::Result<()> {
         _ => ModelKind::Cnn,
     };
     let repeats: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(30);
-    let mnist = load_mnist(&MnistConfig::default())?;
-    let data = mnist.train;
-    let config = ModelConfig::preset(kind);
-    let model = Model::new(&config, &data.feature_shape, data.classes, 0)?;
+    // A run config instead of a shipped model: its model on its data (configs/bench/).
+    let config_path = args.first().filter(|a| a.ends_with(".toml"));
+    let (data, config, name) = match config_path {
+        Some(path) => {
+            let run = dptrain::config::RunConfig::load(std::path::Path::new(path), &[])?;
+            (run.data.load()?.train, run.model, run.name)
+        }
+        None => (
+            load_mnist(&MnistConfig::default())?.train,
+            ModelConfig::preset(kind),
+            format!("{kind:?}"),
+        ),
+    };
+    let model = Model::for_data(&config, &data, 0)?;
     let indices: Vec<usize> = (0..256).map(|i| (i * 7919) % data.len()).collect();
     let (x, _) = dataset_batch(&data, &indices)?;
-    println!("{kind:?}, batch 256, median of {repeats}");
+    println!("{name}, batch 256, median of {repeats}");
 
     report(
         "batch tensors",
@@ -118,7 +128,7 @@ fn main() -> dptrain::error::Result<()> {
         );
     }
 
-    if kind == ModelKind::Cnn {
+    if config_path.is_none() && kind == ModelKind::Cnn {
         let conv1 = ConvGeometry {
             kernel: (8, 8),
             stride: 2,
