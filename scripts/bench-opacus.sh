@@ -34,7 +34,7 @@ for model in logreg mlp cnn; do
 done
 # Issue 13's shapes: each dptrain config beside its PyTorch twin (synthetic data; fewer
 # timed steps, the ResNet steps take seconds).
-for pair in cifar10-convnet-gn:cifar_gn resnet20-gn:resnet20_gn embedding-bag:embedbag; do
+for pair in cifar10-convnet-gn:cifar_gn resnet20-gn:resnet20_gn embedding-bag:embedbag transformer:transformer; do
   config=${pair%%:*}; model=${pair##*:}
   (cd "$opacus" && "$python" bench_throughput.py matrix --models "$model" \
       --modes nonprivate,hooks,ghost --repeats "$repeats" --steps 5 --min-seconds 5 \

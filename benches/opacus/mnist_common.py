@@ -179,15 +179,57 @@ class EmbedBag(nn.Module):
         return self.fc2(torch.relu(self.fc1(self.emb(x).mean(dim=1))))
 
 
+class Encoder(nn.Module):
+    """transformer: 2-layer pre-LN encoder, d 64, 4 heads (Opacus's DPMultiheadAttention),
+    FFN 256, T 128, V 10,000, masked mean pool, Linear(64, 2)
+    (dptrain: configs/bench/transformer.toml). Input [B, 128] int64 ids, 0 pads."""
+
+    def __init__(self, vocab=10000, d=64, t=128, layers=2):
+        super().__init__()
+        from opacus.layers import DPMultiheadAttention
+
+        self.emb = nn.Embedding(vocab, d, padding_idx=0)
+        self.pos = nn.Parameter(torch.randn(t, d) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(layers):
+            self.blocks.append(nn.ModuleDict({
+                "ln1": nn.LayerNorm(d), "attn": DPMultiheadAttention(d, 4, batch_first=True),
+                "ln2": nn.LayerNorm(d), "fc1": nn.Linear(d, 256), "fc2": nn.Linear(256, d),
+            }))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 2)
+
+    def forward(self, x):
+        pad = x == 0
+        h = self.emb(x) + self.pos
+        for b in self.blocks:
+            a = b["ln1"](h)
+            h = h + b["attn"](a, a, a, key_padding_mask=pad, need_weights=False)[0]
+            h = h + b["fc2"](torch.nn.functional.gelu(b["fc1"](b["ln2"](h))))
+        h = self.ln(h)
+        keep = (~pad).unsqueeze(-1).float()
+        return self.head((h * keep).sum(1) / keep.sum(1).clamp(min=1))
+
+
 def synthetic(model, n, seed=0):
     """Seeded random inputs of a benchmark model's shape (speed does not depend on values)."""
     g = torch.Generator().manual_seed(seed)
+    if model == "transformer":
+        lengths = torch.randint(64, 129, (n, 1), generator=g)
+        ids = torch.randint(1, 10000, (n, 128), generator=g)
+        ids = ids * (torch.arange(128).unsqueeze(0) < lengths)
+        return ids, torch.randint(0, 2, (n,), generator=g)
     if model == "embedbag":
         return torch.randint(0, 28996, (n, 256), generator=g), torch.randint(0, 2, (n,), generator=g)
     return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-SYNTHETIC = {"cifar_gn": CifarConvNetGN, "resnet20_gn": ResNet20GN, "embedbag": EmbedBag}
+SYNTHETIC = {
+    "cifar_gn": CifarConvNetGN,
+    "resnet20_gn": ResNet20GN,
+    "embedbag": EmbedBag,
+    "transformer": Encoder,
+}
 
 
 def peak_rss_mib():

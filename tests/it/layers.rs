@@ -114,6 +114,35 @@ layers = [
 ]"#,
     },
     Case {
+        name: "transformer encoder: self_attention (padding mask), residuals, layer_norm, gelu",
+        input: Input::Tokens(6, 13),
+        model: r#"input = "tokens"
+layers = [
+  { kind = "embedding", dim = 8, padding_idx = 0 },
+  { kind = "positional_embedding", max_len = 6 },
+  { kind = "residual", block = "attn" },
+  { kind = "residual", block = "mlp" },
+  { kind = "layer_norm" },
+  { kind = "mean_pool" },
+  { kind = "linear", out_features = "$classes" },
+]
+[blocks]
+attn = [{ kind = "layer_norm" }, { kind = "self_attention", heads = 2 }]
+mlp = [{ kind = "layer_norm" }, { kind = "linear", out_features = 16 }, { kind = "gelu" }, { kind = "linear", out_features = 8 }]"#,
+    },
+    Case {
+        name: "causal self_attention (ghost and instantiated maps) over dense sequences",
+        input: Input::Dense(&[5, 4]),
+        model: r#"layers = [
+  { kind = "layer_norm" },
+  { kind = "self_attention", heads = 2, causal = true, norm = "ghost" },
+  { kind = "layer_norm" },
+  { kind = "self_attention", heads = 1, norm = "instantiate" },
+  { kind = "mean_pool", masked = false },
+  { kind = "linear", out_features = "$classes" },
+]"#,
+    },
+    Case {
         name: "embedding_bag (mean), padding and repeats",
         input: Input::Tokens(7, 9),
         model: r#"layers = [
@@ -302,7 +331,17 @@ fn every_kind_matches_batch_size_one_autograd_passes() {
                     &format!("{what} norm² of example {i}"),
                 );
             }
-            // Clipped sums, with and without the per-example state, against Σ c_i ∇θ_i.
+            // Clipped sums, with and without the per-example state, against Σ c_i ∇θ_i,
+            // each value within 1e-5 of its tensor's largest or 1e-2 of its layer's (a
+            // parameter whose gradient is exactly 0, as attention's key bias, leaves f32
+            // noise only).
+            let layer_scale = (0..node.layer.params().len())
+                .flat_map(|p| {
+                    singles
+                        .iter()
+                        .flat_map(move |s| s[l][p].iter().map(|v| v.abs()))
+                })
+                .fold(1e-12f64, f64::max);
             for reuse in [None, Some(&pe)] {
                 let sums = node.layer.clipped_sums(trace, reuse, &factors).unwrap();
                 for (p, sum) in sums.iter().enumerate() {
@@ -315,7 +354,9 @@ fn every_kind_matches_batch_size_one_autograd_passes() {
                                 .sum()
                         })
                         .collect();
-                    let scale = theirs.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+                    let scale = theirs
+                        .iter()
+                        .fold(1e-2 * layer_scale, |m, v| m.max(v.abs()));
                     for (a, b) in ours.iter().zip(&theirs) {
                         close(*a, *b, scale, &format!("{what} clipped sum {p}"));
                     }
@@ -347,12 +388,21 @@ fn the_hand_written_backward_equals_autograd_on_the_whole_batch() {
         let ones = vec![1f32; B];
         for (node, trace) in model.trainable_layers().iter().zip(&pass.traces) {
             let sums = node.layer.clipped_sums(trace, None, &ones).unwrap();
+            let layer_scale = node
+                .layer
+                .params()
+                .iter()
+                .filter_map(|p| grads.get(p.var.as_tensor()).map(flat))
+                .flatten()
+                .fold(1e-12f64, |m, v| m.max(v.abs()));
             for (sum, param) in sums.iter().zip(node.layer.params()) {
                 let theirs = grads
                     .get(param.var.as_tensor())
                     .map(flat)
                     .unwrap_or_else(|| vec![0.0; param.var.elem_count()]);
-                let scale = theirs.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+                let scale = theirs
+                    .iter()
+                    .fold(1e-2 * layer_scale, |m, v| m.max(v.abs()));
                 for (a, b) in flat(sum).iter().zip(&theirs) {
                     close(
                         *a,

@@ -16,6 +16,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod pool;
 pub mod positional_embedding;
+pub mod self_attention;
 
 use std::sync::Arc;
 
@@ -170,6 +171,14 @@ pub enum LayerSpec {
         /// Positions the table holds (≥ T).
         max_len: usize,
     },
+    /// Multi-head self-attention over (T, D): four sequence linear maps and a core.
+    SelfAttention {
+        /// Heads (divide D).
+        heads: usize,
+        /// Mask later positions (default false).
+        #[serde(default)]
+        causal: bool,
+    },
     /// max(0, x).
     Relu {},
     /// tanh.
@@ -223,6 +232,7 @@ pub const KINDS: &[&str] = &[
     "embedding",
     "embedding_bag",
     "positional_embedding",
+    "self_attention",
     "relu",
     "tanh",
     "gelu",
@@ -387,6 +397,9 @@ pub fn build(
         LayerSpec::PositionalEmbedding { max_len } => Arc::new(
             positional_embedding::PositionalEmbedding::new(shape, *max_len, rng)?,
         ),
+        LayerSpec::SelfAttention { heads, causal } => Arc::new(self_attention::SelfAttention::new(
+            shape, *heads, *causal, rng,
+        )?),
         LayerSpec::Relu {} => Arc::new(Activation::new(Function::Relu, shape)),
         LayerSpec::Tanh {} => Arc::new(Activation::new(Function::Tanh, shape)),
         LayerSpec::Gelu {} => Arc::new(Activation::new(Function::Gelu, shape)),
