@@ -297,54 +297,29 @@ pub fn train_observed(
         },
     )?;
     let start = Instant::now();
-    let mut wall_offset = 0.0;
-    let mut epochs: Vec<EpochRecord> = Vec::new();
-    let (mut epoch_loss, mut epoch_examples) = (0.0f64, 0usize);
-    let mut epoch_nonfinite = 0u64;
     let mut stopped_early = None;
-    let mut steps = 0u64;
-    let mut plateau = Plateau::default();
     let (mut sigma, mut clip_norm) = (0.0, privacy.clip_norm);
-    let mut epoch = 1;
-    let mut recorded_step = 0u64;
-    if let Some(resumed) = hooks.resume.take() {
-        let state = resumed.state;
-        let params = model.parameters();
-        if params.len() != resumed.params.len() {
-            return Err(Error::Tensor(format!(
-                "checkpoint: {} parameter tensors, the model has {}",
-                resumed.params.len(),
-                params.len()
-            )));
-        }
-        for (var, saved) in params.iter().zip(&resumed.params) {
-            if var.dims() != saved.dims() {
-                return Err(Error::Tensor(format!(
-                    "checkpoint: a parameter of shape {:?}, the model needs {:?}",
-                    saved.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(saved)?;
-        }
-        optimizer.restore(&resumed.optimizer, state.noise_calls)?;
-        let here = std::path::Path::new("checkpoint/state.json");
-        sampler.seek(parse_position(&state.sampler_position, here)?);
-        if let (Some(clipper), Some((clip, position))) = (&mut clipper, &state.clipper) {
-            clipper.restore((*clip, parse_position(position, here)?));
-        }
-        // ε continues from every step already taken; the budget checks include them.
-        accountant.compose_ledger(&state.ledger)?;
-        plateau = state.plateau;
-        steps = state.steps;
-        epoch = state.next_epoch;
-        recorded_step = steps;
-        wall_offset = state.wall_seconds;
-        epochs = state.epochs;
-        epoch_loss = state.epoch_loss;
-        epoch_examples = state.epoch_examples as usize;
-        epoch_nonfinite = state.epoch_nonfinite;
-    }
+    let Progress {
+        mut steps,
+        mut epoch,
+        mut recorded_step,
+        wall_offset,
+        mut epochs,
+        mut epoch_loss,
+        mut epoch_examples,
+        mut epoch_nonfinite,
+        mut plateau,
+    } = match hooks.resume.take() {
+        Some(resumed) => restore(
+            resumed,
+            &model,
+            &mut optimizer,
+            &mut sampler,
+            clipper.as_mut(),
+            &mut accountant,
+        )?,
+        None => Progress::default(),
+    };
     // Evaluates and records the state after `steps` steps.
     let record_epoch = |epoch: usize,
                         steps: u64,
@@ -628,6 +603,86 @@ fn snapshot(
             .collect(),
         optimizer: optimizer_state,
     }
+}
+
+/// Where a run stands: what the loop carries from step to step, and what a checkpoint
+/// restores.
+struct Progress {
+    steps: u64,
+    epoch: usize,
+    recorded_step: u64,
+    wall_offset: f64,
+    epochs: Vec<EpochRecord>,
+    epoch_loss: f64,
+    epoch_examples: usize,
+    epoch_nonfinite: u64,
+    plateau: Plateau,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            steps: 0,
+            epoch: 1,
+            recorded_step: 0,
+            wall_offset: 0.0,
+            epochs: Vec::new(),
+            epoch_loss: 0.0,
+            epoch_examples: 0,
+            epoch_nonfinite: 0,
+            plateau: Plateau::default(),
+        }
+    }
+}
+
+/// Puts a checkpoint's parameters, optimizer state, sampler and clipper positions and
+/// ledger back, and returns where the run stood.
+fn restore(
+    resumed: Checkpoint,
+    model: &Model,
+    optimizer: &mut DpOptimizer,
+    sampler: &mut PoissonSampler,
+    clipper: Option<&mut AdaptiveClipper>,
+    accountant: &mut Accountant,
+) -> Result<Progress> {
+    let state = resumed.state;
+    let params = model.parameters();
+    if params.len() != resumed.params.len() {
+        return Err(Error::Tensor(format!(
+            "checkpoint: {} parameter tensors, the model has {}",
+            resumed.params.len(),
+            params.len()
+        )));
+    }
+    for (var, saved) in params.iter().zip(&resumed.params) {
+        if var.dims() != saved.dims() {
+            return Err(Error::Tensor(format!(
+                "checkpoint: a parameter of shape {:?}, the model needs {:?}",
+                saved.dims(),
+                var.dims()
+            )));
+        }
+        var.set(saved)?;
+    }
+    optimizer.restore(&resumed.optimizer, state.noise_calls)?;
+    let here = std::path::Path::new("checkpoint/state.json");
+    sampler.seek(parse_position(&state.sampler_position, here)?);
+    if let (Some(clipper), Some((clip, position))) = (clipper, &state.clipper) {
+        clipper.restore((*clip, parse_position(position, here)?));
+    }
+    // ε continues from every step already taken; the budget checks include them.
+    accountant.compose_ledger(&state.ledger)?;
+    Ok(Progress {
+        steps: state.steps,
+        epoch: state.next_epoch,
+        recorded_step: state.steps,
+        wall_offset: state.wall_seconds,
+        epochs: state.epochs,
+        epoch_loss: state.epoch_loss,
+        epoch_examples: state.epoch_examples as usize,
+        epoch_nonfinite: state.epoch_nonfinite,
+        plateau: state.plateau,
+    })
 }
 
 /// Saves the model's parameters as safetensors, named by layer path (`<path>.weight`,
