@@ -435,53 +435,13 @@ fn model_show(args: &ModelShowArgs) -> Result<Output> {
     let config = crate::config::RunConfig::load(&args.config, &args.set)?;
     let splits = config.data.load()?;
     let model = crate::model::Model::for_data(&config.model, &splits.train, 0)?;
-    let rows = model.table();
-    let width = |f: &dyn Fn(&crate::model::show::Row) -> String, header: &str| {
-        rows.iter()
-            .map(|r| f(r).chars().count())
-            .chain([header.chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let kind_w = width(&|r| r.kind.clone(), "kind");
-    let out_w = width(&|r| format!("{:?}", r.output), "output");
-    let par_w = width(&|r| r.parameters.to_string(), "params");
-    let rule_w = width(&|r| r.rule.clone(), "per-example rule");
-    let line = |kind: &str, output: &str, params: &str, rule: &str, macs: &str| {
-        format!("{kind:<kind_w$}  {output:<out_w$}  {params:>par_w$}  {rule:<rule_w$}  {macs:>12}")
-    };
-    let mut table = vec![(
-        "path".to_string(),
-        line("kind", "output", "params", "per-example rule", "MACs"),
-    )];
-    for r in &rows {
-        table.push((
-            r.path.clone(),
-            line(
-                &r.kind,
-                &format!("{:?}", r.output),
-                &r.parameters.to_string(),
-                &r.rule,
-                &r.macs.to_string(),
-            ),
-        ));
-    }
-    table.push((
-        "total".into(),
-        format!(
-            "{} trainable parameters, {} multiply-adds per example, input {:?}",
-            model.parameter_count(),
-            rows.iter().map(|r| r.macs).sum::<usize>(),
-            model.input_shape
-        ),
-    ));
     Ok(Output {
         json: json!({
-            "input": model.input_shape,
+            "input": model.input.shape,
             "trainable_parameters": model.parameter_count(),
-            "layers": rows,
+            "layers": model.table(),
         }),
-        table,
+        table: model.table_pairs(),
     })
 }
 

@@ -59,8 +59,11 @@ impl DataConfig {
     /// Reads, checks and encodes the data.
     pub fn load(&self) -> Result<Splits> {
         match self {
-            DataConfig::Mnist(_) | DataConfig::FashionMnist(_) => {
-                let (mnist, set) = self.images().expect("an image set");
+            DataConfig::Mnist(mnist) | DataConfig::FashionMnist(mnist) => {
+                let set = match self {
+                    DataConfig::Mnist(_) => ImageSet::Mnist,
+                    _ => ImageSet::FashionMnist,
+                };
                 let data = load_images(mnist, set)?;
                 Ok(Splits {
                     train: data.train,
@@ -96,15 +99,6 @@ impl DataConfig {
                 let (train, test) = s.generate()?;
                 Ok(Splits::plain(train, test))
             }
-        }
-    }
-
-    /// The IDX image settings and which set, for MNIST and Fashion-MNIST.
-    pub fn images(&self) -> Option<(&MnistConfig, ImageSet)> {
-        match self {
-            DataConfig::Mnist(m) => Some((m, ImageSet::Mnist)),
-            DataConfig::FashionMnist(m) => Some((m, ImageSet::FashionMnist)),
-            _ => None,
         }
     }
 

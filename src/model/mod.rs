@@ -328,9 +328,7 @@ impl Node {
 pub struct Model {
     /// The nodes, input first.
     pub nodes: Vec<Node>,
-    /// Shape of one input example, e.g. [1, 28, 28].
-    pub input_shape: Vec<usize>,
-    /// The input (shape, vocabulary, padding id).
+    /// The input (shape of one example, e.g. [1, 28, 28]; vocabulary, padding id).
     pub input: ModelInput,
     classes: usize,
     trainable: usize,
@@ -556,7 +554,6 @@ impl Model {
         }
         Ok(Model {
             nodes,
-            input_shape: input.shape.clone(),
             input: input.clone(),
             classes,
             trainable,

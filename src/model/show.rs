@@ -28,22 +28,14 @@ impl Model {
         rows
     }
 
-    /// [`Model::table`] as aligned text, with totals.
-    pub fn show(&self) -> String {
+    /// [`Model::table`] as (path, the other columns aligned) pairs: a header, one pair
+    /// per layer, and the totals.
+    pub fn table_pairs(&self) -> Vec<(String, String)> {
         let rows = self.table();
-        let header = [
-            "path",
-            "kind",
-            "output",
-            "params",
-            "per-example rule",
-            "MACs",
-        ];
-        let cells: Vec<[String; 6]> = rows
+        let cells: Vec<[String; 5]> = rows
             .iter()
             .map(|r| {
                 [
-                    r.path.clone(),
                     r.kind.clone(),
                     format!("{:?}", r.output),
                     r.parameters.to_string(),
@@ -52,13 +44,14 @@ impl Model {
                 ]
             })
             .collect();
-        let mut widths = header.map(|h| h.chars().count());
+        let header = ["kind", "output", "params", "per-example rule", "MACs"].map(String::from);
+        let mut widths = header.clone().map(|h| h.chars().count());
         for row in &cells {
             for (w, c) in widths.iter_mut().zip(row) {
                 *w = (*w).max(c.chars().count());
             }
         }
-        let line = |row: &[String]| {
+        let line = |row: &[String; 5]| {
             row.iter()
                 .zip(widths)
                 .map(|(c, w)| format!("{c:<w$}"))
@@ -67,17 +60,37 @@ impl Model {
                 .trim_end()
                 .to_string()
         };
-        let mut out = vec![line(&header.map(String::from))];
-        out.extend(cells.iter().map(|r| line(r)));
-        let params: usize = rows.iter().map(|r| r.parameters).sum();
-        let macs: usize = rows.iter().map(|r| r.macs).sum();
-        out.push(format!(
-            "input {:?}; {} layers; {params} parameters ({} trainable); {macs} multiply-adds per example",
-            self.input_shape,
-            rows.len(),
-            self.parameter_count()
+        let mut pairs = vec![("path".to_string(), line(&header))];
+        pairs.extend(
+            rows.iter()
+                .zip(&cells)
+                .map(|(r, c)| (r.path.clone(), line(c))),
+        );
+        pairs.push((
+            "total".into(),
+            format!(
+                "{} trainable parameters ({} in all), {} multiply-adds per example, input {:?}",
+                self.parameter_count(),
+                rows.iter().map(|r| r.parameters).sum::<usize>(),
+                rows.iter().map(|r| r.macs).sum::<usize>(),
+                self.input.shape
+            ),
         ));
-        out.join("\n") + "\n"
+        pairs
+    }
+
+    /// [`Model::table_pairs`] as aligned text.
+    pub fn show(&self) -> String {
+        let pairs = self.table_pairs();
+        let width = pairs
+            .iter()
+            .map(|(p, _)| p.chars().count())
+            .max()
+            .unwrap_or(0);
+        pairs
+            .iter()
+            .map(|(path, rest)| format!("{path:<width$}  {rest}\n"))
+            .collect()
     }
 }
 

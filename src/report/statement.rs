@@ -41,10 +41,9 @@ pub fn describe_schedule(schedule: &Schedule) -> String {
 fn preprocessing(config: &RunConfig) -> String {
     let table = match &config.data {
         DataConfig::Mnist(_) | DataConfig::FashionMnist(_) => {
-            let (_, set) = config.data.images().expect("an image set");
-            let name = match set {
-                crate::data::ImageSet::Mnist => "MNIST",
-                crate::data::ImageSet::FashionMnist => "Fashion-MNIST",
+            let (set, name) = match &config.data {
+                DataConfig::Mnist(_) => (crate::data::ImageSet::Mnist, "MNIST"),
+                _ => (crate::data::ImageSet::FashionMnist, "Fashion-MNIST"),
             };
             return format!(
                 "- Preprocessing: {name} pixels are scaled with fixed published constants \

@@ -18,7 +18,6 @@ pub struct MaxPool2d {
     pub kernel: usize,
     /// Step between windows.
     pub stride: usize,
-    input: (usize, usize, usize),
     shape: Vec<usize>,
 }
 
@@ -43,7 +42,6 @@ impl MaxPool2d {
         Ok(MaxPool2d {
             kernel,
             stride,
-            input,
             shape: vec![c, oh, ow],
         })
     }
@@ -177,7 +175,6 @@ impl Layer for MaxPool2d {
             }
             .backward(&grad, &input)?,
         };
-        let _ = self.input;
         Ok((Some(g), None))
     }
 }
