@@ -15,6 +15,7 @@ mod backprop;
 pub mod builder;
 pub mod kinds;
 pub mod layer;
+pub mod module;
 pub mod pool;
 pub mod show;
 pub mod spec;
@@ -23,6 +24,7 @@ pub mod tanh;
 pub use backprop::TrainingPass;
 pub use kinds::LayerSpec;
 pub use layer::{Context, Layer, NormMode, Param, PerExample, Trace};
+pub use module::{DpModule, TracedLayer, TracedPass, check_batch_independence, per_example_norms};
 pub use spec::{NodeSpec, Shortcut};
 
 use std::collections::BTreeMap;
@@ -736,46 +738,4 @@ pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
 /// f32 zeros shaped like `var` (a parameter's gradient when no example was sampled).
 pub fn zeros_like(var: &Var) -> Result<Tensor> {
     Ok(Tensor::zeros(var.shape(), DType::F32, &Device::Cpu)?)
-}
-
-/// The batch-independence check: every example's per-example squared norms (per trainable
-/// layer) in the batch `x` equal those of the same example run alone, within `tolerance`
-/// relative. A layer that mixes examples (a batch statistic in user code) fails it.
-pub fn check_batch_independence(
-    model: &Model,
-    x: &Tensor,
-    labels: &[u32],
-    tolerance: f64,
-) -> Result<()> {
-    let b = x.dim(0)?;
-    let ids: Vec<u64> = (0..b as u64).collect();
-    let norms_of = |x: &Tensor, labels: &[u32], ids: Vec<u64>| -> Result<Vec<Vec<f32>>> {
-        let ctx = model.context(x, true, ids, 0)?;
-        let pass = model.training_pass_with(x, labels, &ctx)?;
-        model
-            .trainable_layers()
-            .iter()
-            .zip(&pass.traces)
-            .map(|(node, trace)| Ok(node.layer.per_example(trace, node.norm)?.sq_norms))
-            .collect()
-    };
-    let together = norms_of(x, labels, ids)?;
-    let layers = model.trainable_layers();
-    for i in 0..b {
-        let alone = norms_of(&x.narrow(0, i, 1)?, &labels[i..=i], vec![i as u64])?;
-        for ((node, batch), single) in layers.iter().zip(&together).zip(&alone) {
-            let (a, s) = (f64::from(batch[i]), f64::from(single[0]));
-            if (a - s).abs() > tolerance * s.abs().max(1e-12) {
-                return Err(Error::Model {
-                    path: node.path.clone(),
-                    message: format!(
-                        "example {i}'s squared gradient norm is {a} in the batch but {s} alone: \
-                         something in the model mixes examples, which DP-SGD's per-example \
-                         clipping cannot allow"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::mechanism::{
     ClippingConfig, ClippingMode, GaussianNoise, SecureNoise, clip_factor, per_layer_clip_norms,
 };
-use crate::model::{Model, PerExample, TrainingPass, training_batch};
+use crate::model::{DpModule, PerExample, TracedPass, training_batch};
 
 /// The inner optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -244,9 +244,9 @@ pub struct DpOptimizer {
 }
 
 impl DpOptimizer {
-    /// A DP optimizer for `model`'s parameters. `private = false` gives the non-private
-    /// baseline through the same code path (factors 1, no noise).
-    pub fn new(model: &Model, settings: DpSettings) -> Result<Self> {
+    /// A DP optimizer for `model`'s trainable parameters. `private = false` gives the
+    /// non-private baseline through the same code path (factors 1, no noise).
+    pub fn new(model: &dyn DpModule, settings: DpSettings) -> Result<Self> {
         let DpSettings {
             optimizer,
             clipping,
@@ -458,7 +458,12 @@ impl DpOptimizer {
     /// Every example's gradient is scaled to norm at most C (flat) or C/√L per layer, so the
     /// sum has L2 sensitivity C under add/remove-one; N(0, (σC)²) is added once per
     /// coordinate; the result is divided by the expected batch size, a public constant.
-    pub fn step(&mut self, model: &Model, data: &Dataset, indices: &[usize]) -> Result<StepStats> {
+    pub fn step(
+        &mut self,
+        model: &dyn DpModule,
+        data: &Dataset,
+        indices: &[usize],
+    ) -> Result<StepStats> {
         self.step_with_canaries(model, data, indices, None)
     }
 
@@ -466,7 +471,7 @@ impl DpOptimizer {
     /// sum before the noise, and their released values are recorded after it.
     pub fn step_with_canaries(
         &mut self,
-        model: &Model,
+        model: &dyn DpModule,
         data: &Dataset,
         indices: &[usize],
         canaries: Option<&mut GradientCanaries>,
@@ -479,7 +484,7 @@ impl DpOptimizer {
 
     fn step_in_pool(
         &mut self,
-        model: &Model,
+        model: &dyn DpModule,
         data: &Dataset,
         indices: &[usize],
         mut canaries: Option<&mut GradientCanaries>,
@@ -533,7 +538,7 @@ impl DpOptimizer {
     /// Adds one physical chunk's clipped per-example gradients to `sums`.
     fn accumulate(
         &self,
-        model: &Model,
+        model: &dyn DpModule,
         data: &Dataset,
         chunk: &[usize],
         sums: &mut [Vec<f32>],
@@ -541,21 +546,19 @@ impl DpOptimizer {
     ) -> Result<()> {
         let (x, labels) = training_batch(data, chunk)?;
         let ids = chunk.iter().map(|&i| i as u64).collect();
-        let ctx = model.context(&x, true, ids, self.mask_seed)?;
-        let TrainingPass { loss_sum, traces } = model.training_pass_with(&x, &labels, &ctx)?;
+        let TracedPass { loss_sum, layers } =
+            model.traced_pass(&x, &labels, ids, self.mask_seed)?;
         stats.loss_sum += loss_sum;
-        let layers = model.trainable_layers();
+        let batch = chunk.len();
         // Per-example norms are needed only to clip (the baseline skips them).
         let per_example: Vec<PerExample> = if self.private {
             layers
                 .iter()
-                .zip(&traces)
-                .map(|(node, trace)| node.layer.per_example(trace, node.norm))
+                .map(|layer| layer.per_example(batch))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
-        let batch = chunk.len();
         // Clip factors per layer (the same vector for every layer under flat clipping).
         let per_layer_factors: Vec<Vec<f32>> = if !self.private {
             vec![vec![1.0; batch]; layers.len()]
@@ -593,38 +596,44 @@ impl DpOptimizer {
             }
         };
         let mut param = 0;
-        for (index, ((node, trace), factors)) in layers
-            .iter()
-            .zip(&traces)
-            .zip(per_layer_factors)
-            .enumerate()
-        {
-            let sums_of_layer = node
-                .layer
-                .clipped_sums(trace, per_example.get(index), &factors)?;
+        for (index, (layer, factors)) in layers.iter().zip(per_layer_factors).enumerate() {
+            let Some(trace) = &layer.trace else {
+                // Not in this pass: its per-example gradients, and so its sums, are zero.
+                param += layer.layer.params().len();
+                continue;
+            };
+            let sums_of_layer =
+                layer
+                    .layer
+                    .clipped_sums(trace, per_example.get(index), &factors)?;
             for sum in sums_of_layer {
+                let acc = sums.get_mut(param).ok_or_else(|| {
+                    Error::Tensor(format!(
+                        "{}: more parameter sums than the module's parameters",
+                        layer.path
+                    ))
+                })?;
                 let values = sum.flatten_all()?.to_vec1::<f32>()?;
-                for (acc, v) in sums[param].iter_mut().zip(values) {
+                if values.len() != acc.len() {
+                    return Err(Error::Tensor(format!(
+                        "{}: a clipped sum of {} values for a parameter of {}",
+                        layer.path,
+                        values.len(),
+                        acc.len()
+                    )));
+                }
+                for (acc, v) in acc.iter_mut().zip(values) {
                     *acc += v;
                 }
                 param += 1;
             }
         }
+        if param != sums.len() {
+            return Err(Error::Tensor(format!(
+                "the traced layers cover {param} of the module's {} parameters",
+                sums.len()
+            )));
+        }
         Ok(())
     }
-}
-
-/// Per-example gradient norms ‖∇θ_i‖ over all parameters, for a batch (diagnostics and
-/// tests: the quantity flat clipping bounds).
-pub fn per_example_norms(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-    let (x, labels) = training_batch(data, indices)?;
-    let pass = model.training_pass(&x, &labels)?;
-    let mut total = vec![0.0f32; indices.len()];
-    for (node, trace) in model.trainable_layers().iter().zip(&pass.traces) {
-        let pe = node.layer.per_example(trace, node.norm)?;
-        for (t, n) in total.iter_mut().zip(pe.sq_norms) {
-            *t += n;
-        }
-    }
-    Ok(total.into_iter().map(f32::sqrt).collect())
 }

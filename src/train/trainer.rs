@@ -6,6 +6,7 @@
 //! (`schedule::plan`), and each step, at its own σ, is checked against the budget before it
 //! is taken: a run never spends more than its budget, whatever its schedule does.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -18,7 +19,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::grad_sample::with_values;
 use crate::mechanism::{AdaptiveClipper, gradient_noise_multiplier};
-use crate::model::{Model, ModelConfig, dataset_batch, summed_cross_entropy};
+use crate::model::{DpModule, Model, ModelConfig, dataset_batch, summed_cross_entropy};
 use crate::privacy::{
     Accountant, AccountantKind, AccountantSettings, Ledger, PrivacyBudget, PrivacyEvent,
     PrivacySpent, epochs_to_steps,
@@ -30,7 +31,7 @@ use crate::schedule::{Plateau, ShapeKind, Timeline};
 pub use super::epoch::EpochRecord;
 
 /// Everything a finished run produced.
-pub struct TrainingRecord {
+pub struct TrainingRecord<M = Model> {
     /// One row per epoch.
     pub epochs: Vec<EpochRecord>,
     /// Every step actually taken.
@@ -52,7 +53,7 @@ pub struct TrainingRecord {
     /// Seconds of training (data loading excluded).
     pub wall_seconds: f64,
     /// The trained model.
-    pub model: Model,
+    pub model: M,
 }
 
 /// Independent seeds for init, sampling and noise from one run seed (SplitMix64).
@@ -64,7 +65,7 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 }
 
 /// Mean loss and accuracy of `model` on `data`, in chunks of 1000 examples.
-pub fn evaluate(model: &Model, data: &Dataset) -> Result<(f64, f64)> {
+pub fn evaluate(model: &dyn DpModule, data: &Dataset) -> Result<(f64, f64)> {
     let (mut loss, mut correct) = (0.0f64, 0usize);
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(1000) {
@@ -125,7 +126,7 @@ pub fn auc(scores: &[f64], labels: &[u32]) -> Option<f64> {
 }
 
 /// [`BinaryMetrics`] of `model` on `data` (two classes), in chunks of 1000 examples.
-pub fn binary_metrics(model: &Model, data: &Dataset) -> Result<Option<BinaryMetrics>> {
+pub fn binary_metrics(model: &dyn DpModule, data: &Dataset) -> Result<Option<BinaryMetrics>> {
     if data.classes != 2 || data.is_empty() {
         return Ok(None);
     }
@@ -211,225 +212,334 @@ pub fn train_observed(
     privacy: &PrivacyConfig,
     training: &TrainingConfig,
     seed: u64,
-    mut hooks: Hooks,
+    hooks: Hooks,
 ) -> Result<TrainingRecord> {
     privacy.validate()?;
     training.validate()?;
-    let n = train.len();
-    let (sample_rate, planned_steps) = epochs_to_steps(
-        training.epochs,
-        n as u64,
-        training.expected_batch_size as u64,
-    )?;
-    let expected_batch = sample_rate * n as f64;
-    let timeline = Timeline {
-        steps: planned_steps,
-        steps_per_epoch: n as f64 / training.expected_batch_size as f64,
-    };
-    let schedule = &privacy.noise_schedule;
-    let plateau_schedule = schedule.kind == ShapeKind::Plateau;
-    if plateau_schedule && validation.is_none() {
-        return Err(Error::invalid(
-            "privacy.noise_schedule.kind",
-            "plateau",
-            "a public validation split to watch (data.validation > 0 with \
-             data.validation_public = true), or another schedule",
-        ));
-    }
-    let mut clipper = match (privacy.private, privacy.adaptive_clipping) {
-        (true, Some(config)) => Some(AdaptiveClipper::new(
-            config,
-            privacy.clip_norm,
-            expected_batch,
-            derive_seed(seed, 4),
-        )?),
-        _ => None,
-    };
-    let spec = NoiseSpec {
-        schedule,
-        sample_rate,
-        timeline,
-        count_noise_multiplier: clipper.as_ref().map(|c| c.count_noise_multiplier()),
-        mechanism: privacy.mechanism(),
-        accountant: privacy.accountant(),
-    };
-    // The same calibration `dptrain account CONFIG` prints.
-    let scale = match privacy.private {
-        true => super::planning::plan_run(privacy, training, n)?.plan.scale,
-        false => 0.0,
-    };
-    tracing::debug!(
-        sample_rate,
-        planned_steps,
-        noise_scale = scale,
-        "planned: the noise schedule's scale is calibrated before the first step"
-    );
-    let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
-        Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
-        _ => None,
-    };
-    let mut accountant = Accountant::new(privacy.accountant())?;
-    // Planned steps already known to fit the budget (PLD and PRV check many at once).
-    let mut fitting: std::collections::VecDeque<PrivacyEvent> = Default::default();
     let model = Model::for_data(model_config, train, derive_seed(seed, 1))?;
-    // Secure mode: batches and noise from OS-seeded CSPRNGs; `seed` then only initialises
-    // the model (public: it depends on no data).
-    let (mut sampler, noise) = match privacy.secure_noise && privacy.private {
-        true => (
-            PoissonSampler::secure(training.expected_batch_size, n)?,
-            NoiseMode::Secure,
-        ),
-        false => (
-            PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?,
-            NoiseMode::Seeded(derive_seed(seed, 3)),
-        ),
+    let splits = Splits {
+        train,
+        test,
+        validation,
     };
-    let mut optimizer = DpOptimizer::new(
-        &model,
-        DpSettings {
-            optimizer: training.optimizer,
-            clipping: privacy.clipping(),
-            noise_multiplier: if privacy.private { scale } else { 0.0 },
-            expected_batch_size: expected_batch,
-            max_physical_batch: training.max_physical_batch,
-            private: privacy.private,
-            noise,
-        },
-    )?;
-    let start = Instant::now();
-    let mut stopped_early = None;
-    let (mut sigma, mut clip_norm) = (0.0, privacy.clip_norm);
-    let Progress {
-        mut steps,
-        mut epoch,
-        mut recorded_step,
-        wall_offset,
-        mut epochs,
-        mut epoch_loss,
-        mut epoch_examples,
-        mut epoch_nonfinite,
-        mut plateau,
-    } = match hooks.resume.take() {
-        Some(resumed) => restore(
-            resumed,
-            &model,
-            &mut optimizer,
-            &mut sampler,
-            clipper.as_mut(),
-            &mut accountant,
-        )?,
-        None => Progress::default(),
-    };
-    // Evaluates and records the state after `steps` steps.
-    let record_epoch = |epoch: usize,
-                        steps: u64,
-                        (train_loss, nonfinite_examples): (f64, u64),
-                        (sigma, clip_norm): (f64, f64),
-                        accountant: &mut Accountant|
-     -> Result<EpochRecord> {
-        let (test_loss, test_accuracy) = evaluate(&model, test)?;
-        if !test_loss.is_finite() {
-            return Err(Error::Tensor(format!(
-                "after step {steps} the test loss is {test_loss}: training diverged (lower the \
-                 learning rate); the last good checkpoint is kept"
-            )));
+    train_module(model, splits, privacy, training, seed, hooks)
+}
+
+/// The data of a run: the private training set, the test set evaluated after each epoch,
+/// and an optional public validation split that a plateau noise schedule watches.
+#[derive(Debug, Clone, Copy)]
+pub struct Splits<'a> {
+    /// Private training examples.
+    pub train: &'a Dataset,
+    /// Evaluated after each epoch.
+    pub test: &'a Dataset,
+    /// Public validation data (plateau schedules).
+    pub validation: Option<&'a Dataset>,
+}
+
+/// Trains any [`DpModule`] (a config's model, the builder's, a private candle model) with
+/// DP-SGD: the same plan, budget checks, schedules, checkpoints and records as [`train`].
+/// `seed` drives sampling and noise (the module arrives initialised).
+pub fn train_module<M: DpModule>(
+    module: M,
+    splits: Splits,
+    privacy: &PrivacyConfig,
+    training: &TrainingConfig,
+    seed: u64,
+    hooks: Hooks,
+) -> Result<TrainingRecord<M>> {
+    let mut run = Run::new(module, splits, privacy, training, seed, hooks)?;
+    while run.progress.steps < run.planned_steps {
+        if !run.schedule_step()? {
+            break;
         }
-        let epsilon = match privacy.private {
-            true => accountant.epsilon(privacy.delta)?.epsilon,
+        run.take_step()?;
+        if run.at_epoch_end() {
+            if !run.end_epoch()? {
+                break;
+            }
+        } else if run.interrupted() {
+            run.stop_interrupted()?;
+            break;
+        }
+    }
+    run.finish()
+}
+
+/// A run in progress: what is fixed before the first step, and the state carried from
+/// step to step. Each phase of a step is one method.
+struct Run<'a, 'h, M> {
+    module: M,
+    splits: Splits<'a>,
+    privacy: &'a PrivacyConfig,
+    training: &'a TrainingConfig,
+    hooks: Hooks<'h>,
+    sample_rate: f64,
+    planned_steps: u64,
+    timeline: Timeline,
+    /// The calibrated scale of the noise schedule (0 when non-private).
+    scale: f64,
+    plateau_schedule: bool,
+    budget: Option<PrivacyBudget>,
+    accountant: Accountant,
+    /// Planned steps already known to fit the budget (PLD and PRV check many at once).
+    fitting: VecDeque<PrivacyEvent>,
+    clipper: Option<AdaptiveClipper>,
+    sampler: PoissonSampler,
+    optimizer: DpOptimizer,
+    progress: Progress,
+    /// σ and C of the step last taken.
+    sigma: f64,
+    clip_norm: f64,
+    start: Instant,
+    stopped_early: Option<String>,
+}
+
+impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
+    /// Plans the run (sampling rate, steps, calibrated σ, budget), builds the sampler, the
+    /// noise and the optimizer, and restores a checkpoint when resuming.
+    fn new(
+        module: M,
+        splits: Splits<'a>,
+        privacy: &'a PrivacyConfig,
+        training: &'a TrainingConfig,
+        seed: u64,
+        mut hooks: Hooks<'h>,
+    ) -> Result<Self> {
+        privacy.validate()?;
+        training.validate()?;
+        let n = splits.train.len();
+        let (sample_rate, planned_steps) = epochs_to_steps(
+            training.epochs,
+            n as u64,
+            training.expected_batch_size as u64,
+        )?;
+        let expected_batch = sample_rate * n as f64;
+        let timeline = Timeline {
+            steps: planned_steps,
+            steps_per_epoch: n as f64 / training.expected_batch_size as f64,
+        };
+        let plateau_schedule = privacy.noise_schedule.kind == ShapeKind::Plateau;
+        if plateau_schedule && splits.validation.is_none() {
+            return Err(Error::invalid(
+                "privacy.noise_schedule.kind",
+                "plateau",
+                "a public validation split to watch (data.validation > 0 with \
+                 data.validation_public = true), or another schedule",
+            ));
+        }
+        let clipper = match (privacy.private, privacy.adaptive_clipping) {
+            (true, Some(config)) => Some(AdaptiveClipper::new(
+                config,
+                privacy.clip_norm,
+                expected_batch,
+                derive_seed(seed, 4),
+            )?),
+            _ => None,
+        };
+        // The same calibration `dptrain account CONFIG` prints.
+        let scale = match privacy.private {
+            true => super::planning::plan_run(privacy, training, n)?.plan.scale,
             false => 0.0,
         };
-        let record = EpochRecord {
-            epoch,
-            step: steps,
-            train_loss,
-            test_loss,
-            test_accuracy,
-            epsilon,
-            noise_multiplier: sigma,
-            clip_norm,
-            nonfinite_examples,
-            wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
-        };
-        Ok(record)
-    };
-    while steps < planned_steps {
-        // This step's σ and C: schedules are functions of the step (public); a plateau and
-        // adaptive clipping depend only on public validation data and released estimates.
-        sigma = match plateau_schedule {
-            true => scale * plateau.factor,
-            false => scale * schedule.factor(steps, &timeline),
-        };
-        clip_norm = match &clipper {
-            Some(clipper) => clipper.clip_norm(),
-            None => privacy.clip_norm * privacy.clip_schedule.factor(steps, &timeline),
-        };
-        if privacy.private {
-            // The step about to be taken, as the accountant sees it.
-            let event = plan::step_event(&spec, sigma)?;
-            if let Some(budget) = &budget {
-                if fitting.front().is_none_or(|next| !next.same_step(&event)) {
-                    // Ask again: the steps from here to the end of the plan, at the current
-                    // plateau factor (exactly the steps to come unless a plateau moves).
-                    // RDP checks one step at a time (microseconds): only this one.
-                    let horizon = match accountant.kind() {
-                        AccountantKind::Rdp => steps + 1,
-                        _ => planned_steps,
-                    };
-                    let planned: Vec<PrivacyEvent> = std::iter::once(Ok(event))
-                        .chain((steps + 1..horizon).map(|t| {
-                            let sigma_t = match plateau_schedule {
-                                true => sigma,
-                                false => scale * schedule.factor(t, &timeline),
-                            };
-                            plan::step_event(&spec, sigma_t)
-                        }))
-                        .collect::<Result<_>>()?;
-                    let (fit, after) =
-                        accountant.steps_that_fit(&planned, budget.target_epsilon, budget.delta)?;
-                    if fit == 0 {
-                        tracing::warn!(
-                            step = steps + 1,
-                            epsilon = after,
-                            "the next step would overspend the budget: stopping"
-                        );
-                        stopped_early = Some(format!(
-                            "step {} would spend ε = {:.4} > budget {}",
-                            steps + 1,
-                            after,
-                            budget.target_epsilon
-                        ));
-                        break;
-                    }
-                    fitting = planned.into_iter().take(fit).collect();
-                }
-                fitting.pop_front();
-            }
-            let gradient_sigma = match &clipper {
-                Some(clipper) => gradient_noise_multiplier(sigma, clipper.count_noise_std())?,
-                None => sigma,
-            };
-            optimizer.set_noise_and_clip(gradient_sigma, clip_norm)?;
-            accountant.compose(event)?;
-        }
-        optimizer.set_learning_rate(
-            training.optimizer.learning_rate() * training.lr_schedule.factor(steps, &timeline),
+        tracing::debug!(
+            sample_rate,
+            planned_steps,
+            noise_scale = scale,
+            "planned: the noise schedule's scale is calibrated before the first step"
         );
-        let batch = sampler.sample();
-        let stats =
-            optimizer.step_with_canaries(&model, train, &batch, hooks.canaries.as_deref_mut())?;
-        if let Some(clipper) = &mut clipper {
+        let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
+            Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
+            _ => None,
+        };
+        let mut accountant = Accountant::new(privacy.accountant())?;
+        // Secure mode: batches and noise from OS-seeded CSPRNGs; `seed` then drives nothing
+        // private.
+        let (mut sampler, noise) = match privacy.secure_noise && privacy.private {
+            true => (
+                PoissonSampler::secure(training.expected_batch_size, n)?,
+                NoiseMode::Secure,
+            ),
+            false => (
+                PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?,
+                NoiseMode::Seeded(derive_seed(seed, 3)),
+            ),
+        };
+        let mut optimizer = DpOptimizer::new(
+            &module,
+            DpSettings {
+                optimizer: training.optimizer,
+                clipping: privacy.clipping(),
+                noise_multiplier: if privacy.private { scale } else { 0.0 },
+                expected_batch_size: expected_batch,
+                max_physical_batch: training.max_physical_batch,
+                private: privacy.private,
+                noise,
+            },
+        )?;
+        let mut clipper = clipper;
+        let progress = match hooks.resume.take() {
+            Some(resumed) => restore(
+                resumed,
+                &module,
+                &mut optimizer,
+                &mut sampler,
+                clipper.as_mut(),
+                &mut accountant,
+            )?,
+            None => Progress::default(),
+        };
+        Ok(Run {
+            module,
+            splits,
+            privacy,
+            training,
+            hooks,
+            sample_rate,
+            planned_steps,
+            timeline,
+            scale,
+            plateau_schedule,
+            budget,
+            accountant,
+            fitting: VecDeque::new(),
+            clipper,
+            sampler,
+            optimizer,
+            progress,
+            sigma: 0.0,
+            clip_norm: privacy.clip_norm,
+            start: Instant::now(),
+            stopped_early: None,
+        })
+    }
+
+    /// How the accountant sees a step at multiplier σ.
+    fn noise_spec(&self) -> NoiseSpec<'a> {
+        NoiseSpec {
+            schedule: &self.privacy.noise_schedule,
+            sample_rate: self.sample_rate,
+            timeline: self.timeline,
+            count_noise_multiplier: self.clipper.as_ref().map(|c| c.count_noise_multiplier()),
+            mechanism: self.privacy.mechanism(),
+            accountant: self.privacy.accountant(),
+        }
+    }
+
+    /// σ of step `t` (0-based) under the schedule; a plateau holds its current factor.
+    fn sigma_at(&self, t: u64) -> f64 {
+        match self.plateau_schedule {
+            true => self.scale * self.progress.plateau.factor,
+            false => self.scale * self.privacy.noise_schedule.factor(t, &self.timeline),
+        }
+    }
+
+    /// Sets the next step's σ, C and learning rate, and composes the step into the
+    /// accountant if it fits the budget; false (and the reason kept) if it does not.
+    ///
+    /// Schedules are functions of the step (public); a plateau and adaptive clipping depend
+    /// only on public validation data and released estimates.
+    fn schedule_step(&mut self) -> Result<bool> {
+        let steps = self.progress.steps;
+        self.sigma = self.sigma_at(steps);
+        self.clip_norm = match &self.clipper {
+            Some(clipper) => clipper.clip_norm(),
+            None => {
+                self.privacy.clip_norm * self.privacy.clip_schedule.factor(steps, &self.timeline)
+            }
+        };
+        if self.privacy.private {
+            let event = plan::step_event(&self.noise_spec(), self.sigma)?;
+            if !self.fits_budget(event)? {
+                return Ok(false);
+            }
+            let gradient_sigma = match &self.clipper {
+                Some(clipper) => gradient_noise_multiplier(self.sigma, clipper.count_noise_std())?,
+                None => self.sigma,
+            };
+            self.optimizer
+                .set_noise_and_clip(gradient_sigma, self.clip_norm)?;
+            self.accountant.compose(event)?;
+        }
+        self.optimizer.set_learning_rate(
+            self.training.optimizer.learning_rate()
+                * self.training.lr_schedule.factor(steps, &self.timeline),
+        );
+        Ok(true)
+    }
+
+    /// Whether the step `event` (the next one) keeps ε within the budget.
+    fn fits_budget(&mut self, event: PrivacyEvent) -> Result<bool> {
+        let Some(budget) = self.budget else {
+            return Ok(true);
+        };
+        let steps = self.progress.steps;
+        if self
+            .fitting
+            .front()
+            .is_none_or(|next| !next.same_step(&event))
+        {
+            // Ask again: the steps from here to the end of the plan, at the current plateau
+            // factor (exactly the steps to come unless a plateau moves). RDP checks one step
+            // at a time (microseconds): only this one.
+            let horizon = match self.accountant.kind() {
+                AccountantKind::Rdp => steps + 1,
+                _ => self.planned_steps,
+            };
+            let spec = self.noise_spec();
+            let planned: Vec<PrivacyEvent> = std::iter::once(Ok(event))
+                .chain((steps + 1..horizon).map(|t| plan::step_event(&spec, self.sigma_at(t))))
+                .collect::<Result<_>>()?;
+            let (fit, after) =
+                self.accountant
+                    .steps_that_fit(&planned, budget.target_epsilon, budget.delta)?;
+            if fit == 0 {
+                tracing::warn!(
+                    step = steps + 1,
+                    epsilon = after,
+                    "the next step would overspend the budget: stopping"
+                );
+                self.stopped_early = Some(format!(
+                    "step {} would spend ε = {:.4} > budget {}",
+                    steps + 1,
+                    after,
+                    budget.target_epsilon
+                ));
+                return Ok(false);
+            }
+            self.fitting = planned.into_iter().take(fit).collect();
+        }
+        self.fitting.pop_front();
+        Ok(true)
+    }
+
+    /// Samples a Poisson batch and takes the DP step on it; stops the run (an error) if a
+    /// parameter became non-finite.
+    fn take_step(&mut self) -> Result<()> {
+        let batch = self.sampler.sample();
+        let stats = self.optimizer.step_with_canaries(
+            &self.module,
+            self.splits.train,
+            &batch,
+            self.hooks.canaries.as_deref_mut(),
+        )?;
+        if let Some(clipper) = &mut self.clipper {
             clipper.update(
                 stats.batch_size - stats.clipped - stats.nonfinite,
                 stats.batch_size,
             );
         }
-        steps += 1;
-        epoch_nonfinite += stats.nonfinite as u64;
+        let progress = &mut self.progress;
+        progress.steps += 1;
+        progress.epoch_nonfinite += stats.nonfinite as u64;
+        progress.epoch_loss += stats.loss_sum;
+        progress.epoch_examples += stats.batch_size;
+        let steps = progress.steps;
         // A non-finite parameter means the run has diverged: stop before the next
         // checkpoint could overwrite the last good one.
         // (A scan of the parameters' storage in place: no copy on this per-step path.)
         let mut bad = None;
-        for p in model.parameters() {
+        for p in self.module.parameters() {
             bad = bad.or(with_values(p.as_tensor(), "parameter check", |v| {
                 v.iter().copied().find(|x| !x.is_finite())
             })?);
@@ -440,168 +550,178 @@ pub fn train_observed(
                  learning rate); the last good checkpoint is kept"
             )));
         }
-        if let Some(on_step) = hooks.on_step.as_mut() {
-            on_step(steps, planned_steps);
+        if let Some(on_step) = self.hooks.on_step.as_mut() {
+            on_step(steps, self.planned_steps);
         }
-        epoch_loss += stats.loss_sum;
-        epoch_examples += stats.batch_size;
-        let at_epoch_end = steps == timeline.epoch_end(epoch as u64).min(planned_steps);
-        if at_epoch_end {
-            let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-            let record = record_epoch(
-                epoch,
-                steps,
-                (train_loss, epoch_nonfinite),
-                (sigma, clip_norm),
-                &mut accountant,
-            )?;
-            if let Some(on_epoch) = hooks.on_epoch.as_mut() {
-                on_epoch(&record);
-            }
-            epochs.push(record);
-            if let (true, Some(validation)) = (plateau_schedule, validation) {
-                plateau.observe(schedule, evaluate(&model, validation)?.0);
-            }
-            recorded_step = steps;
-            if let Some(save) = hooks.on_checkpoint.as_mut() {
-                // At an epoch's end the next epoch starts with empty sums.
-                let checkpoint = snapshot(
-                    Snapshot {
-                        model: &model,
-                        optimizer: &optimizer,
-                        sampler: &sampler,
-                        clipper: clipper.as_ref(),
-                        ledger: accountant.ledger(),
-                        epochs: &epochs,
-                        plateau,
-                        config: &hooks.config_text,
-                    },
-                    (steps, epoch + 1),
-                    wall_offset + start.elapsed().as_secs_f64(),
-                    (0.0, 0, 0),
-                );
-                save(&checkpoint)?;
-            }
-            if hooks.stop_after_epoch == Some(epoch) && steps < planned_steps {
-                stopped_early = Some(format!("stopped after epoch {epoch}, as asked"));
-                break;
-            }
-            epoch += 1;
-            (epoch_loss, epoch_examples, epoch_nonfinite) = (0.0, 0, 0);
-        } else if hooks
+        Ok(())
+    }
+
+    fn at_epoch_end(&self) -> bool {
+        let progress = &self.progress;
+        progress.steps
+            == self
+                .timeline
+                .epoch_end(progress.epoch as u64)
+                .min(self.planned_steps)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.hooks
             .interrupt
             .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            // Interrupted within an epoch: save everything, including the epoch's sums.
-            if let Some(save) = hooks.on_checkpoint.as_mut() {
-                save(&snapshot(
-                    Snapshot {
-                        model: &model,
-                        optimizer: &optimizer,
-                        sampler: &sampler,
-                        clipper: clipper.as_ref(),
-                        ledger: accountant.ledger(),
-                        epochs: &epochs,
-                        plateau,
-                        config: &hooks.config_text,
-                    },
-                    (steps, epoch),
-                    wall_offset + start.elapsed().as_secs_f64(),
-                    (epoch_loss, epoch_examples as u64, epoch_nonfinite),
-                ))?;
-            }
-            stopped_early = Some(format!(
-                "interrupted after step {steps}; continue with --resume"
-            ));
-            // The state at the interruption is what the checkpoint holds; no metrics row
-            // for a partial epoch (the resumed run makes it).
-            recorded_step = steps;
-            break;
-        }
     }
-    if stopped_early.is_some() && recorded_step != steps {
-        let train_loss = epoch_loss / epoch_examples.max(1) as f64;
-        let record = record_epoch(
-            epoch,
-            steps,
-            (train_loss, epoch_nonfinite),
-            (sigma, clip_norm),
-            &mut accountant,
-        )?;
-        if let Some(on_epoch) = hooks.on_epoch.as_mut() {
+
+    /// Evaluates and records the state after the steps taken, and hands the row to
+    /// `on_epoch`.
+    fn record_epoch(&mut self) -> Result<()> {
+        let progress = &self.progress;
+        let steps = progress.steps;
+        let (test_loss, test_accuracy) = evaluate(&self.module, self.splits.test)?;
+        if !test_loss.is_finite() {
+            return Err(Error::Tensor(format!(
+                "after step {steps} the test loss is {test_loss}: training diverged (lower the \
+                 learning rate); the last good checkpoint is kept"
+            )));
+        }
+        let epsilon = match self.privacy.private {
+            true => self.accountant.epsilon(self.privacy.delta)?.epsilon,
+            false => 0.0,
+        };
+        let record = EpochRecord {
+            epoch: progress.epoch,
+            step: steps,
+            train_loss: progress.epoch_loss / progress.epoch_examples.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            epsilon,
+            noise_multiplier: self.sigma,
+            clip_norm: self.clip_norm,
+            nonfinite_examples: progress.epoch_nonfinite,
+            wall_seconds: self.wall_seconds(),
+        };
+        if let Some(on_epoch) = self.hooks.on_epoch.as_mut() {
             on_epoch(&record);
         }
-        epochs.push(record);
+        let progress = &mut self.progress;
+        progress.epochs.push(record);
+        progress.recorded_step = steps;
+        Ok(())
     }
-    let spent = if privacy.private {
-        Some(accountant.epsilon(privacy.delta)?)
-    } else {
-        None
-    };
-    Ok(TrainingRecord {
-        epochs,
-        ledger: accountant.ledger().clone(),
-        spent,
-        accountant: privacy.accountant(),
-        noise_multiplier: if privacy.private { scale } else { 0.0 },
-        sample_rate,
-        steps,
-        planned_steps,
-        stopped_early,
-        wall_seconds: wall_offset + start.elapsed().as_secs_f64(),
-        model,
-    })
-}
 
-/// The parts of a running training a checkpoint copies.
-struct Snapshot<'a> {
-    model: &'a Model,
-    optimizer: &'a DpOptimizer,
-    sampler: &'a PoissonSampler,
-    clipper: Option<&'a AdaptiveClipper>,
-    ledger: &'a Ledger,
-    epochs: &'a [EpochRecord],
-    plateau: Plateau,
-    config: &'a str,
-}
+    fn wall_seconds(&self) -> f64 {
+        self.progress.wall_offset + self.start.elapsed().as_secs_f64()
+    }
 
-/// A checkpoint after `steps` steps, before epoch `next_epoch`, with the epoch's sums so far
-/// (loss, examples, non-finite examples).
-fn snapshot(
-    parts: Snapshot,
-    (steps, next_epoch): (u64, usize),
-    wall_seconds: f64,
-    (epoch_loss, epoch_examples, epoch_nonfinite): (f64, u64, u64),
-) -> Checkpoint {
-    let (optimizer_state, noise_calls) = parts.optimizer.state();
-    Checkpoint {
-        state: CheckpointState {
-            format: 1,
-            config: parts.config.to_string(),
-            steps,
-            next_epoch,
-            epochs: parts.epochs.to_vec(),
-            ledger: parts.ledger.clone(),
-            sampler_position: parts.sampler.position().to_string(),
-            noise_calls,
-            clipper: parts.clipper.map(|c| {
-                let (clip, position) = c.state();
-                (clip, position.to_string())
-            }),
-            plateau: parts.plateau,
+    /// The end of an epoch: its row, the plateau's observation, the checkpoint. False when
+    /// the run is to stop here (as asked by `stop_after_epoch`).
+    fn end_epoch(&mut self) -> Result<bool> {
+        self.record_epoch()?;
+        if let (true, Some(validation)) = (self.plateau_schedule, self.splits.validation) {
+            let loss = evaluate(&self.module, validation)?.0;
+            self.progress
+                .plateau
+                .observe(&self.privacy.noise_schedule, loss);
+        }
+        let epoch = self.progress.epoch;
+        // At an epoch's end the next epoch starts with empty sums.
+        self.save_checkpoint(epoch + 1, (0.0, 0, 0))?;
+        if self.hooks.stop_after_epoch == Some(epoch) && self.progress.steps < self.planned_steps {
+            self.stopped_early = Some(format!("stopped after epoch {epoch}, as asked"));
+            return Ok(false);
+        }
+        let progress = &mut self.progress;
+        progress.epoch += 1;
+        (
+            progress.epoch_loss,
+            progress.epoch_examples,
+            progress.epoch_nonfinite,
+        ) = (0.0, 0, 0);
+        Ok(true)
+    }
+
+    /// Interrupted within an epoch: saves everything, including the epoch's sums so far.
+    /// No metrics row for a partial epoch (the resumed run makes it).
+    fn stop_interrupted(&mut self) -> Result<()> {
+        let progress = &self.progress;
+        let sums = (
+            progress.epoch_loss,
+            progress.epoch_examples as u64,
+            progress.epoch_nonfinite,
+        );
+        self.save_checkpoint(progress.epoch, sums)?;
+        let steps = self.progress.steps;
+        self.stopped_early = Some(format!(
+            "interrupted after step {steps}; continue with --resume"
+        ));
+        // The state at the interruption is what the checkpoint holds.
+        self.progress.recorded_step = steps;
+        Ok(())
+    }
+
+    /// Hands a checkpoint of the state now, before epoch `next_epoch` with the epoch's sums
+    /// (loss, examples, non-finite examples), to `on_checkpoint`.
+    fn save_checkpoint(&mut self, next_epoch: usize, sums: (f64, u64, u64)) -> Result<()> {
+        let Some(save) = self.hooks.on_checkpoint.as_mut() else {
+            return Ok(());
+        };
+        let progress = &self.progress;
+        let (optimizer_state, noise_calls) = self.optimizer.state();
+        let (epoch_loss, epoch_examples, epoch_nonfinite) = sums;
+        let checkpoint = Checkpoint {
+            state: CheckpointState {
+                format: 1,
+                config: self.hooks.config_text.clone(),
+                steps: progress.steps,
+                next_epoch,
+                epochs: progress.epochs.clone(),
+                ledger: self.accountant.ledger().clone(),
+                sampler_position: self.sampler.position().to_string(),
+                noise_calls,
+                clipper: self.clipper.as_ref().map(|c| {
+                    let (clip, position) = c.state();
+                    (clip, position.to_string())
+                }),
+                plateau: progress.plateau,
+                wall_seconds: progress.wall_offset + self.start.elapsed().as_secs_f64(),
+                optimizer_steps: optimizer_state.steps,
+                epoch_loss,
+                epoch_examples,
+                epoch_nonfinite,
+            },
+            params: self
+                .module
+                .parameters()
+                .iter()
+                .map(|v| v.as_tensor().clone())
+                .collect(),
+            optimizer: optimizer_state,
+        };
+        save(&checkpoint)
+    }
+
+    /// The record of the run; a run stopped early gets a row for its last, partial epoch.
+    fn finish(mut self) -> Result<TrainingRecord<M>> {
+        if self.stopped_early.is_some() && self.progress.recorded_step != self.progress.steps {
+            self.record_epoch()?;
+        }
+        let spent = match self.privacy.private {
+            true => Some(self.accountant.epsilon(self.privacy.delta)?),
+            false => None,
+        };
+        let wall_seconds = self.wall_seconds();
+        Ok(TrainingRecord {
+            epochs: self.progress.epochs,
+            ledger: self.accountant.ledger().clone(),
+            spent,
+            accountant: self.privacy.accountant(),
+            noise_multiplier: self.scale,
+            sample_rate: self.sample_rate,
+            steps: self.progress.steps,
+            planned_steps: self.planned_steps,
+            stopped_early: self.stopped_early,
             wall_seconds,
-            optimizer_steps: optimizer_state.steps,
-            epoch_loss,
-            epoch_examples,
-            epoch_nonfinite,
-        },
-        params: parts
-            .model
-            .parameters()
-            .iter()
-            .map(|v| v.as_tensor().clone())
-            .collect(),
-        optimizer: optimizer_state,
+            model: self.module,
+        })
     }
 }
 
@@ -639,7 +759,7 @@ impl Default for Progress {
 /// ledger back, and returns where the run stood.
 fn restore(
     resumed: Checkpoint,
-    model: &Model,
+    model: &dyn DpModule,
     optimizer: &mut DpOptimizer,
     sampler: &mut PoissonSampler,
     clipper: Option<&mut AdaptiveClipper>,
@@ -687,7 +807,7 @@ fn restore(
 
 /// Saves the model's parameters as safetensors, named by layer path (`<path>.weight`,
 /// `<path>.bias`; frozen layers too), atomically (temporary file, then rename).
-pub fn save_model(model: &Model, path: &std::path::Path) -> Result<()> {
+pub fn save_model(model: &dyn DpModule, path: &std::path::Path) -> Result<()> {
     let tensors: std::collections::HashMap<String, candle_core::Tensor> = model
         .named_parameters()
         .into_iter()
