@@ -16,6 +16,7 @@ pub mod builder;
 pub mod kinds;
 pub mod layer;
 pub mod module;
+pub mod private;
 pub mod pool;
 pub mod show;
 pub mod spec;

@@ -47,3 +47,12 @@ fn the_builder_tier_example_trains_its_model() {
         "{out}"
     );
 }
+
+#[test]
+fn the_candle_tier_example_trains_its_model_and_refuses_a_foreign_parameter() {
+    let out = run("candle_model");
+    assert!(
+        out.contains("refused:") && out.contains("`plain_head.") && out.contains("test accuracy"),
+        "{out}"
+    );
+}

@@ -16,6 +16,7 @@ mod examples;
 mod fuzz;
 mod grad_sample;
 mod layers;
+mod private;
 mod report;
 mod resume;
 mod schedules;

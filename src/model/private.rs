@@ -1,0 +1,452 @@
+//! Tier 3 of the library API (generality.md section 4.3): a candle model, written by the
+//! user with candle's own ops, made private.
+//!
+//! The model's parameters come from DP layer wrappers ([`DpLayers::add`]): each wraps a
+//! layer kind of the vocabulary (its forward, hand-written backward and per-example rule)
+//! and puts its parameters in the user's [`VarMap`] under `<path>.<name>`. Everything
+//! between the wrappers (activations, reshapes, residual sums, attention written by hand)
+//! is free candle code without parameters. [`make_private`] checks that every parameter of
+//! the VarMap belongs to a wrapper and refuses the first that does not, by name: a
+//! parameter whose per-example gradient is not traced could not be clipped.
+//!
+//! How a training pass reads the per-example quantities: during the pass each wrapper
+//! records its input (detached) and adds a zero [`Var`], its *tap*, to its output. After
+//! candle's backward of the summed loss the tap's gradient is the layer's output gradient
+//! G = ∂L/∂y; the layer's own backward then turns the recorded input and G into the trace
+//! its per-example rule reads (ghost norms or per-example gradients, generality.md §5.1).
+//! Because the summed loss is Σ_i ℓ_i, G's row i is example i's alone, unless the user's
+//! code mixes examples; [`super::check_batch_independence`] catches that.
+//!
+//! This route runs each wrapped layer's forward twice (once in candle's graph, once to
+//! save what its backward needs) and lets candle form the batch gradients it never uses:
+//! it trades speed for generality. The config and builder tiers use the hand-written
+//! backward of the whole graph and are the fast path.
+//!
+//! ```
+//! use candle_core::{Device, Module, Tensor};
+//! use candle_nn::VarMap;
+//! use dptrain::model::private::{DpLayers, make_private};
+//! use dptrain::model::{DpModule, LayerSpec};
+//!
+//! let varmap = VarMap::new();
+//! let layers = DpLayers::new(0);
+//! let hidden = layers
+//!     .add(&varmap, "hidden", LayerSpec::Linear { out_features: 8, bias: true }, &[4])
+//!     .unwrap();
+//! let head = layers
+//!     .add(&varmap, "head", LayerSpec::Linear { out_features: 3, bias: true }, &[8])
+//!     .unwrap();
+//! let model = make_private(
+//!     move |x: &Tensor| head.forward(&hidden.forward(x)?.relu()?),
+//!     &varmap,
+//!     &layers,
+//! )
+//! .unwrap();
+//! let x = Tensor::ones((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+//! let pass = model.traced_pass(&x, &[0, 2], vec![0, 1], 0).unwrap();
+//! assert_eq!(pass.layers.len(), 2);
+//! ```
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use candle_core::{D, Tensor, Var};
+use candle_nn::VarMap;
+use rand::SeedableRng;
+
+use super::kinds::{BuildInput, LayerSpec, build};
+use super::layer::{Context, Layer, NormMode};
+use super::module::{DpModule, TracedLayer, TracedPass};
+use crate::error::{Error, Result};
+use crate::grad_sample::with_values;
+
+/// One registered wrapper.
+#[derive(Debug)]
+struct Entry {
+    path: String,
+    layer: Arc<dyn Layer>,
+    norm: NormMode,
+}
+
+/// What one wrapper recorded during a training pass.
+struct Record {
+    /// Its input, detached from candle's graph.
+    input: Tensor,
+    /// The zero Var added to its output: its gradient is the output gradient.
+    tap: Var,
+}
+
+/// A training pass in progress.
+struct Pass {
+    ctx: Context,
+    records: Vec<Option<Record>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    entries: Mutex<Vec<Entry>>,
+    pass: Mutex<Option<Pass>>,
+    rng: Mutex<Option<rand_chacha::ChaCha20Rng>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The DP layer wrappers of one candle model (see the module).
+#[derive(Clone, Default)]
+pub struct DpLayers {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DpLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpLayers")
+            .field("layers", &*lock(&self.shared.entries))
+            .finish()
+    }
+}
+
+impl DpLayers {
+    /// An empty set of wrappers; `seed` initialises their parameters.
+    pub fn new(seed: u64) -> Self {
+        let layers = DpLayers::default();
+        *lock(&layers.shared.rng) = Some(rand_chacha::ChaCha20Rng::seed_from_u64(seed));
+        layers
+    }
+
+    /// A wrapper around a layer of kind `spec` for inputs of shape `input` (one example,
+    /// without the batch axis), its parameters added to `varmap` as `<path>.<name>`.
+    pub fn add(
+        &self,
+        varmap: &VarMap,
+        path: &str,
+        spec: LayerSpec,
+        input: &[usize],
+    ) -> Result<DpLayer> {
+        self.add_with(varmap, path, spec, input, None)
+    }
+
+    /// [`DpLayers::add`] for a layer over token ids below `vocab` (embeddings).
+    pub fn add_tokens(
+        &self,
+        varmap: &VarMap,
+        path: &str,
+        spec: LayerSpec,
+        sequence_length: usize,
+        vocab: usize,
+    ) -> Result<DpLayer> {
+        self.add_with(varmap, path, spec, &[sequence_length], Some(vocab))
+    }
+
+    fn add_with(
+        &self,
+        varmap: &VarMap,
+        path: &str,
+        spec: LayerSpec,
+        input: &[usize],
+        vocab: Option<usize>,
+    ) -> Result<DpLayer> {
+        let model_error = |message: String| Error::Model {
+            path: path.to_string(),
+            message,
+        };
+        let mut entries = lock(&self.shared.entries);
+        if entries.iter().any(|e| e.path == path) {
+            return Err(model_error("a second DP layer with this path".into()));
+        }
+        let layer = {
+            let mut rng = lock(&self.shared.rng);
+            let rng = rng.get_or_insert_with(|| rand_chacha::ChaCha20Rng::seed_from_u64(0));
+            build(
+                &spec,
+                BuildInput {
+                    shape: input,
+                    vocab,
+                },
+                rng,
+            )
+            .map_err(model_error)?
+        };
+        let params = layer.params();
+        if params.is_empty() {
+            return Err(model_error(format!(
+                "a {} layer has no parameters: write it as plain candle code between the DP \
+                 layers",
+                layer.kind()
+            )));
+        }
+        {
+            let mut vars = lock(varmap.data());
+            for p in &params {
+                let name = format!("{path}.{}", p.name);
+                if vars.contains_key(&name) {
+                    return Err(model_error(format!("the VarMap already holds `{name}`")));
+                }
+            }
+            for p in params {
+                vars.insert(format!("{path}.{}", p.name), p.var);
+            }
+        }
+        entries.push(Entry {
+            path: path.to_string(),
+            layer: layer.clone(),
+            norm: NormMode::Auto,
+        });
+        Ok(DpLayer {
+            index: entries.len() - 1,
+            path: path.to_string(),
+            layer,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Starts a training pass: wrappers record from now on.
+    fn begin(&self, ctx: Context) -> Result<()> {
+        let layers = lock(&self.shared.entries).len();
+        let mut pass = lock(&self.shared.pass);
+        if pass.is_some() {
+            return Err(Error::Usage(
+                "a private candle model runs one training pass at a time".into(),
+            ));
+        }
+        *pass = Some(Pass {
+            ctx,
+            records: (0..layers).map(|_| None).collect(),
+        });
+        Ok(())
+    }
+
+    /// Ends the training pass and returns what the wrappers recorded.
+    fn end(&self) -> Option<Pass> {
+        lock(&self.shared.pass).take()
+    }
+}
+
+/// One DP layer of a candle model: call it like any candle [`candle_core::Module`].
+#[derive(Clone)]
+pub struct DpLayer {
+    index: usize,
+    path: String,
+    layer: Arc<dyn Layer>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DpLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DpLayer({} {})", self.path, self.layer.kind())
+    }
+}
+
+impl DpLayer {
+    /// The wrapped layer.
+    pub fn layer(&self) -> &Arc<dyn Layer> {
+        &self.layer
+    }
+}
+
+fn candle_error(path: &str, e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!("DP layer `{path}`: {e}"))
+}
+
+impl candle_core::Module for DpLayer {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut pass = lock(&self.shared.pass);
+        let Some(pass) = pass.as_mut() else {
+            // Evaluation: the plain forward, dropout off.
+            return self
+                .layer
+                .forward(x, &Context::default())
+                .map_err(|e| candle_error(&self.path, e));
+        };
+        let record = pass
+            .records
+            .get_mut(self.index)
+            .ok_or_else(|| candle_error(&self.path, "not a layer of this model"))?;
+        if record.is_some() {
+            // A shared weight's per-example gradient is the sum over its uses; the trace
+            // of one use cannot give its norm.
+            return Err(candle_error(
+                &self.path,
+                "called twice in one pass: a DP layer's weights cannot be shared between \
+                 uses (add a second DP layer)",
+            ));
+        }
+        let y = self
+            .layer
+            .forward(x, &pass.ctx)
+            .map_err(|e| candle_error(&self.path, e))?;
+        let tap = Var::zeros(y.shape(), y.dtype(), y.device())?;
+        let y = (y + tap.as_tensor())?;
+        *record = Some(Record {
+            input: x.detach(),
+            tap,
+        });
+        Ok(y)
+    }
+}
+
+/// A candle model whose parameters all belong to DP layers: a [`DpModule`] that the DP
+/// step trains (see the module).
+pub struct PrivateModel<F> {
+    forward: F,
+    layers: DpLayers,
+}
+
+impl<F> std::fmt::Debug for PrivateModel<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateModel")
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the candle model `forward` (logits (B, classes) from inputs (B, ...)) private:
+/// refuses, by name, any parameter of `varmap` that no DP layer of `layers` owns.
+pub fn make_private<F>(forward: F, varmap: &VarMap, layers: &DpLayers) -> Result<PrivateModel<F>>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    let entries = lock(&layers.shared.entries);
+    if entries.is_empty() {
+        return Err(Error::Usage(
+            "make_private: the model has no DP layers (add them with DpLayers::add)".into(),
+        ));
+    }
+    let owned: Vec<_> = entries
+        .iter()
+        .flat_map(|e| e.layer.params())
+        .map(|p| p.var.as_tensor().id())
+        .collect();
+    let vars = lock(varmap.data());
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        if !owned.contains(&vars[name].as_tensor().id()) {
+            return Err(Error::Usage(format!(
+                "make_private: parameter `{name}` of the VarMap belongs to no dptrain DP \
+                 layer, so its per-example gradients cannot be traced and clipped: create its \
+                 layer with DpLayers::add (any kind of the vocabulary), or keep the tensor out \
+                 of the VarMap as a constant if it is not trained"
+            )));
+        }
+    }
+    drop(entries);
+    Ok(PrivateModel {
+        forward,
+        layers: layers.clone(),
+    })
+}
+
+impl<F> PrivateModel<F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    /// Each example's loss −log softmax(z)_y (B, 1), differentiable.
+    fn losses(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        let (b, k) = logits.dims2()?;
+        if labels.len() != b {
+            return Err(Error::Tensor(format!(
+                "{} labels for a batch of {b}",
+                labels.len()
+            )));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(Error::Tensor(format!(
+                "label {bad} is out of range for {k} logits"
+            )));
+        }
+        let labels = Tensor::from_slice(labels, (b, 1), logits.device())?;
+        let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+        Ok(log_p.gather(&labels, 1)?.neg()?)
+    }
+}
+
+impl<F> DpModule for PrivateModel<F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    fn parameters(&self) -> Vec<Var> {
+        lock(&self.layers.shared.entries)
+            .iter()
+            .flat_map(|e| e.layer.params().into_iter().map(|p| p.var))
+            .collect()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Var)> {
+        lock(&self.layers.shared.entries)
+            .iter()
+            .flat_map(|e| {
+                e.layer
+                    .params()
+                    .into_iter()
+                    .map(|p| (format!("{}.{}", e.path, p.name), p.var))
+            })
+            .collect()
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok((self.forward)(x)?)
+    }
+
+    fn traced_pass(
+        &self,
+        x: &Tensor,
+        labels: &[u32],
+        example_ids: Vec<u64>,
+        mask_seed: u64,
+    ) -> Result<TracedPass> {
+        let ctx = Context {
+            train: true,
+            token_mask: None,
+            example_ids,
+            mask_seed,
+        };
+        self.layers.begin(ctx)?;
+        let logits = (self.forward)(x);
+        // End the pass whatever happened, so that the next one can start.
+        let pass = self.layers.end();
+        let logits = logits?;
+        let pass = pass.ok_or_else(|| Error::Tensor("the training pass was lost".into()))?;
+        let losses = Self::losses(&logits, labels)?;
+        let grads = losses.sum_all()?.backward()?;
+        // A non-finite example adds nothing to the monitored loss; its gradient is
+        // non-finite too and the DP step drops it.
+        let loss_sum = with_values(&losses, "loss", |v| {
+            v.iter()
+                .filter(|l| l.is_finite())
+                .map(|&l| f64::from(l))
+                .sum::<f64>()
+        })?;
+        let entries = lock(&self.layers.shared.entries);
+        let layers = entries
+            .iter()
+            .zip(pass.records)
+            .map(|(entry, record)| {
+                let trace = match record {
+                    None => None,
+                    Some(Record { input, tap }) => {
+                        let grad = match grads.get(tap.as_tensor()) {
+                            Some(g) => g.clone(),
+                            // The output did not reach the loss.
+                            None => tap.as_tensor().zeros_like()?,
+                        };
+                        let (_, saved) = entry.layer.train_forward(&input, &pass.ctx)?;
+                        let (_, trace) = entry.layer.backward(saved, grad, false, true)?;
+                        Some(trace.ok_or_else(|| Error::Model {
+                            path: entry.path.clone(),
+                            message: "its backward left no trace".into(),
+                        })?)
+                    }
+                };
+                Ok(TracedLayer {
+                    path: entry.path.clone(),
+                    layer: entry.layer.clone(),
+                    norm: entry.norm,
+                    trace,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(TracedPass { loss_sum, layers })
+    }
+}

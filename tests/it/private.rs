@@ -1,0 +1,372 @@
+//! Tier 3: a candle model made private (src/model/private.rs). Its per-example norms and
+//! clipped sums equal a naive loop of batch-size-1 candle autograd passes over the user's
+//! own forward, and equal those of the same layers as a config/builder model (the
+//! hand-written backward); parameters no DP layer owns, shared weights and code that mixes
+//! examples are refused by name.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use dptrain::data::Dataset;
+use dptrain::data::synthetic::SyntheticImages;
+use dptrain::mechanism::ClippingConfig;
+use dptrain::model::builder::Sequential;
+use dptrain::model::kinds::Padding;
+use dptrain::model::private::{DpLayer, DpLayers, PrivateModel, make_private};
+use dptrain::model::{
+    DpModule, LayerSpec, ModelInput, check_batch_independence, per_example_norms,
+    summed_cross_entropy, training_batch,
+};
+use dptrain::train::{DpOptimizer, DpSettings, NoiseMode, OptimizerConfig};
+
+use crate::support::relative_error;
+
+const SHAPE: [usize; 3] = [2, 6, 6];
+const CLASSES: usize = 3;
+
+fn images(n: usize) -> Dataset {
+    SyntheticImages {
+        shape: SHAPE.to_vec(),
+        train: n,
+        test: 1,
+        classes: CLASSES,
+        signal: 0.5,
+        seed: 7,
+    }
+    .generate()
+    .unwrap()
+    .0
+}
+
+fn conv(out_channels: usize) -> LayerSpec {
+    LayerSpec::Conv2d {
+        out_channels,
+        kernel: 3,
+        stride: 1,
+        padding: Padding::Size(1),
+        dilation: 1,
+        groups: 1,
+        bias: true,
+    }
+}
+
+fn group_norm() -> LayerSpec {
+    LayerSpec::GroupNorm {
+        groups: 2,
+        eps: 1e-5,
+    }
+}
+
+fn linear(out_features: usize) -> LayerSpec {
+    LayerSpec::Linear {
+        out_features,
+        bias: true,
+    }
+}
+
+/// conv → group norm → relu → a hand-written residual (x + conv(x)) → mean over space
+/// → linear, with every parameter in DP layers.
+struct Net {
+    varmap: VarMap,
+    layers: DpLayers,
+    stem: DpLayer,
+    norm: DpLayer,
+    block: DpLayer,
+    head: DpLayer,
+}
+
+fn net(seed: u64) -> Net {
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(seed);
+    let stem = layers.add(&varmap, "stem", conv(4), &SHAPE).unwrap();
+    let norm = layers
+        .add(&varmap, "norm", group_norm(), &[4, 6, 6])
+        .unwrap();
+    let block = layers.add(&varmap, "block", conv(4), &[4, 6, 6]).unwrap();
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    Net {
+        varmap,
+        layers,
+        stem,
+        norm,
+        block,
+        head,
+    }
+}
+
+type Forward = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+fn private(net: &Net) -> PrivateModel<Forward> {
+    let (stem, norm, block, head) = (
+        net.stem.clone(),
+        net.norm.clone(),
+        net.block.clone(),
+        net.head.clone(),
+    );
+    let forward: Forward = Box::new(move |x: &Tensor| {
+        let x = norm.forward(&stem.forward(x)?)?.relu()?;
+        let x = (&x + block.forward(&x)?)?;
+        head.forward(&x.mean(3)?.mean(2)?)
+    });
+    make_private(forward, &net.varmap, &net.layers).unwrap()
+}
+
+/// Example i's gradient of every VarMap parameter, by candle autograd on the user's
+/// forward with the example alone (the naive loop).
+fn naive_gradients(
+    model: &dyn DpModule,
+    varmap: &VarMap,
+    x: &Tensor,
+    y: &Tensor,
+) -> Vec<Vec<Tensor>> {
+    let vars: Vec<Var> = varmap.all_vars();
+    (0..x.dim(0).unwrap())
+        .map(|i| {
+            let logits = model.forward(&x.narrow(0, i, 1).unwrap()).unwrap();
+            let loss = summed_cross_entropy(&logits, &y.narrow(0, i, 1).unwrap()).unwrap();
+            let grads = loss.backward().unwrap();
+            vars.iter()
+                .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+                .collect()
+        })
+        .collect()
+}
+
+fn sq_norm(t: &Tensor) -> f64 {
+    f64::from(
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn per_example_norms_equal_a_naive_loop_of_candle_autograd_passes() {
+    let net = net(1);
+    let model = private(&net);
+    let data = images(6);
+    let indices: Vec<usize> = (0..6).collect();
+    let (x, y) = dptrain::model::dataset_batch(&data, &indices).unwrap();
+    let ours = per_example_norms(&model, &data, &indices).unwrap();
+    let naive = naive_gradients(&model, &net.varmap, &x, &y);
+    for (i, (ours, grads)) in ours.iter().zip(&naive).enumerate() {
+        let expected = grads.iter().map(sq_norm).sum::<f64>().sqrt();
+        let err = relative_error(f64::from(*ours), expected);
+        assert!(err < 1e-5, "example {i}: {ours} vs {expected} ({err:e})");
+    }
+}
+
+#[test]
+fn a_dp_step_releases_the_clipped_sum_of_the_naive_gradients() {
+    let net = net(2);
+    let model = private(&net);
+    let data = images(5);
+    let indices: Vec<usize> = (0..5).collect();
+    let (x, y) = dptrain::model::dataset_batch(&data, &indices).unwrap();
+    let naive = naive_gradients(&model, &net.varmap, &x, &y);
+    let clip = 0.05;
+    // Σ_i min(1, C/‖g_i‖) g_i, parameter by parameter.
+    let factors: Vec<f64> = naive
+        .iter()
+        .map(|g| (clip / g.iter().map(sq_norm).sum::<f64>().sqrt()).min(1.0))
+        .collect();
+    let vars = net.varmap.all_vars();
+    let before: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
+    let expected_batch = 4.0;
+    const LR: f64 = 1000.0;
+    let mut optimizer = DpOptimizer::new(
+        &model,
+        DpSettings {
+            // A large rate: the step dwarfs the parameters, so θ − θ' loses no digits.
+            optimizer: OptimizerConfig::Sgd {
+                learning_rate: LR,
+                momentum: 0.0,
+            },
+            clipping: ClippingConfig {
+                clip_norm: clip,
+                ..ClippingConfig::default()
+            },
+            // Negligible noise: the released value is the clipped sum (/ q·N).
+            noise_multiplier: 1e-9,
+            expected_batch_size: expected_batch,
+            max_physical_batch: 2,
+            private: true,
+            noise: NoiseMode::Seeded(0),
+        },
+    )
+    .unwrap();
+    let stats = optimizer.step(&model, &data, &indices).unwrap();
+    assert_eq!(stats.clipped, 5, "every example is above C = {clip}");
+    for (p, (var, before)) in vars.iter().zip(&before).enumerate() {
+        let step = (before - var.as_tensor()).unwrap().flatten_all().unwrap();
+        let mut sum = naive[0][p].zeros_like().unwrap();
+        for (g, f) in naive.iter().zip(&factors) {
+            sum = (sum + (&g[p] * *f).unwrap()).unwrap();
+        }
+        let expected = (sum * (LR / expected_batch))
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let (step, expected) = (
+            step.to_vec1::<f32>().unwrap(),
+            expected.to_vec1::<f32>().unwrap(),
+        );
+        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in step.iter().zip(&expected) {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale + 1e-9,
+                "parameter {p}: {a} vs {b} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tap_route_equals_the_hand_written_backward_of_the_same_layers() {
+    // The same layers as a builder model (no residual: a plain chain).
+    let model = Sequential::new(ModelInput::dense(&SHAPE))
+        .conv2d(4, 3)
+        .padding(1)
+        .group_norm(2)
+        .relu()
+        .flatten()
+        .linear(CLASSES)
+        .build(CLASSES, 3)
+        .unwrap();
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let c = layers.add(&varmap, "c", conv(4), &SHAPE).unwrap();
+    let g = layers.add(&varmap, "g", group_norm(), &[4, 6, 6]).unwrap();
+    let l = layers
+        .add(&varmap, "l", linear(CLASSES), &[4 * 36])
+        .unwrap();
+    let ours = make_private(
+        move |x: &Tensor| l.forward(&g.forward(&c.forward(x)?)?.relu()?.flatten_from(1)?),
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    // Same weights: the builder model's, copied in parameter order.
+    let (theirs, mine) = (DpModule::parameters(&model), ours.parameters());
+    assert_eq!(theirs.len(), mine.len());
+    for (t, m) in theirs.iter().zip(&mine) {
+        m.set(t.as_tensor()).unwrap();
+    }
+    let data = images(7);
+    let indices: Vec<usize> = (0..7).collect();
+    let a = per_example_norms(&model, &data, &indices).unwrap();
+    let b = per_example_norms(&ours, &data, &indices).unwrap();
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        let err = relative_error(f64::from(*a), f64::from(*b));
+        assert!(err < 1e-5, "example {i}: builder {a}, candle {b}");
+    }
+}
+
+#[test]
+fn a_parameter_that_no_dp_layer_owns_is_refused_by_name() {
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let dp = layers.add(&varmap, "dp", linear(4), &[4]).unwrap();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let plain = candle_nn::linear(4, CLASSES, vb.pp("plain")).unwrap();
+    let err = make_private(
+        move |x: &Tensor| plain.forward(&dp.forward(x)?),
+        &varmap,
+        &layers,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`plain.bias`") && err.contains("DpLayers::add"),
+        "{err}"
+    );
+    let err = make_private(
+        |x: &Tensor| Ok(x.clone()),
+        &VarMap::new(),
+        &DpLayers::new(0),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no DP layers"), "{err}");
+    // A parameter-free kind is candle code, not a DP layer.
+    let err = DpLayers::new(0)
+        .add(&VarMap::new(), "act", LayerSpec::Relu {}, &[4])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`act`") && err.contains("no parameters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_shared_weight_and_code_that_mixes_examples_are_refused() {
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let square = layers.add(&varmap, "square", linear(4), &[4]).unwrap();
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    let (s, h) = (square.clone(), head.clone());
+    let twice = make_private(
+        move |x: &Tensor| h.forward(&s.forward(&s.forward(x)?)?),
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let err = twice
+        .traced_pass(&x, &[0, 1], vec![0, 1], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`square`") && err.contains("called twice"),
+        "{err}"
+    );
+    // The failed pass is over: the next one may start.
+    let mixing = make_private(
+        move |x: &Tensor| {
+            // Centring over the batch: example i's activations depend on the others.
+            let h = square.forward(x)?;
+            head.forward(&h.broadcast_sub(&h.mean_keepdim(0)?)?)
+        },
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    let data = SyntheticImages {
+        shape: vec![1, 2, 2],
+        train: 4,
+        test: 1,
+        classes: CLASSES,
+        signal: 0.5,
+        seed: 1,
+    }
+    .generate()
+    .unwrap()
+    .0;
+    let (x, labels) = training_batch(&data, &[0, 1, 2, 3]).unwrap();
+    let x = x.flatten_from(1).unwrap();
+    let err = check_batch_independence(&mixing, &x, &labels, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mixes examples"), "{err}");
+}
+
+#[test]
+fn a_layer_outside_the_pass_contributes_nothing() {
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let unused = layers.add(&varmap, "unused", linear(4), &[4]).unwrap();
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    let model = make_private(move |x: &Tensor| head.forward(x), &varmap, &layers).unwrap();
+    let x = Tensor::ones((3, 4), DType::F32, &Device::Cpu).unwrap();
+    let pass = model.traced_pass(&x, &[0, 1, 2], vec![0, 1, 2], 0).unwrap();
+    assert_eq!(pass.layers.len(), 2);
+    assert!(pass.layers[0].trace.is_none() && pass.layers[1].trace.is_some());
+    assert_eq!(
+        pass.layers[0].per_example(3).unwrap().sq_norms,
+        vec![0.0; 3]
+    );
+    drop(unused);
+}
