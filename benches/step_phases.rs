@@ -34,6 +34,10 @@ fn report(name: &str, ms: f64) {
     println!("{name:<34} {ms:>9.3} ms");
 }
 
+/// The binary's allocator (`runtime::configure_process`), so that phases time as in a run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> dptrain::error::Result<()> {
     // SAFETY: the first statement of main; no other thread exists yet.
     unsafe { dptrain::runtime::configure_process() };

@@ -2,7 +2,9 @@
 # Training-step throughput of dptrain and Opacus side by side, in one invocation, model by
 # model (batch 256, 2 threads, fixed batches, sigma = 1, C = 1).
 #
-#   OPACUS_PYTHON=~/venv-opacus/bin/python scripts/bench-opacus.sh [REPEATS]
+#   OPACUS_PYTHON=~/venv-opacus/bin/python scripts/bench-opacus.sh [REPEATS] [all|mnist|shapes]
+#
+# The second argument picks the MNIST models (logreg, mlp, cnn), issue 13's shapes, or both.
 #
 # The Opacus side is benches/opacus (copied from ../shared/bench/opacus and extended with
 # issue 13's models: cifar_gn, resnet20_gn, embedbag on synthetic data, the PyTorch twins of
@@ -14,6 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-1}
+set_name=${2:-all}
+case "$set_name" in all|mnist|shapes) ;; *) echo "second argument: all, mnist or shapes" >&2; exit 2;; esac
+mnist_models="logreg mlp cnn"; shapes="cifar10-convnet-gn:cifar_gn resnet20-gn:resnet20_gn embedding-bag:embedbag transformer:transformer"
+[ "$set_name" = shapes ] && mnist_models=""
+[ "$set_name" = mnist ] && shapes=""
 python=${OPACUS_PYTHON:-python3}
 opacus=benches/opacus
 out=reports/bench-opacus
@@ -21,7 +28,7 @@ mkdir -p "$out"
 : > "$out/opacus.jsonl"
 : > "$out/dptrain.jsonl"
 cargo build --release --quiet
-for model in logreg mlp cnn; do
+for model in $mnist_models; do
   (cd "$opacus" && "$python" bench_throughput.py matrix --models "$model" \
       --modes nonprivate,hooks,ghost,ew --repeats "$repeats" \
       --data "$OLDPWD/datasets/mnist" --out "$OLDPWD/$out/opacus.jsonl") > /dev/null
@@ -34,7 +41,7 @@ for model in logreg mlp cnn; do
 done
 # Issue 13's shapes: each dptrain config beside its PyTorch twin (synthetic data; fewer
 # timed steps, the ResNet steps take seconds).
-for pair in cifar10-convnet-gn:cifar_gn resnet20-gn:resnet20_gn embedding-bag:embedbag transformer:transformer; do
+for pair in $shapes; do
   config=${pair%%:*}; model=${pair##*:}
   (cd "$opacus" && "$python" bench_throughput.py matrix --models "$model" \
       --modes nonprivate,hooks,ghost --repeats "$repeats" --steps 5 --min-seconds 5 \

@@ -6,6 +6,10 @@ use clap::Parser;
 use dptrain::Error;
 use dptrain::cli::{Cli, run};
 
+/// mimalloc, kept from returning freed memory to the OS (`runtime::configure_process`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // SAFETY: the first statement of main; no other thread exists yet.
     unsafe { dptrain::runtime::configure_process() };
