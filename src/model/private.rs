@@ -64,7 +64,6 @@ use crate::grad_sample::with_values;
 struct Entry {
     path: String,
     layer: Arc<dyn Layer>,
-    norm: NormMode,
 }
 
 /// What one wrapper recorded during a training pass.
@@ -81,11 +80,11 @@ struct Pass {
     records: Vec<Option<Record>>,
 }
 
-#[derive(Default)]
 struct Shared {
     entries: Mutex<Vec<Entry>>,
     pass: Mutex<Option<Pass>>,
-    rng: Mutex<Option<rand_chacha::ChaCha20Rng>>,
+    /// Initialises the wrappers' parameters.
+    rng: Mutex<rand_chacha::ChaCha20Rng>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,7 +93,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The DP layer wrappers of one candle model (see the module).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DpLayers {
     shared: Arc<Shared>,
 }
@@ -110,9 +109,13 @@ impl std::fmt::Debug for DpLayers {
 impl DpLayers {
     /// An empty set of wrappers; `seed` initialises their parameters.
     pub fn new(seed: u64) -> Self {
-        let layers = DpLayers::default();
-        *lock(&layers.shared.rng) = Some(rand_chacha::ChaCha20Rng::seed_from_u64(seed));
-        layers
+        DpLayers {
+            shared: Arc::new(Shared {
+                entries: Mutex::default(),
+                pass: Mutex::default(),
+                rng: Mutex::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)),
+            }),
+        }
     }
 
     /// A wrapper around a layer of kind `spec` for inputs of shape `input` (one example,
@@ -157,14 +160,13 @@ impl DpLayers {
         }
         let layer = {
             let mut rng = lock(&self.shared.rng);
-            let rng = rng.get_or_insert_with(|| rand_chacha::ChaCha20Rng::seed_from_u64(0));
             build(
                 &spec,
                 BuildInput {
                     shape: input,
                     vocab,
                 },
-                rng,
+                &mut *rng,
             )
             .map_err(model_error)?
         };
@@ -191,7 +193,6 @@ impl DpLayers {
         entries.push(Entry {
             path: path.to_string(),
             layer: layer.clone(),
-            norm: NormMode::Auto,
         });
         Ok(DpLayer {
             index: entries.len() - 1,
@@ -442,7 +443,8 @@ where
                 Ok(TracedLayer {
                     path: entry.path.clone(),
                     layer: entry.layer.clone(),
-                    norm: entry.norm,
+                    // Ghost or materialised by each layer's shapes.
+                    norm: NormMode::Auto,
                     trace,
                 })
             })

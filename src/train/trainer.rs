@@ -328,7 +328,7 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
                  data.validation_public = true), or another schedule",
             ));
         }
-        let clipper = match (privacy.private, privacy.adaptive_clipping) {
+        let mut clipper = match (privacy.private, privacy.adaptive_clipping) {
             (true, Some(config)) => Some(AdaptiveClipper::new(
                 config,
                 privacy.clip_norm,
@@ -377,7 +377,6 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
                 noise,
             },
         )?;
-        let mut clipper = clipper;
         let progress = match hooks.resume.take() {
             Some(resumed) => restore(
                 resumed,
