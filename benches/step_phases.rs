@@ -90,7 +90,7 @@ fn main() -> dptrain::error::Result<()> {
     );
     let traces = model.training_pass(&x, &labels)?.traces;
     let layers = model.trainable_layers();
-    let factors = vec![0.5f32; 256];
+    let factors = vec![0.5f64; 256];
     for (node, trace) in layers.iter().zip(&traces) {
         let path = &node.path;
         report(

@@ -20,6 +20,7 @@ pub mod grad_sample;
 pub mod mechanism;
 pub mod model;
 pub mod privacy;
+pub mod real;
 pub mod report;
 pub mod runtime;
 pub mod sampling;

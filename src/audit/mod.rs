@@ -166,8 +166,9 @@ pub fn loss_scores(model: &Model, data: &Dataset) -> Result<Vec<f64>> {
         let picked = log_p
             .gather(&y.unsqueeze(1)?, 1)?
             .squeeze(1)?
-            .to_vec1::<f32>()?;
-        out.extend(picked.into_iter().map(f64::from));
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        out.extend(picked);
     }
     Ok(out)
 }

@@ -15,7 +15,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
-use super::{tensor, with_values};
+use super::{Real, real, tensor, with_values};
 use crate::error::Result;
 
 /// (B, T, n) from (B, n) or (B, T, n).
@@ -40,10 +40,10 @@ pub struct PerExample {
 const SERIAL_MAX: usize = 1 << 19;
 
 /// Σ_t G_i[t] into `dst` (p values) for one example's rows `g` (T × p).
-fn sum_rows(g: &[f32], p: usize, dst: &mut [f32]) {
-    dst.fill(0.0);
+fn sum_rows<T: Real>(g: &[T], p: usize, dst: &mut [T]) {
+    dst.fill(T::zero());
     for row in g.chunks_exact(p) {
-        for (acc, v) in dst.iter_mut().zip(row) {
+        for (acc, &v) in dst.iter_mut().zip(row) {
             *acc += v;
         }
     }
@@ -51,24 +51,24 @@ fn sum_rows(g: &[f32], p: usize, dst: &mut [f32]) {
 
 /// Σ x·y with eight partial sums (a single running f32 sum cannot be vectorised: each add
 /// waits for the previous one).
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut partial = [0f32; 8];
+fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+    let mut partial = [T::zero(); 8];
     let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = xs
+    let tail: T = xs
         .remainder()
         .iter()
         .zip(ys.remainder())
-        .map(|(a, b)| a * b)
+        .map(|(&a, &b)| a * b)
         .sum();
     for (a, b) in xs.zip(ys) {
         for k in 0..8 {
             partial[k] += a[k] * b[k];
         }
     }
-    partial.iter().sum::<f32>() + tail
+    partial.iter().copied().sum::<T>() + tail
 }
 
-fn sq_sum(values: &[f32]) -> f32 {
+fn sq_sum<T: Real>(values: &[T]) -> T {
     dot(values, values)
 }
 
@@ -111,6 +111,19 @@ pub fn per_example_with(
     bias: bool,
     mode: NormMode,
 ) -> Result<PerExample> {
+    real!(
+        input.dtype(),
+        "per-example norms",
+        |T| per_example_typed::<T>(input, output_grad, bias, mode)
+    )
+}
+
+fn per_example_typed<T: Real>(
+    input: &Tensor,
+    output_grad: &Tensor,
+    bias: bool,
+    mode: NormMode,
+) -> Result<PerExample> {
     let a = with_sequence_axis(input)?;
     let g = with_sequence_axis(output_grad)?;
     let (b, t, d) = a.dims3()?;
@@ -123,18 +136,18 @@ pub fn per_example_with(
         )));
     }
     let materialise = mode.materialises(t, d, p);
-    let with_bias = if bias { 1.0f32 } else { 0.0 };
-    with_values(&a, "per-example norms", |a| {
-        with_values(&g, "per-example norms", |g| {
+    let with_bias = if bias { T::one() } else { T::zero() };
+    with_values(&a, "per-example norms", |a: &[T]| {
+        with_values(&g, "per-example norms", |g: &[T]| {
             let examples = a.par_chunks(t * d.max(1)).zip(g.par_chunks(t * p.max(1)));
             if t == 1 {
                 // ‖g aᵀ‖² = ‖a‖²‖g‖² (Goodfellow 2015), and ∇b = g.
-                let norm = |(a, g): (&[f32], &[f32])| {
+                let norm = |(a, g): (&[T], &[T])| {
                     let g2 = sq_sum(g);
                     sq_sum(a) * g2 + with_bias * g2
                 };
                 // A few hundred thousand values: faster on one thread than split.
-                let norms: Vec<f32> = if b * (d + p) < SERIAL_MAX {
+                let norms: Vec<T> = if b * (d + p) < SERIAL_MAX {
                     a.chunks(d.max(1))
                         .zip(g.chunks(p.max(1)))
                         .map(norm)
@@ -148,9 +161,15 @@ pub fn per_example_with(
                 });
             }
             if !materialise {
-                let norms: Vec<f32> = examples
+                let norms: Vec<T> = examples
                     .map_init(
-                        || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; p]),
+                        || {
+                            (
+                                vec![T::zero(); t * t],
+                                vec![T::zero(); t * t],
+                                vec![T::zero(); p],
+                            )
+                        },
                         |(aa, gg, bias), (a, g)| {
                             sum_rows(g, p, bias);
                             let bias = with_bias * sq_sum(bias);
@@ -168,9 +187,9 @@ pub fn per_example_with(
                 });
             }
             // Materialised: ∇W_i = G_iᵀ A_i, one single-threaded product per example.
-            let mut weights = vec![0f32; b * p * d];
-            let mut biases = vec![0f32; b * p];
-            let norms: Vec<f32> = weights
+            let mut weights = vec![T::zero(); b * p * d];
+            let mut biases = vec![T::zero(); b * p];
+            let norms: Vec<T> = weights
                 .par_chunks_mut(p * d)
                 .zip(biases.par_chunks_mut(p))
                 .zip(examples)
@@ -204,24 +223,37 @@ pub fn clipped_sums_with(
     let Some((weight_grads, bias_grads)) = &per_example.gradients else {
         return clipped_sums(input, output_grad, factors);
     };
-    let c = factors.to_vec1::<f32>()?;
+    real!(weight_grads.dtype(), "clipped sum", |T| weighted_sums::<T>(
+        weight_grads,
+        bias_grads,
+        factors
+    ))
+}
+
+/// Σ_i c_i ∇θ_i of materialised per-example gradients (B, ...).
+fn weighted_sums<T: Real>(
+    weight_grads: &Tensor,
+    bias_grads: &Tensor,
+    factors: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let c = factors.to_dtype(T::DTYPE)?.to_vec1::<T>()?;
     let weighted_sum = |grads: &Tensor| -> Result<Tensor> {
         let dims = &grads.dims()[1..];
         let size: usize = dims.iter().product();
-        let sum = with_values(grads, "clipped sum", |grads| {
+        let sum = with_values(grads, "clipped sum", |grads: &[T]| {
             // Each task owns a range of coordinates and adds the examples in order, so the
             // result does not depend on the thread count.
-            let mut sum = vec![0f32; size];
+            let mut sum = vec![T::zero(); size];
             sum.par_chunks_mut(SUM_CHUNK)
                 .enumerate()
                 .for_each(|(chunk, out)| {
                     let start = chunk * SUM_CHUNK;
                     for (example, &factor) in grads.chunks_exact(size).zip(&c) {
                         // A dropped (non-finite) example is skipped: 0 · NaN is NaN.
-                        if factor == 0.0 {
+                        if factor == T::zero() {
                             continue;
                         }
-                        for (acc, v) in out.iter_mut().zip(&example[start..]) {
+                        for (acc, &v) in out.iter_mut().zip(&example[start..]) {
                             *acc += factor * v;
                         }
                     }
@@ -250,19 +282,31 @@ pub fn clipped_sums(
     output_grad: &Tensor,
     factors: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    real!(input.dtype(), "clipped sum", |T| clipped_sums_typed::<T>(
+        input,
+        output_grad,
+        factors
+    ))
+}
+
+fn clipped_sums_typed<T: Real>(
+    input: &Tensor,
+    output_grad: &Tensor,
+    factors: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     let a = with_sequence_axis(input)?;
     let g = with_sequence_axis(output_grad)?;
     let (b, t, d) = a.dims3()?;
     let p = g.dim(2)?;
-    let c = factors.to_vec1::<f32>()?;
+    let c = factors.to_dtype(T::DTYPE)?.to_vec1::<T>()?;
     if c.len() != b {
         return Err(crate::Error::Tensor(format!(
             "{} clip factors for a batch of {b}",
             c.len()
         )));
     }
-    let (weight, bias) = with_values(&a, "clipped sum", |a| {
-        with_values(&g, "clipped sum", |g| {
+    let (weight, bias) = with_values(&a, "clipped sum", |a: &[T]| {
+        with_values(&g, "clipped sum", |g: &[T]| {
             // The rows of G scaled by their example's factor; a factor of 0 (a non-finite
             // gradient) zeroes the rows outright, as 0 · NaN would still be NaN.
             let mut scaled = g.to_vec();
@@ -270,8 +314,8 @@ pub fn clipped_sums(
                 .par_chunks_mut(t * p.max(1))
                 .zip(&c)
                 .for_each(|(rows, &factor)| {
-                    if factor == 0.0 {
-                        rows.fill(0.0);
+                    if factor == T::zero() {
+                        rows.fill(T::zero());
                     } else {
                         rows.iter_mut().for_each(|v| *v *= factor);
                     }
@@ -279,14 +323,14 @@ pub fn clipped_sums(
             // Likewise A: the rows of a dropped example are zeroed if they are not finite
             // (rare: a copy is made only then).
             let dropped_nonfinite = c.iter().enumerate().any(|(i, &factor)| {
-                factor == 0.0 && a[i * t * d..(i + 1) * t * d].iter().any(|v| !v.is_finite())
+                factor == T::zero() && a[i * t * d..(i + 1) * t * d].iter().any(|v| !v.is_finite())
             });
             let cleaned;
             let a = if dropped_nonfinite {
                 let mut copy = a.to_vec();
                 for (rows, &factor) in copy.chunks_mut(t * d.max(1)).zip(&c) {
-                    if factor == 0.0 {
-                        rows.fill(0.0);
+                    if factor == T::zero() {
+                        rows.fill(T::zero());
                     }
                 }
                 cleaned = copy;
@@ -294,9 +338,9 @@ pub fn clipped_sums(
             } else {
                 a
             };
-            let mut bias = vec![0f32; p];
+            let mut bias = vec![T::zero(); p];
             sum_rows(&scaled, p, &mut bias);
-            let mut weight = vec![0f32; p * d];
+            let mut weight = vec![T::zero(); p * d];
             if p * d >= LARGE_OUTPUT || b <= EXAMPLES_PER_TASK {
                 let threads = rayon::current_num_threads();
                 let rows = b * t;
@@ -311,12 +355,12 @@ pub fn clipped_sums(
                 // A small output and many rows: gemm would run on one thread; split the
                 // rows instead, in fixed groups (the same sum for any thread count).
                 let rows = EXAMPLES_PER_TASK * t;
-                let partials: Vec<Vec<f32>> = scaled
+                let partials: Vec<Vec<T>> = scaled
                     .par_chunks(rows * p)
                     .zip(a.par_chunks(rows * d))
                     .map(|(g, a)| {
                         let n = g.len() / p;
-                        let mut partial = vec![0f32; p * d];
+                        let mut partial = vec![T::zero(); p * d];
                         matmul(
                             &mut partial,
                             MatRef::row_major(g, n, p).t(),

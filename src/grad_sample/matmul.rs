@@ -9,22 +9,24 @@
 
 use gemm::Parallelism;
 
-/// A strided view of an `rows × cols` f32 matrix inside a slice.
+use super::Real;
+
+/// A strided view of an `rows × cols` matrix inside a slice.
 #[derive(Debug, Clone, Copy)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
+pub struct MatRef<'a, T = f32> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     row_stride: usize,
     col_stride: usize,
 }
 
-impl<'a> MatRef<'a> {
+impl<'a, T> MatRef<'a, T> {
     /// The row-major `rows × cols` matrix at the start of `data`.
     ///
     /// # Panics
     /// If `data` holds fewer than `rows · cols` values (a caller's bug).
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
         assert!(data.len() >= rows * cols, "matrix view out of bounds");
         MatRef {
             data,
@@ -52,7 +54,13 @@ impl<'a> MatRef<'a> {
 ///
 /// # Panics
 /// If the shapes do not match or `dst` is too short (a caller's bug).
-pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool, threads: usize) {
+pub fn matmul<T: Real>(
+    dst: &mut [T],
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(k, rhs.rows, "inner dimensions differ");
     assert!(dst.len() >= m * n, "destination too short");
@@ -61,7 +69,7 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool, threa
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst[..m * n].fill(T::zero());
         }
         return;
     }
@@ -88,8 +96,8 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef, rhs: MatRef, accumulate: bool, threa
             rhs.data.as_ptr(),
             rhs.col_stride as isize,
             rhs.row_stride as isize,
-            1.0,
-            1.0,
+            T::one(),
+            T::one(),
             false,
             false,
             false,

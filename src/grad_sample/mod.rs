@@ -14,7 +14,7 @@ pub mod im2col;
 pub mod linear;
 pub mod matmul;
 
-use candle_core::{CpuStorage, Storage, Tensor};
+use candle_core::{Storage, Tensor};
 
 use crate::error::Error;
 
@@ -31,25 +31,41 @@ pub(crate) fn contiguous_slice<'a, T>(
     }
 }
 
-/// Calls `f` with the values of `t` (f32, on the CPU; copied first if not contiguous).
-pub(crate) fn with_values<R>(
+pub use crate::real::Real;
+pub(crate) use crate::real::real;
+
+/// Calls `f` with the values of `t` (of element type `T`, on the CPU; copied first if not
+/// contiguous).
+pub(crate) fn with_values<T: Real, R>(
     t: &Tensor,
     op: &str,
-    f: impl FnOnce(&[f32]) -> R,
+    f: impl FnOnce(&[T]) -> R,
 ) -> crate::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(CpuStorage::F32(data)) => Ok(f(contiguous_slice(data, layout, op)?)),
-        _ => Err(Error::Tensor(format!(
-            "{op}: expected an f32 tensor on the CPU"
-        ))),
+        Storage::Cpu(cpu) => match T::cpu_storage_as_slice(cpu) {
+            Ok(data) => Ok(f(contiguous_slice(data, layout, op)?)),
+            Err(_) => Err(Error::Tensor(format!(
+                "{op}: expected a {:?} tensor, got {:?}",
+                T::DTYPE,
+                t.dtype()
+            ))),
+        },
+        _ => Err(Error::Tensor(format!("{op}: expected a tensor on the CPU"))),
     }
 }
 
 /// A CPU tensor of `dims` from its values.
-pub(crate) fn tensor(values: Vec<f32>, dims: &[usize]) -> crate::Result<Tensor> {
+pub(crate) fn tensor<T: Real>(values: Vec<T>, dims: &[usize]) -> crate::Result<Tensor> {
     Ok(Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?)
+}
+
+/// Values of any float tensor as f64 (exact for f32 and f64).
+pub(crate) fn wide_values(t: &Tensor) -> crate::Result<Vec<f64>> {
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?)
 }
 
 impl From<candle_core::Error> for Error {

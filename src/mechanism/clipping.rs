@@ -62,10 +62,16 @@ impl ClippingConfig {
 /// For finite `norm` ≥ 0 the scaled norm `factor · norm` is at most C. A non-finite norm
 /// gives factor 0: the example then contributes nothing, which keeps the bound.
 pub fn clip_factor(norm: f32, clip_norm: f32) -> f32 {
+    clip_factor_of(norm, clip_norm)
+}
+
+/// [`clip_factor`] in the model's element type (f32 or f64).
+pub fn clip_factor_of<T: crate::real::Real>(norm: T, clip_norm: T) -> T {
     if !norm.is_finite() {
-        return 0.0;
+        return T::zero();
     }
-    (clip_norm / (norm + CLIP_EPSILON)).min(1.0)
+    let epsilon = T::of(f64::from(CLIP_EPSILON));
+    num_traits::Float::min(clip_norm / (norm + epsilon), T::one())
 }
 
 /// Per-layer bounds C_l = C/√L for `layers` layers (Σ C_l² = C²).

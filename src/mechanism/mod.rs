@@ -12,6 +12,8 @@ pub mod noise;
 pub mod secure_noise;
 
 pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
-pub use clipping::{ClippingConfig, ClippingMode, clip_factor, per_layer_clip_norms};
+pub use clipping::{
+    ClippingConfig, ClippingMode, clip_factor, clip_factor_of, per_layer_clip_norms,
+};
 pub use noise::GaussianNoise;
 pub use secure_noise::SecureNoise;

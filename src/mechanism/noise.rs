@@ -13,12 +13,12 @@
 //! ([`super::secure_noise`]: a discrete Gaussian on a grid, Canonne, Kamath & Steinke 2020)
 //! is.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::real::Real;
 
 /// Coordinates per independently drawn chunk.
 pub const NOISE_CHUNK: usize = 16_384;
@@ -81,16 +81,15 @@ impl GaussianNoise {
     /// # Privacy
     /// With `values` the sum of per-example gradients clipped to C and `noise_std` = σ·C,
     /// this is the Gaussian mechanism of noise multiplier σ (fast mode caveats above).
-    pub fn add_to(&mut self, values: &mut [f32]) {
-        let (seed, stream, std) = (self.seed, self.calls, self.noise_std as f32);
+    pub fn add_to<T: Real>(&mut self, values: &mut [T]) {
+        let (seed, stream, std) = (self.seed, self.calls, T::of(self.noise_std));
         self.calls += 1;
-        let fill = |(chunk, values): (usize, &mut [f32])| {
+        let fill = |(chunk, values): (usize, &mut [T])| {
             let mut rng = ChaCha12Rng::seed_from_u64(seed);
             rng.set_stream(stream);
             rng.set_word_pos(chunk as u128 * CHUNK_WORDS);
             for v in values.iter_mut() {
-                let z: f32 = rng.sample(StandardNormal);
-                *v += z * std;
+                *v += T::standard_normal(&mut rng) * std;
             }
         };
         if values.len() <= NOISE_CHUNK {

@@ -158,7 +158,7 @@ impl SecureNoise {
     /// With `values` (together with the other parts of the same step's sum, all on this
     /// grid) the sum of per-example gradients clipped to C, this is the discrete Gaussian
     /// mechanism of the module's doc: accounted as multiplier σ at integer orders.
-    pub fn add_to(&mut self, values: &mut [f32]) -> Result<()> {
+    pub fn add_to<T: crate::real::Real>(&mut self, values: &mut [T]) -> Result<()> {
         let grid = self.grid;
         // One generator per chunk, keyed in order from the OS-seeded one.
         let generators: Vec<_> = values
@@ -170,11 +170,11 @@ impl SecureNoise {
             .zip(generators)
             .try_for_each(|(chunk, mut rng)| {
                 for v in chunk.iter_mut() {
-                    let scaled = f64::from(*v) * grid.per_unit;
+                    let scaled = v.wide() * grid.per_unit;
                     if !scaled.is_finite() || scaled.abs() > 2f64.powi(62) {
                         return Err(Error::invalid(
                             "clipped sum",
-                            *v,
+                            v.wide(),
                             "a finite value (secure noise rounds it to the grid)",
                         ));
                     }
@@ -182,7 +182,7 @@ impl SecureNoise {
                     // |noise| < 2^31: σ_g ≤ 2^24 and draws beyond 64σ_g never happen
                     // (discrete_gaussian::MAX_SIGMA2).
                     let noise = discrete_gaussian::sample(&mut rng, grid.variance)? as i64;
-                    *v = (on_grid.saturating_add(noise) as f64 * grid.step) as f32;
+                    *v = T::of(on_grid.saturating_add(noise) as f64 * grid.step);
                 }
                 Ok(())
             })

@@ -17,7 +17,7 @@ use candle_core::Tensor;
 use super::layer::{Context, Saved, Trace};
 use super::{Model, Node};
 use crate::error::{Error, Result};
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, with_values};
 
 /// The result of [`Model::training_pass`].
 #[derive(Debug)]
@@ -41,6 +41,14 @@ enum SavedNode {
 /// Summed cross-entropy of `logits` (B, K) over the examples whose loss is finite, and its
 /// gradient softmax − one-hot (B, K).
 fn cross_entropy_and_gradient(logits: &Tensor, labels: &[u32]) -> Result<(f64, Tensor)> {
+    real!(
+        logits.dtype(),
+        "cross-entropy",
+        |T| cross_entropy_typed::<T>(logits, labels)
+    )
+}
+
+fn cross_entropy_typed<T: Real>(logits: &Tensor, labels: &[u32]) -> Result<(f64, Tensor)> {
     let (b, k) = logits.dims2()?;
     if labels.len() != b {
         return Err(Error::Tensor(format!(
@@ -48,24 +56,27 @@ fn cross_entropy_and_gradient(logits: &Tensor, labels: &[u32]) -> Result<(f64, T
             labels.len()
         )));
     }
-    let (loss, grad) = with_values(logits, "cross-entropy", |z| {
+    let (loss, grad) = with_values(logits, "cross-entropy", |z: &[T]| {
         let mut loss = 0.0f64;
-        let mut grad = vec![0f32; b * k];
+        let mut grad = vec![T::zero(); b * k];
         for ((row, grad), &label) in z.chunks_exact(k).zip(grad.chunks_exact_mut(k)).zip(labels) {
             // log-softmax with the maximum subtracted (no overflow).
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+            let max = row
+                .iter()
+                .copied()
+                .fold(T::neg_infinity(), num_traits::Float::max);
+            let sum: T = row.iter().map(|&v| (v - max).exp()).sum();
             let log_sum = sum.ln() + max;
             // A non-finite example (NaN input, overflow) adds nothing to the monitored
             // loss; its gradient is non-finite too and the DP step drops it.
-            let example_loss = f64::from(log_sum - row[label as usize]);
+            let example_loss = (log_sum - row[label as usize]).wide();
             if example_loss.is_finite() {
                 loss += example_loss;
             }
-            for (g, v) in grad.iter_mut().zip(row) {
+            for (g, &v) in grad.iter_mut().zip(row) {
                 *g = (v - log_sum).exp();
             }
-            grad[label as usize] -= 1.0;
+            grad[label as usize] -= T::one();
         }
         (loss, grad)
     })?;
@@ -181,7 +192,7 @@ impl Model {
     /// Forward and backward pass over a batch: the summed loss and, for each trainable
     /// layer, its trace. No parameter gradient is formed here.
     pub fn training_pass(&self, x: &Tensor, labels: &[u32]) -> Result<TrainingPass> {
-        let ctx = self.context(x, true, Vec::new(), 0)?;
+        let ctx = self.context(&x.to_dtype(self.dtype())?, true, Vec::new(), 0)?;
         self.training_pass_with(x, labels, &ctx)
     }
 
@@ -196,7 +207,8 @@ impl Model {
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
             return Err(Error::Tensor(format!("label {bad} is out of range")));
         }
-        let (logits, saved) = forward_list(&self.nodes, x, ctx)?;
+        let x = x.to_dtype(self.dtype())?;
+        let (logits, saved) = forward_list(&self.nodes, &x, ctx)?;
         let (loss_sum, grad) = cross_entropy_and_gradient(&logits, labels)?;
         let mut traces: Vec<Option<Trace>> = (0..self.trainable_count()).map(|_| None).collect();
         backward_list(&self.nodes, saved, grad, &mut traces)?;

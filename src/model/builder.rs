@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use super::kinds::{BagMode, LayerSpec, Padding};
 use super::layer::NormMode;
 use super::spec::{LayerEntry, NodeSpec, Shortcut};
-use super::{Model, ModelConfig, ModelInput};
+use super::{Model, ModelConfig, ModelInput, Precision};
 use crate::error::Result;
 
 /// A chain of layers under construction.
@@ -34,6 +34,7 @@ pub struct Sequential {
     prefix: String,
     nodes: Vec<NodeSpec>,
     freeze: Vec<String>,
+    precision: Precision,
 }
 
 fn kind_of(spec: &LayerSpec) -> String {
@@ -55,7 +56,14 @@ impl Sequential {
             prefix: String::new(),
             nodes: Vec::new(),
             freeze: Vec::new(),
+            precision: Precision::F32,
         }
+    }
+
+    /// The element type of the parameters and of the DP step (f32 by default).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     fn path(&self, segment: &str) -> String {
@@ -325,6 +333,7 @@ impl Sequential {
             prefix: path.clone(),
             nodes: Vec::new(),
             freeze: Vec::new(),
+            precision: self.precision,
         });
         self.freeze.extend(inner.freeze);
         let then = then.map(|spec| LayerEntry {
@@ -348,7 +357,8 @@ impl Sequential {
 
     /// Builds the model for `classes` outputs, initialised from `seed`.
     pub fn build(&self, classes: usize, seed: u64) -> Result<Model> {
-        Model::from_specs(&self.nodes, &self.input, classes, &self.freeze, seed)
+        let dtype = self.precision.dtype();
+        Model::from_specs(&self.nodes, &self.input, classes, &self.freeze, dtype, seed)
     }
 
     /// The same model as a config's `[model]` (residual bodies become blocks named by
@@ -360,6 +370,7 @@ impl Sequential {
             layers,
             blocks,
             freeze: self.freeze.clone(),
+            dtype: (self.precision != Precision::F32).then_some(self.precision),
             ..ModelConfig::default()
         }
     }

@@ -48,8 +48,9 @@ impl Trace {
 /// A layer's per-example squared norms, and whatever it computed on the way that its
 /// clipped sums can reuse (materialised per-example gradients).
 pub struct PerExample {
-    /// ‖∇θ_i‖² over this layer's parameters, one per example.
-    pub sq_norms: Vec<f32>,
+    /// ‖∇θ_i‖² over this layer's parameters, one per example (computed in the layer's
+    /// dtype; an f32 value is held exactly).
+    pub sq_norms: Vec<f64>,
     /// Kind-specific state for [`Layer::clipped_sums`].
     pub state: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -119,14 +120,14 @@ pub trait Layer: Debug + Send + Sync {
         Err(Error::Tensor(format!("{}: no parameters", self.kind())))
     }
 
-    /// Σ_i c_i ∇θ_i for clip factors `factors` (B), one tensor per parameter, in
-    /// [`Layer::params`] order; `per_example` is this layer's [`Layer::per_example`] result
-    /// when it was computed.
+    /// Σ_i c_i ∇θ_i for clip factors `factors` (B; rounded to the layer's dtype), one
+    /// tensor per parameter, in [`Layer::params`] order; `per_example` is this layer's
+    /// [`Layer::per_example`] result when it was computed.
     fn clipped_sums(
         &self,
         _trace: &Trace,
         _per_example: Option<&PerExample>,
-        _factors: &[f32],
+        _factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         Err(Error::Tensor(format!("{}: no parameters", self.kind())))
     }

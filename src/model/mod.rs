@@ -86,6 +86,27 @@ pub enum InputKind {
     Table,
 }
 
+/// The element type of a model's parameters and of every kernel of its DP step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Single precision (training).
+    #[default]
+    F32,
+    /// Double precision: the per-example rules agree with autograd to ~1e-12.
+    F64,
+}
+
+impl Precision {
+    /// candle's dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
+}
+
 /// Named blocks of layers (`[model.blocks]`).
 pub type Blocks = BTreeMap<String, Vec<toml::Table>>;
 
@@ -115,6 +136,9 @@ pub struct ModelConfig {
     /// per-example rule, no noise, no update.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
+    /// `"f32"` (default) or `"f64"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<Precision>,
 }
 
 impl ModelConfig {
@@ -335,11 +359,13 @@ pub struct Model {
     pub input: ModelInput,
     classes: usize,
     trainable: usize,
+    dtype: DType,
 }
 
 /// Builds layers in order, tracking shapes, slots and which need input gradients.
 struct Builder<'a, R: rand::Rng> {
     rng: &'a mut R,
+    dtype: DType,
     vocab: Option<usize>,
     freeze: &'a [String],
     slots: usize,
@@ -358,6 +384,7 @@ impl<R: rand::Rng> Builder<'_, R> {
         let input = BuildInput {
             shape,
             vocab: self.vocab,
+            dtype: self.dtype,
         };
         let layer = build(&entry.spec, input, self.rng).map_err(|m| model_error(&entry.path, m))?;
         let frozen = self.freeze.iter().any(|f| covers(f, &entry.path));
@@ -522,7 +549,8 @@ impl Model {
             ));
         }
         let nodes = config.expand(classes)?;
-        Model::from_specs(&nodes, input, classes, &config.freeze, seed)
+        let dtype = config.dtype.unwrap_or_default().dtype();
+        Model::from_specs(&nodes, input, classes, &config.freeze, dtype, seed)
     }
 
     /// Builds expanded nodes (configs and the builder both end here).
@@ -531,12 +559,14 @@ impl Model {
         input: &ModelInput,
         classes: usize,
         freeze: &[String],
+        dtype: DType,
         seed: u64,
     ) -> Result<Self> {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
         let mut builder = Builder {
             rng: &mut rng,
+            dtype,
             vocab: input.vocab,
             freeze,
             slots: 0,
@@ -560,6 +590,7 @@ impl Model {
             input: input.clone(),
             classes,
             trainable,
+            dtype,
         })
     }
 
@@ -615,6 +646,11 @@ impl Model {
         Some(self.classes)
     }
 
+    /// The element type of the parameters (inputs are converted to it).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// The context of a pass over inputs `x`: the token mask for token inputs.
     pub fn context(
         &self,
@@ -624,7 +660,7 @@ impl Model {
         mask_seed: u64,
     ) -> Result<Context> {
         let token_mask = match (self.input.vocab, self.input.padding) {
-            (Some(_), Some(pad)) => Some(x.ne(pad as f64)?.to_dtype(x.dtype())?),
+            (Some(_), Some(pad)) => Some(x.ne(pad as f64)?.to_dtype(self.dtype)?),
             _ => None,
         };
         Ok(Context {
@@ -638,13 +674,14 @@ impl Model {
     /// Logits (B, classes), differentiable with respect to the parameters through
     /// candle's autograd (evaluation: dropout off).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ctx = self.context(x, false, Vec::new(), 0)?;
-        forward_list(&self.nodes, x, &ctx)
+        let x = x.to_dtype(self.dtype)?;
+        let ctx = self.context(&x, false, Vec::new(), 0)?;
+        forward_list(&self.nodes, &x, &ctx)
     }
 
     /// [`Model::forward`] in a given context (training-mode references in tests).
     pub fn forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
-        forward_list(&self.nodes, x, ctx)
+        forward_list(&self.nodes, &x.to_dtype(self.dtype)?, ctx)
     }
 }
 
@@ -736,7 +773,8 @@ pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, indices.len(), &Device::Cpu)?)
 }
 
-/// f32 zeros shaped like `var` (a parameter's gradient when no example was sampled).
+/// Zeros shaped like `var`, of its dtype (a parameter's gradient when no example was
+/// sampled).
 pub fn zeros_like(var: &Var) -> Result<Tensor> {
-    Ok(Tensor::zeros(var.shape(), DType::F32, &Device::Cpu)?)
+    Ok(Tensor::zeros(var.shape(), var.dtype(), &Device::Cpu)?)
 }

@@ -101,8 +101,9 @@ impl DpModule for Model {
         example_ids: Vec<u64>,
         mask_seed: u64,
     ) -> Result<TracedPass> {
-        let ctx = self.context(x, true, example_ids, mask_seed)?;
-        let pass = self.training_pass_with(x, labels, &ctx)?;
+        let x = x.to_dtype(self.dtype())?;
+        let ctx = self.context(&x, true, example_ids, mask_seed)?;
+        let pass = self.training_pass_with(&x, labels, &ctx)?;
         let layers = self
             .trainable_layers()
             .into_iter()
@@ -127,11 +128,11 @@ pub fn per_example_norms(
     module: &dyn DpModule,
     data: &Dataset,
     indices: &[usize],
-) -> Result<Vec<f32>> {
+) -> Result<Vec<f64>> {
     let (x, labels) = training_batch(data, indices)?;
     let ids = indices.iter().map(|&i| i as u64).collect();
     let pass = module.traced_pass(&x, &labels, ids, 0)?;
-    let mut total = vec![0.0f32; indices.len()];
+    let mut total = vec![0.0f64; indices.len()];
     for layer in &pass.layers {
         for (t, n) in total
             .iter_mut()
@@ -140,7 +141,7 @@ pub fn per_example_norms(
             *t += n;
         }
     }
-    Ok(total.into_iter().map(f32::sqrt).collect())
+    Ok(total.into_iter().map(f64::sqrt).collect())
 }
 
 /// The batch-independence check: every example's per-example squared norms (per trainable
@@ -153,7 +154,7 @@ pub fn check_batch_independence(
     tolerance: f64,
 ) -> Result<()> {
     let b = x.dim(0)?;
-    let norms_of = |x: &Tensor, labels: &[u32], ids: Vec<u64>| -> Result<Vec<(String, Vec<f32>)>> {
+    let norms_of = |x: &Tensor, labels: &[u32], ids: Vec<u64>| -> Result<Vec<(String, Vec<f64>)>> {
         let batch = ids.len();
         let pass = module.traced_pass(x, labels, ids, 0)?;
         pass.layers
@@ -165,7 +166,7 @@ pub fn check_batch_independence(
     for i in 0..b {
         let alone = norms_of(&x.narrow(0, i, 1)?, &labels[i..=i], vec![i as u64])?;
         for ((path, batch), (_, single)) in together.iter().zip(&alone) {
-            let (a, s) = (f64::from(batch[i]), f64::from(single[0]));
+            let (a, s) = (batch[i], single[0]);
             if (a - s).abs() > tolerance * s.abs().max(1e-12) {
                 return Err(Error::Model {
                     path: path.clone(),

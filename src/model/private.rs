@@ -57,7 +57,7 @@ use super::kinds::{BuildInput, LayerSpec, build};
 use super::layer::{Context, Layer, NormMode};
 use super::module::{DpModule, TracedLayer, TracedPass};
 use crate::error::{Error, Result};
-use crate::grad_sample::with_values;
+use crate::grad_sample::wide_values;
 
 /// One registered wrapper.
 #[derive(Debug)]
@@ -85,6 +85,8 @@ struct Shared {
     pass: Mutex<Option<Pass>>,
     /// Initialises the wrappers' parameters.
     rng: Mutex<rand_chacha::ChaCha20Rng>,
+    /// Their element type.
+    dtype: candle_core::DType,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,13 +109,19 @@ impl std::fmt::Debug for DpLayers {
 }
 
 impl DpLayers {
-    /// An empty set of wrappers; `seed` initialises their parameters.
+    /// An empty set of f32 wrappers; `seed` initialises their parameters.
     pub fn new(seed: u64) -> Self {
+        DpLayers::with_precision(seed, crate::model::Precision::F32)
+    }
+
+    /// [`DpLayers::new`] with parameters (and so the model's DP step) in `precision`.
+    pub fn with_precision(seed: u64, precision: crate::model::Precision) -> Self {
         DpLayers {
             shared: Arc::new(Shared {
                 entries: Mutex::default(),
                 pass: Mutex::default(),
                 rng: Mutex::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)),
+                dtype: precision.dtype(),
             }),
         }
     }
@@ -165,6 +173,7 @@ impl DpLayers {
                 BuildInput {
                     shape: input,
                     vocab,
+                    dtype: self.shared.dtype,
                 },
                 &mut *rng,
             )
@@ -387,7 +396,7 @@ where
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok((self.forward)(x)?)
+        Ok((self.forward)(&x.to_dtype(self.layers.shared.dtype)?)?)
     }
 
     fn traced_pass(
@@ -403,8 +412,10 @@ where
             example_ids,
             mask_seed,
         };
+        // Data come as f32: the user's forward gets them in the wrappers' precision.
+        let x = x.to_dtype(self.layers.shared.dtype)?;
         self.layers.begin(ctx)?;
-        let logits = (self.forward)(x);
+        let logits = (self.forward)(&x);
         // End the pass whatever happened, so that the next one can start.
         let pass = self.layers.end();
         let logits = logits?;
@@ -413,12 +424,10 @@ where
         let grads = losses.sum_all()?.backward()?;
         // A non-finite example adds nothing to the monitored loss; its gradient is
         // non-finite too and the DP step drops it.
-        let loss_sum = with_values(&losses, "loss", |v| {
-            v.iter()
-                .filter(|l| l.is_finite())
-                .map(|&l| f64::from(l))
-                .sum::<f64>()
-        })?;
+        let loss_sum = wide_values(&losses)?
+            .into_iter()
+            .filter(|l| l.is_finite())
+            .sum::<f64>();
         let entries = lock(&self.layers.shared.entries);
         let layers = entries
             .iter()

@@ -69,11 +69,13 @@ impl Model {
         pairs.push((
             "total".into(),
             format!(
-                "{} trainable parameters ({} in all), {} multiply-adds per example, input {:?}",
+                "{} trainable parameters ({} in all), {} multiply-adds per example, input {:?}, \
+                 {}",
                 self.parameter_count(),
                 rows.iter().map(|r| r.parameters).sum::<usize>(),
                 rows.iter().map(|r| r.macs).sum::<usize>(),
-                self.input.shape
+                self.input.shape,
+                format!("{:?}", self.dtype()).to_lowercase()
             ),
         ));
         pairs

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{Error, Result};
+use crate::real::Real;
 
 /// Canaries inserted as per-example gradients, and their scores.
 #[derive(Debug, Clone)]
@@ -32,13 +33,15 @@ pub struct GradientCanaries {
     sample_rate: f64,
     /// The stream that samples included canaries into steps.
     rng: ChaCha20Rng,
-    /// Per canary: this step's data sum at its coordinate, then its released value.
-    pending: Vec<f32>,
+    /// Per canary: this step's data sum at its coordinate (a value of the model's dtype,
+    /// held exactly).
+    pending: Vec<f64>,
     /// Per canary, Σ over steps of the log-likelihood ratio of "sampled" against "not" for
     /// x_t = released noisy sum − data clipped sum at its coordinate (see `after_noise`).
     scores: Vec<f64>,
-    /// The magnitude of a canary's clipped gradient in the current step.
-    magnitude: f32,
+    /// The magnitude of a canary's clipped gradient in the current step (rounded to the
+    /// model's dtype).
+    magnitude: f64,
     /// How many steps sampled each canary.
     times_sampled: Vec<u64>,
 }
@@ -74,15 +77,15 @@ impl GradientCanaries {
 
     /// Adds the sampled included canaries' clipped gradients to the step's clipped sums
     /// (`sums[p][e]`, one vector per parameter tensor) and remembers the data's part.
-    pub fn before_noise(&mut self, sums: &mut [Vec<f32>], clip_norm: f64, private: bool) {
-        let magnitude = match private {
+    pub fn before_noise<T: Real>(&mut self, sums: &mut [Vec<T>], clip_norm: f64, private: bool) {
+        let magnitude = T::of(match private {
             // The clip factor the optimizer would apply to a gradient of norm C.
-            true => (clip_norm * (clip_norm / (clip_norm + 1e-6)).min(1.0)) as f32,
-            false => clip_norm as f32,
-        };
-        self.magnitude = magnitude;
+            true => clip_norm * (clip_norm / (clip_norm + 1e-6)).min(1.0),
+            false => clip_norm,
+        });
+        self.magnitude = magnitude.wide();
         for (k, &(p, e)) in self.coordinates.iter().enumerate() {
-            self.pending[k] = sums[p][e];
+            self.pending[k] = sums[p][e].wide();
             if self.included[k] && self.rng.random::<f64>() < self.sample_rate {
                 sums[p][e] += magnitude;
                 self.times_sampled[k] += 1;
@@ -98,11 +101,12 @@ impl GradientCanaries {
     /// magnitude, s = σC) against "it is not" (x ~ N(0, s²)):
     /// ln(1 − q + q·exp((2xg − g²)/(2s²))), the Neyman-Pearson test of one step; summed
     /// over steps, the optimal test of the whole run. Without noise it is x itself.
-    pub fn after_noise(&mut self, sums: &[Vec<f32>], noise_std: f64) {
-        let g = f64::from(self.magnitude);
+    pub fn after_noise<T: Real>(&mut self, sums: &[Vec<T>], noise_std: f64) {
+        let g = self.magnitude;
         let q = self.sample_rate;
         for (k, &(p, e)) in self.coordinates.iter().enumerate() {
-            let x = f64::from(sums[p][e] - self.pending[k]);
+            // The difference in T, as the released value was formed.
+            let x = (sums[p][e] - T::of(self.pending[k])).wide();
             self.scores[k] += match noise_std > 0.0 {
                 true => {
                     let u = (2.0 * x * g - g * g) / (2.0 * noise_std * noise_std);

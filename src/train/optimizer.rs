@@ -9,16 +9,17 @@
 
 use super::canaries::GradientCanaries;
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::mechanism::{
-    ClippingConfig, ClippingMode, GaussianNoise, SecureNoise, clip_factor, per_layer_clip_norms,
+    ClippingConfig, ClippingMode, GaussianNoise, SecureNoise, clip_factor_of, per_layer_clip_norms,
 };
 use crate::model::{DpModule, PerExample, TracedPass, training_batch};
+use crate::real::{Real, real};
 
 /// The inner optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -487,19 +488,38 @@ impl DpOptimizer {
         model: &dyn DpModule,
         data: &Dataset,
         indices: &[usize],
+        canaries: Option<&mut GradientCanaries>,
+    ) -> Result<StepStats> {
+        // The whole step (norms, factors, sums, noise) runs in the parameters' dtype.
+        let dtype = self.params.first().map_or(DType::F32, |p| p.dtype());
+        if let Some(other) = self.params.iter().find(|p| p.dtype() != dtype) {
+            return Err(Error::Tensor(format!(
+                "the module's parameters mix {dtype:?} and {:?}: one precision per model",
+                other.dtype()
+            )));
+        }
+        real!(dtype, "DP step", |T| self
+            .step_typed::<T>(model, data, indices, canaries))
+    }
+
+    fn step_typed<T: Real>(
+        &mut self,
+        model: &dyn DpModule,
+        data: &Dataset,
+        indices: &[usize],
         mut canaries: Option<&mut GradientCanaries>,
     ) -> Result<StepStats> {
-        let mut sums: Vec<Vec<f32>> = self
+        let mut sums: Vec<Vec<T>> = self
             .params
             .iter()
-            .map(|p| vec![0.0; p.elem_count()])
+            .map(|p| vec![T::zero(); p.elem_count()])
             .collect();
         let mut stats = StepStats {
             batch_size: indices.len(),
             ..StepStats::default()
         };
         for chunk in indices.chunks(self.max_physical_batch) {
-            self.accumulate(model, data, chunk, &mut sums, &mut stats)?;
+            self.accumulate::<T>(model, data, chunk, &mut sums, &mut stats)?;
         }
         // Each step draws new dropout masks (the same for an example in any chunk).
         self.mask_seed = self.mask_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -523,7 +543,7 @@ impl DpOptimizer {
         }
         let mut grads = GradStore::default();
         for (param, mut sum) in self.params.iter().zip(sums) {
-            let scale = (1.0 / self.expected_batch_size) as f32;
+            let scale = T::of(1.0 / self.expected_batch_size);
             sum.iter_mut().for_each(|v| *v *= scale);
             let grad = Tensor::from_vec(sum, param.shape(), &Device::Cpu)?;
             grads.insert(param.as_tensor(), grad);
@@ -536,12 +556,12 @@ impl DpOptimizer {
     }
 
     /// Adds one physical chunk's clipped per-example gradients to `sums`.
-    fn accumulate(
+    fn accumulate<T: Real>(
         &self,
         model: &dyn DpModule,
         data: &Dataset,
         chunk: &[usize],
-        sums: &mut [Vec<f32>],
+        sums: &mut [Vec<T>],
         stats: &mut StepStats,
     ) -> Result<()> {
         let (x, labels) = training_batch(data, chunk)?;
@@ -559,23 +579,24 @@ impl DpOptimizer {
         } else {
             Vec::new()
         };
-        // Clip factors per layer (the same vector for every layer under flat clipping).
-        let per_layer_factors: Vec<Vec<f32>> = if !self.private {
+        // Clip factors per layer (the same vector for every layer under flat clipping),
+        // computed in T and handed to the layers as f64 (exact).
+        let per_layer_factors: Vec<Vec<f64>> = if !self.private {
             vec![vec![1.0; batch]; layers.len()]
         } else {
             match self.clipping.mode {
                 ClippingMode::Flat => {
-                    let c = self.clipping.clip_norm as f32;
-                    let factors: Vec<f32> = (0..batch)
+                    let c = T::of(self.clipping.clip_norm);
+                    let factors: Vec<f64> = (0..batch)
                         .map(|i| {
                             let norm = per_example
                                 .iter()
-                                .map(|n| n.sq_norms[i])
-                                .sum::<f32>()
+                                .map(|n| T::of(n.sq_norms[i]))
+                                .sum::<T>()
                                 .sqrt();
                             stats.clipped += usize::from(norm.is_finite() && norm > c);
                             stats.nonfinite += usize::from(!norm.is_finite());
-                            clip_factor(norm, c)
+                            clip_factor_of(norm, c).wide()
                         })
                         .collect();
                     vec![factors; layers.len()]
@@ -588,7 +609,7 @@ impl DpOptimizer {
                         .map(|(pe, bound)| {
                             pe.sq_norms
                                 .iter()
-                                .map(|n| clip_factor(n.sqrt(), bound as f32))
+                                .map(|&n| clip_factor_of(T::of(n).sqrt(), T::of(bound)).wide())
                                 .collect()
                         })
                         .collect()
@@ -613,7 +634,7 @@ impl DpOptimizer {
                         layer.path
                     ))
                 })?;
-                let values = sum.flatten_all()?.to_vec1::<f32>()?;
+                let values = sum.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1::<T>()?;
                 if values.len() != acc.len() {
                     return Err(Error::Tensor(format!(
                         "{}: a clipped sum of {} values for a parameter of {}",

@@ -24,6 +24,7 @@ use crate::privacy::{
     Accountant, AccountantKind, AccountantSettings, Ledger, PrivacyBudget, PrivacyEvent,
     PrivacySpent, epochs_to_steps,
 };
+use crate::real::{Real, real};
 use crate::sampling::PoissonSampler;
 use crate::schedule::plan::{self, NoiseSpec};
 use crate::schedule::{Plateau, ShapeKind, Timeline};
@@ -71,7 +72,10 @@ pub fn evaluate(model: &dyn DpModule, data: &Dataset) -> Result<(f64, f64)> {
     for chunk in indices.chunks(1000) {
         let (x, y) = dataset_batch(data, chunk)?;
         let logits = model.forward(&x)?;
-        loss += f64::from(summed_cross_entropy(&logits, &y)?.to_scalar::<f32>()?);
+        // Read as f64 whatever the model's dtype (exact for f32).
+        loss += summed_cross_entropy(&logits, &y)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
         let predicted = logits.argmax(1)?;
         let hits: Tensor = predicted
             .eq(&y)?
@@ -134,8 +138,11 @@ pub fn binary_metrics(model: &dyn DpModule, data: &Dataset) -> Result<Option<Bin
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(1000) {
         let (x, _) = dataset_batch(data, chunk)?;
-        let logits = model.forward(&x)?.to_vec2::<f32>()?;
-        scores.extend(logits.iter().map(|l| f64::from(l[1]) - f64::from(l[0])));
+        let logits = model
+            .forward(&x)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec2::<f64>()?;
+        scores.extend(logits.iter().map(|l| l[1] - l[0]));
     }
     let n = data.len() as f64;
     let Some(auc) = auc(&scores, &data.labels) else {
@@ -539,9 +546,11 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         // (A scan of the parameters' storage in place: no copy on this per-step path.)
         let mut bad = None;
         for p in self.module.parameters() {
-            bad = bad.or(with_values(p.as_tensor(), "parameter check", |v| {
-                v.iter().copied().find(|x| !x.is_finite())
-            })?);
+            bad = bad.or(real!(p.dtype(), "parameter check", |T| with_values(
+                p.as_tensor(),
+                "parameter check",
+                |v: &[T]| v.iter().find(|x| !x.is_finite()).map(|x| x.wide())
+            ))?);
         }
         if let Some(bad) = bad {
             return Err(Error::Tensor(format!(

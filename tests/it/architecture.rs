@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("fs", 0),
     ("runtime", 0),
+    ("real", 0),
     ("privacy", 1),
     ("schedule", 1),
     ("sampling", 1),

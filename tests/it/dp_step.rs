@@ -84,7 +84,7 @@ fn per_example_norms_match_the_naive_loop_for_every_model() {
         let ours = per_example_norms(&model, &data, &indices).unwrap();
         let naive = naive_norms(&model, &data, &indices);
         for (i, (a, b)) in ours.iter().zip(&naive).enumerate() {
-            let error = (f64::from(*a) - b).abs() / b;
+            let error = (*a - b).abs() / b;
             assert!(error < 1e-4, "{kind:?} example {i}: ours {a} vs naive {b}");
         }
     }
@@ -98,7 +98,7 @@ fn the_training_pass_equals_autograd_on_the_whole_batch() {
     let indices: Vec<usize> = (0..6).collect();
     let x = batch_tensor(&data.features, 784, &indices, &data.feature_shape).unwrap();
     let y = label_tensor(&data.labels, &indices).unwrap();
-    let ones = vec![1f32; 6];
+    let ones = vec![1f64; 6];
     for kind in [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn] {
         let model = model(kind);
         let pass = model.training_pass(&x, &data.labels).unwrap();
@@ -138,7 +138,7 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
     let data = fake_mnist(8);
     let indices: Vec<usize> = (0..8).collect();
     for (kind, clip_norm) in [
-        (ModelKind::Cnn, 0.1f32),
+        (ModelKind::Cnn, 0.1f64),
         (ModelKind::Mlp, 1.0),
         (ModelKind::Logreg, 0.01),
     ] {
@@ -149,9 +149,9 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
         let traces = model.training_pass(&x, &labels).unwrap().traces;
         let mut clipped_any = false;
         for (i, &norm) in norms.iter().enumerate() {
-            let factor = clip_factor(norm, clip_norm);
+            let factor = f64::from(clip_factor(norm as f32, clip_norm as f32));
             clipped_any |= factor < 1.0;
-            let mut one_hot = vec![0.0f32; indices.len()];
+            let mut one_hot = vec![0.0f64; indices.len()];
             one_hot[i] = factor;
             let mut sq = 0.0f64;
             for (node, trace) in model.trainable_layers().iter().zip(&traces) {
@@ -170,7 +170,7 @@ fn clipped_per_example_gradients_never_exceed_the_clip_norm() {
             }
             let clipped = sq.sqrt();
             assert!(
-                clipped <= f64::from(clip_norm) * (1.0 + 1e-6),
+                clipped <= clip_norm * (1.0 + 1e-6),
                 "{kind:?} example {i}: clipped norm {clipped} > {clip_norm}"
             );
         }
@@ -249,8 +249,8 @@ fn a_non_finite_example_contributes_nothing() {
         };
         let (with_nan, clean) = (pass(&all), pass(&rest));
         assert!(with_nan.loss_sum.is_finite());
-        let factors = vec![0f32, 1.0, 1.0, 1.0, 1.0, 1.0];
-        let ones = vec![1f32; 5];
+        let factors = vec![0f64, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let ones = vec![1f64; 5];
         // The flat norm of example 0 is not finite (a max pool may drop the NaN from later
         // layers, but the first layer's gradient has it).
         let norms = dptrain::train::per_example_norms(&model, &data, &all).unwrap();

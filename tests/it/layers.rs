@@ -1,12 +1,17 @@
 //! Every layer kind against candle's own ops and autograd (issue 13's acceptance):
 //! per-example norms and clipped sums equal a loop of batch-size-1 autograd passes, the
-//! hand-written backward equals autograd on the whole batch, empty Poisson batches work,
-//! and each refusal names the layer and the fix.
+//! hand-written backward equals autograd on the whole batch (both within 1e-5 relative in
+//! f32 and 1e-12 in f64), empty Poisson batches work, and each refusal names the layer
+//! and the fix.
 //!
 //! A new kind is one file in src/model/kinds/ plus a row of [`CASES`] that uses it.
 
 use candle_core::{DType, Device, Tensor};
-use dptrain::model::{Model, ModelConfig, ModelInput, summed_cross_entropy};
+use dptrain::model::{Model, ModelConfig, ModelInput, Precision, summed_cross_entropy};
+
+/// Each precision with its tolerance (relative to the compared value or its tensor's
+/// scale): f32 rounding leaves ~1e-7 per operation, f64 ~1e-16.
+const PRECISIONS: [(Precision, f64); 2] = [(Precision::F32, 1e-5), (Precision::F64, 1e-12)];
 
 /// One model of the table: its `[model]` TOML, its input, and what it exercises.
 struct Case {
@@ -239,10 +244,19 @@ fn batch(input: Input, b: usize, seed: u64) -> Tensor {
 }
 
 fn build(case: &Case, seed: u64) -> Model {
-    let config: ModelConfig =
+    build_in(case, seed, Precision::F32)
+}
+
+fn build_in(case: &Case, seed: u64, precision: Precision) -> Model {
+    let mut config: ModelConfig =
         toml::from_str(case.model).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-    Model::build(&config, &model_input(case.input), CLASSES, seed)
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    config.dtype = Some(precision);
+    let model = Model::build(&config, &model_input(case.input), CLASSES, seed)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    for (name, var) in model.named_parameters() {
+        assert_eq!(var.dtype(), precision.dtype(), "{}: {name}", case.name);
+    }
+    model
 }
 
 fn flat(t: &Tensor) -> Vec<f64> {
@@ -254,10 +268,10 @@ fn flat(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
-fn close(ours: f64, theirs: f64, scale: f64, what: &str) {
+fn close(ours: f64, theirs: f64, scale: f64, tolerance: f64, what: &str) {
     assert!(
-        (ours - theirs).abs() <= 1e-5 * theirs.abs().max(scale),
-        "{what}: ours {ours} vs autograd {theirs} (scale {scale})"
+        (ours - theirs).abs() <= tolerance * theirs.abs().max(scale),
+        "{what}: ours {ours} vs autograd {theirs} (scale {scale}, tolerance {tolerance})"
     );
 }
 
@@ -299,24 +313,32 @@ fn single_example_grads(
 
 #[test]
 fn every_kind_matches_batch_size_one_autograd_passes() {
+    for (precision, tolerance) in PRECISIONS {
+        matches_batch_size_one_passes(precision, tolerance);
+    }
+}
+
+fn matches_batch_size_one_passes(precision: Precision, tolerance: f64) {
     const B: usize = 5;
     let mask_seed = 42;
     for (k, case) in CASES.iter().enumerate() {
-        let model = build(case, k as u64);
-        let x = batch(case.input, B, 100 + k as u64);
+        let model = build_in(case, k as u64, precision);
+        let x = batch(case.input, B, 100 + k as u64)
+            .to_dtype(precision.dtype())
+            .unwrap();
         let labels: Vec<u32> = (0..B as u32).map(|i| i % CLASSES as u32).collect();
         let ids: Vec<u64> = (0..B as u64).collect();
         let ctx = model.context(&x, true, ids, mask_seed).unwrap();
         let pass = model.training_pass_with(&x, &labels, &ctx).unwrap();
         let singles = single_example_grads(&model, &x, &labels, mask_seed);
-        let factors: Vec<f32> = (0..B).map(|i| 0.25 + 0.5 * i as f32).collect();
+        let factors: Vec<f64> = (0..B).map(|i| 0.25 + 0.5 * i as f64).collect();
         for (l, (node, trace)) in model
             .trainable_layers()
             .iter()
             .zip(&pass.traces)
             .enumerate()
         {
-            let what = format!("{} / {}", case.name, node.path);
+            let what = format!("{} / {} ({precision:?})", case.name, node.path);
             let pe = node.layer.per_example(trace, node.norm).unwrap();
             let norms: Vec<f64> = singles
                 .iter()
@@ -325,9 +347,10 @@ fn every_kind_matches_batch_size_one_autograd_passes() {
             let scale = norms.iter().fold(1e-12f64, |m, v| m.max(*v));
             for (i, (ours, theirs)) in pe.sq_norms.iter().zip(&norms).enumerate() {
                 close(
-                    f64::from(*ours),
+                    *ours,
                     *theirs,
                     1e-3 * scale,
+                    tolerance,
                     &format!("{what} norm² of example {i}"),
                 );
             }
@@ -348,17 +371,13 @@ fn every_kind_matches_batch_size_one_autograd_passes() {
                     assert_eq!(sum.dims(), node.layer.params()[p].var.dims(), "{what}");
                     let ours = flat(sum);
                     let theirs: Vec<f64> = (0..ours.len())
-                        .map(|j| {
-                            (0..B)
-                                .map(|i| f64::from(factors[i]) * singles[i][l][p][j])
-                                .sum()
-                        })
+                        .map(|j| (0..B).map(|i| factors[i] * singles[i][l][p][j]).sum())
                         .collect();
                     let scale = theirs
                         .iter()
                         .fold(1e-2 * layer_scale, |m, v| m.max(v.abs()));
                     for (a, b) in ours.iter().zip(&theirs) {
-                        close(*a, *b, scale, &format!("{what} clipped sum {p}"));
+                        close(*a, *b, scale, tolerance, &format!("{what} clipped sum {p}"));
                     }
                 }
             }
@@ -368,24 +387,33 @@ fn every_kind_matches_batch_size_one_autograd_passes() {
 
 #[test]
 fn the_hand_written_backward_equals_autograd_on_the_whole_batch() {
+    for (precision, tolerance) in PRECISIONS {
+        backward_equals_autograd(precision, tolerance);
+    }
+}
+
+fn backward_equals_autograd(precision: Precision, tolerance: f64) {
     const B: usize = 6;
     for (k, case) in CASES.iter().enumerate() {
-        let model = build(case, 7 + k as u64);
-        let x = batch(case.input, B, 200 + k as u64);
+        let model = build_in(case, 7 + k as u64, precision);
+        let x = batch(case.input, B, 200 + k as u64)
+            .to_dtype(precision.dtype())
+            .unwrap();
         let labels: Vec<u32> = (0..B as u32).map(|i| (i + 1) % CLASSES as u32).collect();
         let ctx = model.context(&x, true, (0..B as u64).collect(), 3).unwrap();
         let pass = model.training_pass_with(&x, &labels, &ctx).unwrap();
         let y = Tensor::from_vec(labels.clone(), B, &Device::Cpu).unwrap();
         let loss = summed_cross_entropy(&model.forward_with(&x, &ctx).unwrap(), &y).unwrap();
-        let expected = f64::from(loss.to_scalar::<f32>().unwrap());
+        let expected = flat(&loss)[0];
         close(
             pass.loss_sum,
             expected,
             1e-6,
-            &format!("{}: loss", case.name),
+            tolerance,
+            &format!("{} ({precision:?}): loss", case.name),
         );
         let grads = loss.backward().unwrap();
-        let ones = vec![1f32; B];
+        let ones = vec![1f64; B];
         for (node, trace) in model.trainable_layers().iter().zip(&pass.traces) {
             let sums = node.layer.clipped_sums(trace, None, &ones).unwrap();
             let layer_scale = node
@@ -408,7 +436,11 @@ fn the_hand_written_backward_equals_autograd_on_the_whole_batch() {
                         *a,
                         *b,
                         scale,
-                        &format!("{} / {}.{}", case.name, node.path, param.name),
+                        tolerance,
+                        &format!(
+                            "{} / {}.{} ({precision:?})",
+                            case.name, node.path, param.name
+                        ),
                     );
                 }
             }
@@ -419,7 +451,15 @@ fn the_hand_written_backward_equals_autograd_on_the_whole_batch() {
 #[test]
 fn an_empty_poisson_batch_gives_no_norms_and_zero_sums() {
     for (k, case) in CASES.iter().enumerate() {
-        let model = build(case, k as u64);
+        for (precision, _) in PRECISIONS {
+            empty_batch(case, k, precision);
+        }
+    }
+}
+
+fn empty_batch(case: &Case, k: usize, precision: Precision) {
+    {
+        let model = build_in(case, k as u64, precision);
         let x = batch(case.input, 0, 1);
         let pass = model
             .training_pass(&x, &[])
@@ -444,11 +484,13 @@ fn an_empty_poisson_batch_gives_no_norms_and_zero_sums() {
 fn per_example_norms_do_not_depend_on_the_rest_of_the_batch() {
     // The batch-independence check: each example's norms in a batch equal its norms alone.
     for (k, case) in CASES.iter().enumerate() {
-        let model = build(case, k as u64);
-        let x = batch(case.input, 4, 300 + k as u64);
-        let labels = [0, 1, 2, 0];
-        dptrain::model::check_batch_independence(&model, &x, &labels, 1e-5)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        for (precision, tolerance) in PRECISIONS {
+            let model = build_in(case, k as u64, precision);
+            let x = batch(case.input, 4, 300 + k as u64);
+            let labels = [0, 1, 2, 0];
+            dptrain::model::check_batch_independence(&model, &x, &labels, tolerance)
+                .unwrap_or_else(|e| panic!("{} ({precision:?}): {e}", case.name));
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use dptrain::model::builder::Sequential;
 use dptrain::model::kinds::Padding;
 use dptrain::model::private::{DpLayer, DpLayers, PrivateModel, make_private};
 use dptrain::model::{
-    DpModule, LayerSpec, ModelInput, check_batch_independence, per_example_norms,
+    DpModule, LayerSpec, ModelInput, Precision, check_batch_independence, per_example_norms,
     summed_cross_entropy, training_batch,
 };
 use dptrain::train::{DpOptimizer, DpSettings, NoiseMode, OptimizerConfig};
@@ -74,9 +74,12 @@ struct Net {
     head: DpLayer,
 }
 
-fn net(seed: u64) -> Net {
+/// Each precision with the relative tolerance of its checks.
+const PRECISIONS: [(Precision, f64); 2] = [(Precision::F32, 1e-5), (Precision::F64, 1e-12)];
+
+fn net_in(seed: u64, precision: Precision) -> Net {
     let varmap = VarMap::new();
-    let layers = DpLayers::new(seed);
+    let layers = DpLayers::with_precision(seed, precision);
     let stem = layers.add(&varmap, "stem", conv(4), &SHAPE).unwrap();
     let norm = layers
         .add(&varmap, "norm", group_norm(), &[4, 6, 6])
@@ -132,45 +135,61 @@ fn naive_gradients(
 }
 
 fn sq_norm(t: &Tensor) -> f64 {
-    f64::from(
-        t.sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-    )
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 #[test]
 fn per_example_norms_equal_a_naive_loop_of_candle_autograd_passes() {
-    let net = net(1);
-    let model = private(&net);
-    let data = images(6);
-    let indices: Vec<usize> = (0..6).collect();
-    let (x, y) = dptrain::model::dataset_batch(&data, &indices).unwrap();
-    let ours = per_example_norms(&model, &data, &indices).unwrap();
-    let naive = naive_gradients(&model, &net.varmap, &x, &y);
-    for (i, (ours, grads)) in ours.iter().zip(&naive).enumerate() {
-        let expected = grads.iter().map(sq_norm).sum::<f64>().sqrt();
-        let err = relative_error(f64::from(*ours), expected);
-        assert!(err < 1e-5, "example {i}: {ours} vs {expected} ({err:e})");
+    for (precision, tolerance) in PRECISIONS {
+        let net = net_in(1, precision);
+        let model = private(&net);
+        let data = images(6);
+        let indices: Vec<usize> = (0..6).collect();
+        let (x, y) = dptrain::model::dataset_batch(&data, &indices).unwrap();
+        let ours = per_example_norms(&model, &data, &indices).unwrap();
+        let naive = naive_gradients(&model, &net.varmap, &x, &y);
+        for (i, (ours, grads)) in ours.iter().zip(&naive).enumerate() {
+            assert_eq!(grads[0].dtype(), precision.dtype());
+            let expected = grads.iter().map(sq_norm).sum::<f64>().sqrt();
+            let err = relative_error(*ours, expected);
+            assert!(
+                err < tolerance,
+                "{precision:?} example {i}: {ours} vs {expected} ({err:e})"
+            );
+        }
     }
 }
 
 #[test]
 fn a_dp_step_releases_the_clipped_sum_of_the_naive_gradients() {
-    let net = net(2);
+    for (precision, tolerance) in PRECISIONS {
+        dp_step_releases_the_clipped_sum(precision, tolerance);
+    }
+}
+
+/// One DP step (norms, factors, clipped sums, noise, 1/(qN), SGD) in `precision` against
+/// the naive Σ_i min(1, C/‖g_i‖) g_i of batch-size-1 autograd passes.
+fn dp_step_releases_the_clipped_sum(precision: Precision, tolerance: f64) {
+    let net = net_in(2, precision);
     let model = private(&net);
     let data = images(5);
     let indices: Vec<usize> = (0..5).collect();
     let (x, y) = dptrain::model::dataset_batch(&data, &indices).unwrap();
     let naive = naive_gradients(&model, &net.varmap, &x, &y);
     let clip = 0.05;
-    // Σ_i min(1, C/‖g_i‖) g_i, parameter by parameter.
+    // Σ_i min(1, C/(‖g_i‖ + ε)) g_i, parameter by parameter (ε = 1e-6 keeps C/‖g‖
+    // finite; mechanism::clip_factor).
+    let epsilon = f64::from(dptrain::mechanism::clipping::CLIP_EPSILON);
     let factors: Vec<f64> = naive
         .iter()
-        .map(|g| (clip / g.iter().map(sq_norm).sum::<f64>().sqrt()).min(1.0))
+        .map(|g| (clip / (g.iter().map(sq_norm).sum::<f64>().sqrt() + epsilon)).min(1.0))
         .collect();
     let vars = net.varmap.all_vars();
     let before: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().copy().unwrap()).collect();
@@ -188,8 +207,9 @@ fn a_dp_step_releases_the_clipped_sum_of_the_naive_gradients() {
                 clip_norm: clip,
                 ..ClippingConfig::default()
             },
-            // Negligible noise: the released value is the clipped sum (/ q·N).
-            noise_multiplier: 1e-9,
+            // Negligible noise (σC/‖sum‖ ~ 1e-9 σ, below either tolerance): the released
+            // value is the clipped sum (/ q·N).
+            noise_multiplier: 1e-6 * tolerance,
             expected_batch_size: expected_batch,
             max_physical_batch: 2,
             private: true,
@@ -209,15 +229,13 @@ fn a_dp_step_releases_the_clipped_sum_of_the_naive_gradients() {
             .unwrap()
             .flatten_all()
             .unwrap();
-        let (step, expected) = (
-            step.to_vec1::<f32>().unwrap(),
-            expected.to_vec1::<f32>().unwrap(),
-        );
-        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let read = |t: Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        let (step, expected) = (read(step), read(expected));
+        let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs()));
         for (a, b) in step.iter().zip(&expected) {
             assert!(
-                (a - b).abs() <= 1e-5 * scale + 1e-9,
-                "parameter {p}: {a} vs {b} (scale {scale})"
+                (a - b).abs() <= tolerance * scale,
+                "{precision:?} parameter {p}: {a} vs {b} (scale {scale})"
             );
         }
     }
@@ -259,7 +277,7 @@ fn the_tap_route_equals_the_hand_written_backward_of_the_same_layers() {
     let a = per_example_norms(&model, &data, &indices).unwrap();
     let b = per_example_norms(&ours, &data, &indices).unwrap();
     for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-        let err = relative_error(f64::from(*a), f64::from(*b));
+        let err = relative_error(*a, *b);
         assert!(err < 1e-5, "example {i}: builder {a}, candle {b}");
     }
 }

@@ -100,6 +100,58 @@ fn same_seed_same_run_and_the_ledger_is_what_was_spent() {
 }
 
 #[test]
+fn an_f64_run_follows_its_f32_twin_step_for_step() {
+    // Same seed, same batches, the same noise draws (f64 draws rounded for f32): the two
+    // precisions part only by f32 rounding, and the f64 run keeps its parameters in f64.
+    let (train_set, test_set) = (head(&mnist().train, 1000), head(&mnist().test, 500));
+    let (mut model, privacy, mut training) = settings(true);
+    training.epochs = 1.0;
+    let run = |model: &ModelConfig| {
+        train(
+            &train_set,
+            &test_set,
+            None,
+            model,
+            &privacy,
+            &training,
+            3,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let single = run(&model);
+    model.dtype = Some(dptrain::model::Precision::F64);
+    let double = run(&model);
+    assert_eq!(single.steps, double.steps);
+    let (a, b) = (&single.epochs[0], &double.epochs[0]);
+    let rel = (a.test_loss - b.test_loss).abs() / b.test_loss;
+    assert!(
+        rel < 1e-4,
+        "test loss f32 {} vs f64 {}",
+        a.test_loss,
+        b.test_loss
+    );
+    assert_ne!(a.test_loss, b.test_loss, "the f64 run computed in f64");
+    for ((name, x), (_, y)) in single
+        .model
+        .named_parameters()
+        .into_iter()
+        .zip(double.model.named_parameters())
+    {
+        assert_eq!(y.dtype(), candle_core::DType::F64, "{name}");
+        let d = (x.to_dtype(candle_core::DType::F64).unwrap() - y.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(d < 1e-3, "{name}: f32 and f64 parameters differ by {d}");
+    }
+}
+
+#[test]
 fn the_non_private_baseline_spends_nothing_and_learns() {
     let (train_set, test_set) = (head(&mnist().train, 3000), head(&mnist().test, 1000));
     let (model, privacy, training) = settings(false);

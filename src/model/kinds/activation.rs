@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, unsave};
 use crate::model::tanh;
 
@@ -46,14 +46,20 @@ const CHUNK: usize = 1 << 14;
 
 /// g ⊙ 1[x > 0] (ReLU's backward).
 pub(crate) fn relu_backward(grad: &Tensor, input: &Tensor) -> Result<Tensor> {
-    let values = with_values(grad, "relu backward", |g| {
-        with_values(input, "relu backward", |x| {
-            let mut dst = vec![0f32; g.len()];
+    real!(grad.dtype(), "relu backward", |T| relu_backward_typed::<T>(
+        grad, input
+    ))
+}
+
+fn relu_backward_typed<T: Real>(grad: &Tensor, input: &Tensor) -> Result<Tensor> {
+    let values = with_values(grad, "relu backward", |g: &[T]| {
+        with_values(input, "relu backward", |x: &[T]| {
+            let mut dst = vec![T::zero(); g.len()];
             dst.par_chunks_mut(CHUNK)
                 .zip(g.par_chunks(CHUNK).zip(x.par_chunks(CHUNK)))
                 .for_each(|(dst, (g, x))| {
                     for ((d, g), x) in dst.iter_mut().zip(g).zip(x) {
-                        *d = if *x > 0.0 { *g } else { 0.0 };
+                        *d = if *x > T::zero() { *g } else { T::zero() };
                     }
                 });
             dst
@@ -80,13 +86,23 @@ impl Layer for Activation {
         Ok(match self.function {
             Function::Relu => x.relu()?,
             Function::Tanh => tanh::tanh(x)?,
-            Function::Gelu => x.gelu_erf()?,
+            // x·Φ(x) = x·(1 + erf(x/√2))/2 from candle's erf, not its fused gelu_erf: the
+            // fused op's autograd rounds 1/√(2π) to 0.398942 (a 1e-6 relative error that
+            // would hide in f64 checks); erf's derivative is exact.
+            Function::Gelu => {
+                let cdf = (((x / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5)?;
+                (x * cdf)?
+            }
             Function::Sigmoid => candle_nn::ops::sigmoid(x)?,
         })
     }
 
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
-        let y = self.forward(x, ctx)?;
+        // No graph here: the fused op for GELU (same function, one pass).
+        let y = match self.function {
+            Function::Gelu => x.gelu_erf()?,
+            _ => self.forward(x, ctx)?,
+        };
         // ReLU and GELU need the input, tanh and sigmoid their output.
         let keep = match self.function {
             Function::Relu | Function::Gelu => x.clone(),

@@ -13,6 +13,7 @@ use super::{add_bias_channels_first, detached, transpose_last, uniform};
 use crate::error::{Error, Result};
 use crate::grad_sample::im2col::{ConvGeometry, col2im, im2col};
 use crate::grad_sample::linear::{self as rule, NormMode};
+use crate::grad_sample::wide_values;
 use crate::model::layer::{Context, Layer, Param, PerExample, Saved, Trace, unsave};
 
 /// A convolution over (B, C, H, W), or over (B, C, L) for `conv1d`.
@@ -63,6 +64,7 @@ impl Conv2d {
         input_dims: (usize, usize, usize),
         options: ConvOptions,
         one_dimensional: bool,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> std::result::Result<Self, String> {
         let (channels, height, width) = input_dims;
@@ -101,9 +103,9 @@ impl Conv2d {
             vec![out_channels, per_group, kernel.0, kernel.1]
         };
         let err = |e: crate::Error| e.to_string();
-        let weight = uniform(&weight_shape, fan_in, rng).map_err(err)?;
+        let weight = uniform(&weight_shape, fan_in, dtype, rng).map_err(err)?;
         let bias = match bias {
-            true => Some(uniform(&[out_channels], fan_in, rng).map_err(err)?),
+            true => Some(uniform(&[out_channels], fan_in, dtype, rng).map_err(err)?),
             false => None,
         };
         let output_shape = if one_dimensional {
@@ -235,7 +237,7 @@ impl Layer for Conv2d {
         let y = self.product(&patches.reshape((b * t, columns))?, &detached(&self.weight))?;
         let bias = match &self.bias {
             Some(bias) => detached(bias),
-            None => Tensor::zeros(out, candle_core::DType::F32, &candle_core::Device::Cpu)?,
+            None => Tensor::zeros(out, x.dtype(), &candle_core::Device::Cpu)?,
         };
         let mut dims = vec![b];
         dims.extend_from_slice(&self.output_shape);
@@ -282,14 +284,14 @@ impl Layer for Conv2d {
         if self.groups == 1 {
             let pe = rule::per_example_with(&t.input, &t.output_grad, bias, mode)?;
             return Ok(PerExample {
-                sq_norms: pe.sq_norms.to_vec1()?,
+                sq_norms: wide_values(&pe.sq_norms)?,
                 state: Some(Box::new(pe)),
             });
         }
-        let mut total = vec![0f32; t.input.dim(0)?];
+        let mut total = vec![0f64; t.input.dim(0)?];
         for group in self.group_traces(t)? {
             let pe = rule::per_example_with(&group.input, &group.output_grad, bias, mode)?;
-            for (acc, v) in total.iter_mut().zip(pe.sq_norms.to_vec1::<f32>()?) {
+            for (acc, v) in total.iter_mut().zip(wide_values(&pe.sq_norms)?) {
                 *acc += v;
             }
         }
@@ -303,7 +305,7 @@ impl Layer for Conv2d {
         &self,
         trace: &Trace,
         per_example: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         let t: &LinearTrace = trace.get(self.kind())?;
         let (weight, bias) = if self.groups == 1 {

@@ -11,7 +11,7 @@ use candle_core::{Tensor, Var};
 
 use super::{detached, normal, token_ids};
 use crate::error::Result;
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
 
 /// A token embedding table.
@@ -37,9 +37,10 @@ impl Embedding {
         vocab: usize,
         dim: usize,
         padding_idx: Option<u32>,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> Result<Self> {
-        let weight = normal(&[vocab, dim], 1.0, padding_idx, rng)?;
+        let weight = normal(&[vocab, dim], 1.0, padding_idx, dtype, rng)?;
         Ok(Embedding {
             weight,
             padding_idx,
@@ -120,66 +121,19 @@ impl Layer for Embedding {
 
     fn per_example(&self, trace: &Trace, _: NormMode) -> Result<PerExample> {
         let t: &EmbeddingTrace = trace.get("embedding")?;
-        let (b, len, d) = t.output_grad.dims3()?;
-        let norms = with_values(&t.output_grad, "embedding norms", |g| {
-            let mut order: Vec<usize> = Vec::with_capacity(len);
-            let mut row = vec![0f32; d];
-            (0..b)
-                .map(|i| {
-                    let ids = &t.ids[i * len..(i + 1) * len];
-                    order.clear();
-                    order.extend((0..len).filter(|&p| Some(ids[p]) != self.padding_idx));
-                    order.sort_by_key(|&p| ids[p]);
-                    let mut total = 0f32;
-                    let mut start = 0;
-                    while start < order.len() {
-                        let token = ids[order[start]];
-                        row.fill(0.0);
-                        let mut end = start;
-                        while end < order.len() && ids[order[end]] == token {
-                            let at = (i * len + order[end]) * d;
-                            for (acc, v) in row.iter_mut().zip(&g[at..at + d]) {
-                                *acc += v;
-                            }
-                            end += 1;
-                        }
-                        total += row.iter().map(|v| v * v).sum::<f32>();
-                        start = end;
-                    }
-                    total
-                })
-                .collect::<Vec<f32>>()
-        })?;
-        Ok(PerExample {
-            sq_norms: norms,
-            state: None,
-        })
+        real!(t.output_grad.dtype(), "embedding norms", |T| self
+            .norms_typed::<T>(t))
     }
 
     fn clipped_sums(
         &self,
         trace: &Trace,
         _: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         let t: &EmbeddingTrace = trace.get("embedding")?;
-        let (_, len, d) = t.output_grad.dims3()?;
-        let sum = with_values(&t.output_grad, "embedding sum", |g| {
-            let mut sum = vec![0f32; self.vocab() * d];
-            for (position, &id) in t.ids.iter().enumerate() {
-                let factor = factors[position / len];
-                // A dropped (non-finite) example adds nothing: 0 · NaN would be NaN.
-                if factor == 0.0 || Some(id) == self.padding_idx {
-                    continue;
-                }
-                let row = &mut sum[id as usize * d..(id as usize + 1) * d];
-                for (acc, v) in row.iter_mut().zip(&g[position * d..(position + 1) * d]) {
-                    *acc += factor * v;
-                }
-            }
-            sum
-        })?;
-        Ok(vec![tensor(sum, &[self.vocab(), d])?])
+        real!(t.output_grad.dtype(), "embedding sum", |T| self
+            .sums_typed::<T>(t, factors))
     }
 
     fn rule(&self, _: NormMode) -> String {
@@ -188,5 +142,67 @@ impl Layer for Embedding {
 
     fn macs(&self) -> usize {
         self.shape.iter().product()
+    }
+}
+
+impl Embedding {
+    /// ‖∇W_i‖² = Σ over example i's distinct non-padding tokens v of ‖Σ_{t: id_t = v} g_t‖².
+    fn norms_typed<T: Real>(&self, t: &EmbeddingTrace) -> Result<PerExample> {
+        let (b, len, d) = t.output_grad.dims3()?;
+        let norms = with_values(&t.output_grad, "embedding norms", |g: &[T]| {
+            let mut order: Vec<usize> = Vec::with_capacity(len);
+            let mut row = vec![T::zero(); d];
+            (0..b)
+                .map(|i| {
+                    let ids = &t.ids[i * len..(i + 1) * len];
+                    order.clear();
+                    order.extend((0..len).filter(|&p| Some(ids[p]) != self.padding_idx));
+                    order.sort_by_key(|&p| ids[p]);
+                    let mut total = T::zero();
+                    let mut start = 0;
+                    while start < order.len() {
+                        let token = ids[order[start]];
+                        row.fill(T::zero());
+                        let mut end = start;
+                        while end < order.len() && ids[order[end]] == token {
+                            let at = (i * len + order[end]) * d;
+                            for (acc, &v) in row.iter_mut().zip(&g[at..at + d]) {
+                                *acc += v;
+                            }
+                            end += 1;
+                        }
+                        total += row.iter().map(|&v| v * v).sum::<T>();
+                        start = end;
+                    }
+                    total.wide()
+                })
+                .collect::<Vec<f64>>()
+        })?;
+        Ok(PerExample {
+            sq_norms: norms,
+            state: None,
+        })
+    }
+
+    /// Σ_i c_i ∇W_i: each non-padding position adds c_i g_t to its token's row.
+    fn sums_typed<T: Real>(&self, t: &EmbeddingTrace, factors: &[f64]) -> Result<Vec<Tensor>> {
+        let (_, len, d) = t.output_grad.dims3()?;
+        let sum = with_values(&t.output_grad, "embedding sum", |g: &[T]| {
+            let mut sum = vec![T::zero(); self.vocab() * d];
+            for (position, &id) in t.ids.iter().enumerate() {
+                let factor = factors[position / len];
+                // A dropped (non-finite) example adds nothing: 0 · NaN would be NaN.
+                if factor == 0.0 || Some(id) == self.padding_idx {
+                    continue;
+                }
+                let factor = T::of(factor);
+                let row = &mut sum[id as usize * d..(id as usize + 1) * d];
+                for (acc, &v) in row.iter_mut().zip(&g[position * d..(position + 1) * d]) {
+                    *acc += factor * v;
+                }
+            }
+            sum
+        })?;
+        Ok(vec![tensor(sum, &[self.vocab(), d])?])
     }
 }

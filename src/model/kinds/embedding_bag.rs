@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{detached, normal, token_ids};
 use crate::error::Result;
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
 
 /// How a bag is reduced.
@@ -41,8 +41,8 @@ pub struct EmbeddingBag {
 
 struct BagTrace {
     ids: Vec<u32>,
-    /// w_i per example.
-    weights: Vec<f32>,
+    /// w_i per example (in the layer's dtype, held exactly as f64).
+    weights: Vec<f64>,
     /// (B, D).
     output_grad: Tensor,
 }
@@ -54,10 +54,11 @@ impl EmbeddingBag {
         dim: usize,
         mode: BagMode,
         padding_idx: Option<u32>,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> Result<Self> {
         Ok(EmbeddingBag {
-            weight: normal(&[vocab, dim], 1.0, padding_idx, rng)?,
+            weight: normal(&[vocab, dim], 1.0, padding_idx, dtype, rng)?,
             mode,
             padding_idx,
             shape: vec![dim],
@@ -65,34 +66,33 @@ impl EmbeddingBag {
     }
 
     /// w_i of each example and the (B, T, 1) position weights (w_i at real tokens, else 0).
-    fn weights(&self, ids: &[u32], (b, t): (usize, usize)) -> Result<(Vec<f32>, Tensor)> {
-        let real = |id: &u32| Some(*id) != self.padding_idx;
+    fn weights<T: Real>(&self, ids: &[u32], (b, t): (usize, usize)) -> Result<(Vec<f64>, Tensor)> {
+        let token = |id: &u32| Some(*id) != self.padding_idx;
         let mut per_example = Vec::with_capacity(b);
         let mut positions = Vec::with_capacity(b * t);
         for row in ids.chunks(t.max(1)).take(b) {
-            let count = row.iter().filter(|id| real(id)).count();
+            let count = row.iter().filter(|id| token(id)).count();
             let w = match (self.mode, count) {
-                (_, 0) => 0.0,
-                (BagMode::Mean, n) => 1.0 / n as f32,
-                (BagMode::Sum, _) => 1.0,
+                (_, 0) => T::zero(),
+                (BagMode::Mean, n) => T::one() / T::of(n as f64),
+                (BagMode::Sum, _) => T::one(),
             };
-            per_example.push(w);
-            positions.extend(row.iter().map(|id| if real(id) { w } else { 0.0 }));
+            per_example.push(w.wide());
+            positions.extend(row.iter().map(|id| if token(id) { w } else { T::zero() }));
         }
         Ok((per_example, tensor(positions, &[b, t, 1])?))
     }
 
-    fn bag(&self, x: &Tensor, table: &Tensor) -> Result<(Tensor, Vec<u32>, Vec<f32>)> {
+    fn bag(&self, x: &Tensor, table: &Tensor) -> Result<(Tensor, Vec<u32>, Vec<f64>)> {
         let (b, t) = x.dims2()?;
         let ids = token_ids(x, self.weight.dim(0)?)?;
-        let (per_example, positions) = self.weights(&ids, (b, t))?;
+        let (per_example, positions) = real!(table.dtype(), "embedding_bag", |T| self
+            .weights::<T>(&ids, (b, t)))?;
         let index = Tensor::from_vec(ids.clone(), b * t, &candle_core::Device::Cpu)?;
         let rows = table
             .index_select(&index, 0)?
             .reshape((b, t, self.shape[0]))?;
-        let y = rows
-            .broadcast_mul(&positions.to_dtype(rows.dtype())?)?
-            .sum(1)?;
+        let y = rows.broadcast_mul(&positions)?.sum(1)?;
         Ok((y, ids, per_example))
     }
 }
@@ -129,7 +129,7 @@ impl Layer for EmbeddingBag {
         _: bool,
         trace: bool,
     ) -> Result<(Option<Tensor>, Option<Trace>)> {
-        let (ids, weights): (Vec<u32>, Vec<f32>) = unsave(saved, "embedding_bag")?;
+        let (ids, weights): (Vec<u32>, Vec<f64>) = unsave(saved, "embedding_bag")?;
         let trace = trace.then(|| {
             Trace(Box::new(BagTrace {
                 ids,
@@ -142,9 +142,36 @@ impl Layer for EmbeddingBag {
 
     fn per_example(&self, trace: &Trace, _: NormMode) -> Result<PerExample> {
         let t: &BagTrace = trace.get("embedding_bag")?;
+        real!(t.output_grad.dtype(), "embedding_bag norms", |T| self
+            .norms_typed::<T>(t))
+    }
+
+    fn clipped_sums(
+        &self,
+        trace: &Trace,
+        _: Option<&PerExample>,
+        factors: &[f64],
+    ) -> Result<Vec<Tensor>> {
+        let t: &BagTrace = trace.get("embedding_bag")?;
+        real!(t.output_grad.dtype(), "embedding_bag sum", |T| self
+            .sums_typed::<T>(t, factors))
+    }
+
+    fn rule(&self, _: NormMode) -> String {
+        "closed form ‖g‖²w²Σn²".into()
+    }
+
+    fn macs(&self) -> usize {
+        self.shape[0]
+    }
+}
+
+impl EmbeddingBag {
+    /// ‖∇W_i‖² = ‖g_i‖² w_i² Σ_u n_u² (generality.md §5.1): no B × V × D tensor.
+    fn norms_typed<T: Real>(&self, t: &BagTrace) -> Result<PerExample> {
         let (b, d) = t.output_grad.dims2()?;
         let len = t.ids.len() / b.max(1);
-        let norms = with_values(&t.output_grad, "embedding_bag norms", |g| {
+        let norms = with_values(&t.output_grad, "embedding_bag norms", |g: &[T]| {
             let mut sorted: Vec<u32> = Vec::with_capacity(len);
             (0..b)
                 .map(|i| {
@@ -156,7 +183,7 @@ impl Layer for EmbeddingBag {
                     );
                     sorted.sort_unstable();
                     // Σ_u n_u² over the runs of equal ids.
-                    let mut counts = 0f32;
+                    let mut counts = T::zero();
                     let mut start = 0;
                     while start < sorted.len() {
                         let end = start
@@ -164,13 +191,14 @@ impl Layer for EmbeddingBag {
                                 .iter()
                                 .take_while(|&&id| id == sorted[start])
                                 .count();
-                        counts += ((end - start) as f32).powi(2);
+                        counts += T::of((end - start) as f64).powi(2);
                         start = end;
                     }
-                    let g2: f32 = g[i * d..(i + 1) * d].iter().map(|v| v * v).sum();
-                    g2 * t.weights[i] * t.weights[i] * counts
+                    let g2: T = g[i * d..(i + 1) * d].iter().map(|&v| v * v).sum();
+                    let w = T::of(t.weights[i]);
+                    (g2 * w * w * counts).wide()
                 })
-                .collect::<Vec<f32>>()
+                .collect::<Vec<f64>>()
         })?;
         Ok(PerExample {
             sq_norms: norms,
@@ -178,39 +206,26 @@ impl Layer for EmbeddingBag {
         })
     }
 
-    fn clipped_sums(
-        &self,
-        trace: &Trace,
-        _: Option<&PerExample>,
-        factors: &[f32],
-    ) -> Result<Vec<Tensor>> {
-        let t: &BagTrace = trace.get("embedding_bag")?;
+    /// Σ_i c_i ∇W_i: each real position of example i adds c_i w_i g_i to its token's row.
+    fn sums_typed<T: Real>(&self, t: &BagTrace, factors: &[f64]) -> Result<Vec<Tensor>> {
         let (b, d) = t.output_grad.dims2()?;
         let len = t.ids.len() / b.max(1);
         let vocab = self.weight.dim(0)?;
-        let sum = with_values(&t.output_grad, "embedding_bag sum", |g| {
-            let mut sum = vec![0f32; vocab * d];
+        let sum = with_values(&t.output_grad, "embedding_bag sum", |g: &[T]| {
+            let mut sum = vec![T::zero(); vocab * d];
             for (position, &id) in t.ids.iter().enumerate() {
                 let i = position / len;
-                let scale = factors[i] * t.weights[i];
-                if scale == 0.0 || Some(id) == self.padding_idx {
+                let scale = T::of(factors[i]) * T::of(t.weights[i]);
+                if scale == T::zero() || Some(id) == self.padding_idx {
                     continue;
                 }
                 let row = &mut sum[id as usize * d..(id as usize + 1) * d];
-                for (acc, v) in row.iter_mut().zip(&g[i * d..(i + 1) * d]) {
+                for (acc, &v) in row.iter_mut().zip(&g[i * d..(i + 1) * d]) {
                     *acc += scale * v;
                 }
             }
             sum
         })?;
         Ok(vec![tensor(sum, &[vocab, d])?])
-    }
-
-    fn rule(&self, _: NormMode) -> String {
-        "closed form ‖g‖²w²Σn²".into()
-    }
-
-    fn macs(&self) -> usize {
-        self.shape[0]
     }
 }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::{Materialised, materialised_norms, materialised_sums};
 use crate::error::Result;
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
 
 /// Group normalisation over inputs (C, ...).
@@ -34,44 +34,40 @@ pub struct GroupNorm {
 
 struct NormSaved {
     normalised: Tensor,
-    /// 1/σ of each (example, group).
-    inv_std: Vec<f32>,
+    /// 1/σ of each (example, group), in the layer's dtype (held exactly as f64).
+    inv_std: Vec<f64>,
 }
 
 /// A parameter's values.
-fn param_values(var: &Var) -> Result<Vec<f32>> {
-    with_values(var.as_tensor(), "group_norm parameter", <[f32]>::to_vec)
+fn param_values<T: Real>(var: &Var) -> Result<Vec<T>> {
+    with_values(var.as_tensor(), "group_norm parameter", <[T]>::to_vec)
 }
 
 /// One pass over each (example, group) block of m = (C/G)·S contiguous values: (y, x̂, 1/σ).
 /// The mean and variance are computed in f64 (two passes), then x̂ and y in one.
-fn fused_forward(
-    x: &[f32],
+fn fused_forward<T: Real>(
+    x: &[T],
     (c, s, groups): (usize, usize, usize),
     eps: f64,
-    gamma: &[f32],
-    beta: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    gamma: &[T],
+    beta: &[T],
+) -> (Vec<T>, Vec<T>, Vec<f64>) {
     let m = c / groups * s;
-    let mut y = vec![0f32; x.len()];
-    let mut xhat = vec![0f32; x.len()];
+    let mut y = vec![T::zero(); x.len()];
+    let mut xhat = vec![T::zero(); x.len()];
     let blocks = x.len() / m.max(1);
-    let mut inv = vec![0f32; blocks];
+    let mut inv = vec![0f64; blocks];
     y.par_chunks_mut(m.max(1))
         .zip(xhat.par_chunks_mut(m.max(1)))
         .zip(x.par_chunks(m.max(1)))
         .zip(inv.par_iter_mut())
         .enumerate()
         .for_each(|(block, (((y, xhat), x), inv))| {
-            let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / m as f64;
-            let var = x
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / m as f64;
-            let r = (1.0 / (var + eps).sqrt()) as f32;
-            let mean = mean as f32;
-            *inv = r;
+            let mean = x.iter().map(|&v| v.wide()).sum::<f64>() / m as f64;
+            let var = x.iter().map(|&v| (v.wide() - mean).powi(2)).sum::<f64>() / m as f64;
+            let r = T::of(1.0 / (var + eps).sqrt());
+            let mean = T::of(mean);
+            *inv = r.wide();
             let first_channel = (block % groups) * (c / groups);
             let rows = y.chunks_mut(s).zip(xhat.chunks_mut(s)).zip(x.chunks(s));
             for (k, ((y, xh), v)) in rows.enumerate() {
@@ -86,21 +82,21 @@ fn fused_forward(
 }
 
 /// The backward of [`fused_forward`]: (∂x when `input_grad`, ∇γ_i (B, C), ∇β_i (B, C)).
-fn fused_backward(
-    g: &[f32],
-    xhat: &[f32],
-    inv: &[f32],
+fn fused_backward<T: Real>(
+    g: &[T],
+    xhat: &[T],
+    inv: &[f64],
     (c, s, groups): (usize, usize, usize),
-    gamma: &[f32],
+    gamma: &[T],
     input_grad: bool,
-) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
     let per_group = c / groups;
     let m = per_group * s;
     let blocks = g.len() / m.max(1);
-    let mut dx = vec![0f32; if input_grad { g.len() } else { 0 }];
-    let mut dgamma = vec![0f32; blocks * per_group];
-    let mut dbeta = vec![0f32; blocks * per_group];
-    let work = |block: usize, dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]| {
+    let mut dx = vec![T::zero(); if input_grad { g.len() } else { 0 }];
+    let mut dgamma = vec![T::zero(); blocks * per_group];
+    let mut dbeta = vec![T::zero(); blocks * per_group];
+    let work = |block: usize, dx: &mut [T], dgamma: &mut [T], dbeta: &mut [T]| {
         let (g, xhat) = (
             &g[block * m..(block + 1) * m],
             &xhat[block * m..(block + 1) * m],
@@ -112,19 +108,21 @@ fn fused_backward(
             let (dg, db) = gc
                 .iter()
                 .zip(xc)
-                .fold((0f32, 0f32), |(dg, db), (&g, &x)| (dg + g * x, db + g));
+                .fold((T::zero(), T::zero()), |(dg, db), (&g, &x)| {
+                    (dg + g * x, db + g)
+                });
             dgamma[k] = dg;
             dbeta[k] = db;
-            let gam = f64::from(gamma[first_channel + k]);
-            sum_g += gam * f64::from(db);
-            sum_gx += gam * f64::from(dg);
+            let gam = gamma[first_channel + k].wide();
+            sum_g += gam * db.wide();
+            sum_gx += gam * dg.wide();
         }
         if dx.is_empty() {
             return;
         }
         // ∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/σ with ĝ = g·γ_c.
-        let (mean_g, mean_gx) = ((sum_g / m as f64) as f32, (sum_gx / m as f64) as f32);
-        let r = inv[block];
+        let (mean_g, mean_gx) = (T::of(sum_g / m as f64), T::of(sum_gx / m as f64));
+        let r = T::of(inv[block]);
         for k in 0..per_group {
             let gam = gamma[first_channel + k];
             for t in k * s..(k + 1) * s {
@@ -155,6 +153,7 @@ impl GroupNorm {
         groups: usize,
         eps: f64,
         instance: bool,
+        dtype: candle_core::DType,
     ) -> std::result::Result<Self, String> {
         let channels = input[0];
         if groups == 0 || !channels.is_multiple_of(groups) {
@@ -162,8 +161,8 @@ impl GroupNorm {
                 "groups = {groups} must divide the {channels} channels"
             ));
         }
-        let ones = Tensor::ones(channels, candle_core::DType::F32, &candle_core::Device::Cpu);
-        let zeros = Tensor::zeros(channels, candle_core::DType::F32, &candle_core::Device::Cpu);
+        let ones = Tensor::ones(channels, dtype, &candle_core::Device::Cpu);
+        let zeros = Tensor::zeros(channels, dtype, &candle_core::Device::Cpu);
         let var = |t: candle_core::Result<Tensor>| {
             t.and_then(|t| Var::from_tensor(&t))
                 .map_err(|e| e.to_string())
@@ -250,9 +249,49 @@ impl Layer for GroupNorm {
     }
 
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
+        real!(x.dtype(), "group_norm", |T| self
+            .train_forward_typed::<T>(x))
+    }
+
+    fn backward(
+        &self,
+        saved: Saved,
+        grad: Tensor,
+        input_grad: bool,
+        trace: bool,
+    ) -> Result<(Option<Tensor>, Option<Trace>)> {
+        real!(grad.dtype(), "group_norm backward", |T| self
+            .backward_typed::<T>(saved, grad, input_grad, trace))
+    }
+
+    fn per_example(&self, trace: &Trace, _: NormMode) -> Result<PerExample> {
+        materialised_norms(trace.get::<Materialised>(self.kind())?)
+    }
+
+    fn clipped_sums(
+        &self,
+        trace: &Trace,
+        _: Option<&PerExample>,
+        factors: &[f64],
+    ) -> Result<Vec<Tensor>> {
+        materialised_sums(trace.get::<Materialised>(self.kind())?, factors)
+    }
+
+    fn rule(&self, _: NormMode) -> String {
+        "instantiate (O(C))".into()
+    }
+
+    fn macs(&self) -> usize {
+        4 * self.input.iter().product::<usize>()
+    }
+}
+
+impl GroupNorm {
+    fn train_forward_typed<T: Real>(&self, x: &Tensor) -> Result<(Tensor, Saved)> {
         let (b, c, s) = (x.dim(0)?, self.channels(), self.positions());
-        let (gamma, beta) = (param_values(&self.gamma)?, param_values(&self.beta)?);
-        let (y, normalised, inv_std) = with_values(x, "group_norm", |x| {
+        let gamma = param_values::<T>(&self.gamma)?;
+        let beta = param_values::<T>(&self.beta)?;
+        let (y, normalised, inv_std) = with_values(x, "group_norm", |x: &[T]| {
             fused_forward(x, (c, s, self.groups), self.eps, &gamma, &beta)
         })?;
         let normalised = tensor(normalised, &[b, c, s])?;
@@ -265,7 +304,7 @@ impl Layer for GroupNorm {
         ))
     }
 
-    fn backward(
+    fn backward_typed<T: Real>(
         &self,
         saved: Saved,
         grad: Tensor,
@@ -278,9 +317,9 @@ impl Layer for GroupNorm {
         } = unsave(saved, self.kind())?;
         let (b, c, s) = (grad.dim(0)?, self.channels(), self.positions());
         let dims = grad.dims().to_vec();
-        let gamma = param_values(&self.gamma)?;
-        let (dx, dgamma, dbeta) = with_values(&grad, "group_norm backward", |g| {
-            with_values(&normalised, "group_norm backward", |xhat| {
+        let gamma = param_values::<T>(&self.gamma)?;
+        let (dx, dgamma, dbeta) = with_values(&grad, "group_norm backward", |g: &[T]| {
+            with_values(&normalised, "group_norm backward", |xhat: &[T]| {
                 fused_backward(g, xhat, &inv_std, (c, s, self.groups), &gamma, input_grad)
             })
         })???;
@@ -296,26 +335,5 @@ impl Layer for GroupNorm {
             false => None,
         };
         Ok((input_grad, trace))
-    }
-
-    fn per_example(&self, trace: &Trace, _: NormMode) -> Result<PerExample> {
-        materialised_norms(trace.get::<Materialised>(self.kind())?)
-    }
-
-    fn clipped_sums(
-        &self,
-        trace: &Trace,
-        _: Option<&PerExample>,
-        factors: &[f32],
-    ) -> Result<Vec<Tensor>> {
-        materialised_sums(trace.get::<Materialised>(self.kind())?, factors)
-    }
-
-    fn rule(&self, _: NormMode) -> String {
-        "instantiate (O(C))".into()
-    }
-
-    fn macs(&self) -> usize {
-        4 * self.input.iter().product::<usize>()
     }
 }

@@ -31,7 +31,12 @@ struct NormSaved {
 
 impl LayerNorm {
     /// Over inputs `input` (…, D); `rms` for RMS normalisation (no centring, no β).
-    pub fn new(input: &[usize], eps: f64, rms: bool) -> std::result::Result<Self, String> {
+    pub fn new(
+        input: &[usize],
+        eps: f64,
+        rms: bool,
+        dtype: candle_core::DType,
+    ) -> std::result::Result<Self, String> {
         let d = *input.last().ok_or("an input with at least one axis")?;
         let cpu = &candle_core::Device::Cpu;
         let var = |t: candle_core::Result<Tensor>| {
@@ -40,10 +45,10 @@ impl LayerNorm {
         };
         Ok(LayerNorm {
             eps,
-            gamma: var(Tensor::ones(d, candle_core::DType::F32, cpu))?,
+            gamma: var(Tensor::ones(d, dtype, cpu))?,
             beta: match rms {
                 true => None,
-                false => Some(var(Tensor::zeros(d, candle_core::DType::F32, cpu))?),
+                false => Some(var(Tensor::zeros(d, dtype, cpu))?),
             },
             input: input.to_vec(),
         })
@@ -165,7 +170,7 @@ impl Layer for LayerNorm {
         &self,
         trace: &Trace,
         _: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         materialised_sums(trace.get::<Materialised>(self.kind())?, factors)
     }

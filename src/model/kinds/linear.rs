@@ -9,6 +9,7 @@ use candle_core::{Tensor, Var};
 use super::{detached, uniform};
 use crate::error::Result;
 use crate::grad_sample::linear::{self as rule, NormMode};
+use crate::grad_sample::wide_values;
 use crate::model::layer::{Context, Layer, Param, PerExample, Saved, Trace, unsave};
 
 /// A linear layer.
@@ -33,12 +34,13 @@ impl Linear {
         input_shape: &[usize],
         outputs: usize,
         bias: bool,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> Result<Self> {
         let inputs = *input_shape.last().unwrap_or(&0);
-        let weight = uniform(&[outputs, inputs], inputs, rng)?;
+        let weight = uniform(&[outputs, inputs], inputs, dtype, rng)?;
         let bias = match bias {
-            true => Some(uniform(&[outputs], inputs, rng)?),
+            true => Some(uniform(&[outputs], inputs, dtype, rng)?),
             false => None,
         };
         let mut output_shape = input_shape.to_vec();
@@ -121,7 +123,7 @@ impl Layer for Linear {
         let t: &LinearTrace = trace.get("linear")?;
         let pe = rule::per_example_with(&t.input, &t.output_grad, self.bias.is_some(), mode)?;
         Ok(PerExample {
-            sq_norms: pe.sq_norms.to_vec1()?,
+            sq_norms: wide_values(&pe.sq_norms)?,
             state: Some(Box::new(pe)),
         })
     }
@@ -130,7 +132,7 @@ impl Layer for Linear {
         &self,
         trace: &Trace,
         per_example: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         let t: &LinearTrace = trace.get("linear")?;
         let (weight, bias) = clipped(t, per_example, factors)?;
@@ -177,9 +179,11 @@ pub(crate) fn rule_name(t: usize, d: usize, p: usize, mode: NormMode) -> String 
 pub(crate) fn clipped(
     t: &LinearTrace,
     per_example: Option<&PerExample>,
-    factors: &[f32],
+    factors: &[f64],
 ) -> Result<(Tensor, Tensor)> {
-    let factors = Tensor::from_vec(factors.to_vec(), factors.len(), &candle_core::Device::Cpu)?;
+    // The factors in the layer's dtype (f32 factors came from f32 values: exact).
+    let factors = Tensor::from_vec(factors.to_vec(), factors.len(), &candle_core::Device::Cpu)?
+        .to_dtype(t.input.dtype())?;
     let state = per_example
         .and_then(|pe| pe.state.as_ref())
         .and_then(|s| s.downcast_ref::<rule::PerExample>());

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::grad_sample::{tensor, with_values};
+use crate::grad_sample::{Real, real, tensor, wide_values, with_values};
 use crate::model::layer::{Layer, PerExample};
 
 pub use embedding_bag::BagMode;
@@ -254,6 +254,8 @@ pub struct BuildInput<'a> {
     pub shape: &'a [usize],
     /// The vocabulary size of token inputs.
     pub vocab: Option<usize>,
+    /// The element type of the parameters (f32 or f64).
+    pub dtype: DType,
 }
 
 /// Builds one layer, or says why not (the caller adds the layer's path).
@@ -264,6 +266,10 @@ pub fn build(
 ) -> std::result::Result<Arc<dyn Layer>, String> {
     use activation::{Activation, Function};
     let shape = input.shape;
+    let dtype = input.dtype;
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return Err(format!("dtype {dtype:?}: f32 or f64"));
+    }
     let image = || match shape {
         [c, h, w] => Ok((*c, *h, *w)),
         _ => Err(format!(
@@ -280,7 +286,7 @@ pub fn build(
                      before it)"
                 ));
             }
-            Arc::new(linear::Linear::new(shape, *out_features, *bias, rng).map_err(err)?)
+            Arc::new(linear::Linear::new(shape, *out_features, *bias, dtype, rng).map_err(err)?)
         }
         LayerSpec::Conv2d {
             out_channels,
@@ -303,7 +309,7 @@ pub fn build(
                 groups: *groups,
                 bias: *bias,
             };
-            Arc::new(conv2d::Conv2d::new(image()?, options, false, rng)?)
+            Arc::new(conv2d::Conv2d::new(image()?, options, false, dtype, rng)?)
         }
         LayerSpec::Conv1d {
             out_channels,
@@ -329,11 +335,13 @@ pub fn build(
                 groups: *groups,
                 bias: *bias,
             };
-            Arc::new(conv2d::Conv2d::new((*c, 1, *l), options, true, rng)?)
+            Arc::new(conv2d::Conv2d::new((*c, 1, *l), options, true, dtype, rng)?)
         }
         LayerSpec::GroupNorm { groups, eps } => {
             channels_first(shape)?;
-            Arc::new(group_norm::GroupNorm::new(shape, *groups, *eps, false)?)
+            Arc::new(group_norm::GroupNorm::new(
+                shape, *groups, *eps, false, dtype,
+            )?)
         }
         LayerSpec::InstanceNorm { eps, running_stats } => {
             if *running_stats {
@@ -345,10 +353,16 @@ pub fn build(
                 );
             }
             channels_first(shape)?;
-            Arc::new(group_norm::GroupNorm::new(shape, shape[0], *eps, true)?)
+            Arc::new(group_norm::GroupNorm::new(
+                shape, shape[0], *eps, true, dtype,
+            )?)
         }
-        LayerSpec::LayerNorm { eps } => Arc::new(layer_norm::LayerNorm::new(shape, *eps, false)?),
-        LayerSpec::RmsNorm { eps } => Arc::new(layer_norm::LayerNorm::new(shape, *eps, true)?),
+        LayerSpec::LayerNorm { eps } => {
+            Arc::new(layer_norm::LayerNorm::new(shape, *eps, false, dtype)?)
+        }
+        LayerSpec::RmsNorm { eps } => {
+            Arc::new(layer_norm::LayerNorm::new(shape, *eps, true, dtype)?)
+        }
         LayerSpec::BatchNorm {} => {
             let fix = match shape.first() {
                 Some(&c) => format!(
@@ -386,19 +400,20 @@ pub fn build(
             }
             match spec {
                 LayerSpec::EmbeddingBag { mode, .. } => Arc::new(
-                    embedding_bag::EmbeddingBag::new(vocab, *dim, *mode, *padding_idx, rng)
+                    embedding_bag::EmbeddingBag::new(vocab, *dim, *mode, *padding_idx, dtype, rng)
                         .map_err(err)?,
                 ),
                 _ => Arc::new(
-                    embedding::Embedding::new(*len, vocab, *dim, *padding_idx, rng).map_err(err)?,
+                    embedding::Embedding::new(*len, vocab, *dim, *padding_idx, dtype, rng)
+                        .map_err(err)?,
                 ),
             }
         }
         LayerSpec::PositionalEmbedding { max_len } => Arc::new(
-            positional_embedding::PositionalEmbedding::new(shape, *max_len, rng)?,
+            positional_embedding::PositionalEmbedding::new(shape, *max_len, dtype, rng)?,
         ),
         LayerSpec::SelfAttention { heads, causal } => Arc::new(self_attention::SelfAttention::new(
-            shape, *heads, *causal, rng,
+            shape, *heads, *causal, dtype, rng,
         )?),
         LayerSpec::Relu {} => Arc::new(Activation::new(Function::Relu, shape)),
         LayerSpec::Tanh {} => Arc::new(Activation::new(Function::Tanh, shape)),
@@ -481,16 +496,20 @@ fn resolve_padding(
     }
 }
 
-/// PyTorch's default init: U(−1/√fan_in, 1/√fan_in).
-pub(crate) fn uniform(shape: &[usize], fan_in: usize, rng: &mut impl rand::Rng) -> Result<Var> {
+/// PyTorch's default init: U(−1/√fan_in, 1/√fan_in), drawn in f32 whatever the `dtype`
+/// (an f64 model starts from the same values as its f32 twin).
+pub(crate) fn uniform(
+    shape: &[usize],
+    fan_in: usize,
+    dtype: DType,
+    rng: &mut impl rand::Rng,
+) -> Result<Var> {
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-    Ok(Var::from_tensor(&Tensor::from_vec(
-        values,
-        shape,
-        &Device::Cpu,
-    )?)?)
+    Ok(Var::from_tensor(
+        &Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?,
+    )?)
 }
 
 /// N(0, std²) values (rows × cols), with row `zero_row` set to 0 (a padding row).
@@ -498,6 +517,7 @@ pub(crate) fn normal(
     shape: &[usize],
     std: f32,
     zero_row: Option<u32>,
+    dtype: DType,
     rng: &mut impl rand::Rng,
 ) -> Result<Var> {
     use rand_distr::Distribution;
@@ -509,11 +529,9 @@ pub(crate) fn normal(
         let width = n / shape[0].max(1);
         values[row as usize * width..(row as usize + 1) * width].fill(0.0);
     }
-    Ok(Var::from_tensor(&Tensor::from_vec(
-        values,
-        shape,
-        &Device::Cpu,
-    )?)?)
+    Ok(Var::from_tensor(
+        &Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?,
+    )?)
 }
 
 /// The parameters of a layer with a weight and an optional bias, in that order.
@@ -561,46 +579,54 @@ pub(crate) struct Materialised(pub(crate) Vec<Tensor>);
 /// Σ over parameters of ‖∇θ_i‖² from materialised gradients.
 pub(crate) fn materialised_norms(m: &Materialised) -> Result<PerExample> {
     let b = m.0.first().map(|t| t.dim(0)).transpose()?.unwrap_or(0);
-    let mut total = vec![0f32; b];
+    // Summed in the gradients' dtype (an f32 model's norms as they always were).
+    let mut total: Option<Tensor> = None;
     for grads in &m.0 {
-        let norms = grads
-            .flatten_from(1)?
-            .sqr()?
-            .sum(1)?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
-        for (acc, v) in total.iter_mut().zip(norms) {
-            *acc += v;
-        }
+        let norms = grads.flatten_from(1)?.sqr()?.sum(1)?;
+        total = Some(match total {
+            Some(t) => (t + norms)?,
+            None => norms,
+        });
     }
     Ok(PerExample {
-        sq_norms: total,
+        sq_norms: match total {
+            Some(t) => wide_values(&t)?,
+            None => vec![0.0; b],
+        },
         state: None,
     })
 }
 
 /// Σ_i c_i ∇θ_i from materialised gradients, each shaped like its parameter; examples
 /// with factor 0 (dropped as non-finite) add nothing.
-pub(crate) fn materialised_sums(m: &Materialised, factors: &[f32]) -> Result<Vec<Tensor>> {
+pub(crate) fn materialised_sums(m: &Materialised, factors: &[f64]) -> Result<Vec<Tensor>> {
     m.0.iter()
         .map(|grads| {
-            let dims = grads.dims()[1..].to_vec();
-            let size: usize = dims.iter().product();
-            let sum = with_values(&grads.to_dtype(DType::F32)?, "clipped sum", |g| {
-                let mut sum = vec![0f32; size];
-                for (example, &c) in g.chunks_exact(size.max(1)).zip(factors) {
-                    if c == 0.0 {
-                        continue;
-                    }
-                    for (acc, v) in sum.iter_mut().zip(example) {
-                        *acc += c * v;
-                    }
-                }
-                sum
-            })?;
-            tensor(sum, &dims)
+            real!(grads.dtype(), "clipped sum", |T| weighted_sum::<T>(
+                grads, factors
+            ))
         })
         .collect()
+}
+
+/// Σ_i c_i g_i over the examples of `grads` (B, ...), skipping factors of 0.
+fn weighted_sum<T: Real>(grads: &Tensor, factors: &[f64]) -> Result<Tensor> {
+    let dims = grads.dims()[1..].to_vec();
+    let size: usize = dims.iter().product();
+    let sum = with_values(grads, "clipped sum", |g: &[T]| {
+        let mut sum = vec![T::zero(); size];
+        for (example, &c) in g.chunks_exact(size.max(1)).zip(factors) {
+            if c == 0.0 {
+                continue;
+            }
+            let c = T::of(c);
+            for (acc, &v) in sum.iter_mut().zip(example) {
+                *acc += c * v;
+            }
+        }
+        sum
+    })?;
+    tensor(sum, &dims)
 }
 
 /// (B, T, out) rows plus a bias, laid out channels-first as (B, out, T): a convolution's
@@ -610,16 +636,22 @@ pub(crate) fn add_bias_channels_first(
     bias: &Tensor,
     dims: [usize; 3],
 ) -> Result<Tensor> {
+    real!(y.dtype(), "conv output", |T| add_bias_typed::<T>(
+        y, bias, dims
+    ))
+}
+
+fn add_bias_typed<T: Real>(y: &Tensor, bias: &Tensor, dims: [usize; 3]) -> Result<Tensor> {
     let [b, t, out] = dims;
-    let bias = with_values(bias, "conv bias", <[f32]>::to_vec)?;
-    let values = with_values(y, "conv output", |y| {
-        let mut dst = vec![0f32; b * t * out];
+    let bias = with_values(bias, "conv bias", <[T]>::to_vec)?;
+    let values = with_values(y, "conv output", |y: &[T]| {
+        let mut dst = vec![T::zero(); b * t * out];
         dst.par_chunks_mut((t * out).max(1))
             .zip(y.par_chunks((t * out).max(1)))
             .for_each(|(dst, y)| {
                 for (o, (row, bias)) in dst.chunks_exact_mut(t.max(1)).zip(&bias).enumerate() {
                     for (position, value) in row.iter_mut().enumerate() {
-                        *value = y[position * out + o] + bias;
+                        *value = y[position * out + o] + *bias;
                     }
                 }
             });
@@ -630,9 +662,13 @@ pub(crate) fn add_bias_channels_first(
 
 /// (B, a, c) → (B, c, a), contiguous.
 pub(crate) fn transpose_last(x: &Tensor, dims: [usize; 3]) -> Result<Tensor> {
+    real!(x.dtype(), "transpose", |T| transpose_typed::<T>(x, dims))
+}
+
+fn transpose_typed<T: Real>(x: &Tensor, dims: [usize; 3]) -> Result<Tensor> {
     let [b, a, c] = dims;
-    let values = with_values(x, "transpose", |x| {
-        let mut dst = vec![0f32; b * a * c];
+    let values = with_values(x, "transpose", |x: &[T]| {
+        let mut dst = vec![T::zero(); b * a * c];
         dst.par_chunks_mut((a * c).max(1))
             .zip(x.par_chunks((a * c).max(1)))
             .for_each(|(dst, x)| {

@@ -7,7 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::grad_sample::{contiguous_slice, tensor, with_values};
+use crate::grad_sample::{Real, contiguous_slice, real, tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, nothing, unsave};
 use crate::model::pool as fused;
 
@@ -61,7 +61,7 @@ struct MaxPoolOp {
 
 impl MaxPoolOp {
     /// For each output of each plane, the flat index of its window's first maximum.
-    fn argmax(&self, x: &[f32], dims: (usize, usize, usize, usize)) -> (Vec<f32>, Vec<usize>) {
+    fn argmax<T: Real>(&self, x: &[T], dims: (usize, usize, usize, usize)) -> (Vec<T>, Vec<usize>) {
         let (b, c, h, w) = dims;
         let (oh, ow) = (
             pooled(h, self.kernel, self.stride).unwrap_or(0),
@@ -73,7 +73,7 @@ impl MaxPoolOp {
             let base = plane * h * w;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut best = (f32::NEG_INFINITY, usize::MAX);
+                    let mut best = (T::neg_infinity(), usize::MAX);
                     for i in 0..self.kernel {
                         for j in 0..self.kernel {
                             let at = base + (oy * self.stride + i) * w + ox * self.stride + j;
@@ -91,11 +91,18 @@ impl MaxPoolOp {
     }
 
     fn backward(&self, grad: &Tensor, input: &Tensor) -> Result<Tensor> {
+        real!(grad.dtype(), "max_pool2d backward", |T| self
+            .backward_typed::<T>(grad, input))
+    }
+
+    fn backward_typed<T: Real>(&self, grad: &Tensor, input: &Tensor) -> Result<Tensor> {
         let dims = input.dims4()?;
-        let indices = with_values(input, "max_pool2d backward", |x| self.argmax(x, dims).1)?;
-        let values = with_values(grad, "max_pool2d backward", |g| {
-            let mut dst = vec![0f32; input.elem_count()];
-            for (g, &at) in g.iter().zip(&indices) {
+        let indices = with_values(input, "max_pool2d backward", |x: &[T]| {
+            self.argmax(x, dims).1
+        })?;
+        let values = with_values(grad, "max_pool2d backward", |g: &[T]| {
+            let mut dst = vec![T::zero(); input.elem_count()];
+            for (&g, &at) in g.iter().zip(&indices) {
                 dst[at] += g;
             }
             dst
@@ -115,15 +122,23 @@ impl CustomOp1 for MaxPoolOp {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = layout.shape().dims4()?;
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("max_pool2d: f32 only, got {:?}", storage.dtype())
-        };
-        let (values, _) = self.argmax(contiguous_slice(data, layout, "max_pool2d")?, (b, c, h, w));
         let (oh, ow) = (
             pooled(h, self.kernel, self.stride).unwrap_or(0),
             pooled(w, self.kernel, self.stride).unwrap_or(0),
         );
-        Ok((CpuStorage::F32(values), Shape::from((b, c, oh, ow))))
+        let shape = Shape::from((b, c, oh, ow));
+        let dims = (b, c, h, w);
+        match storage {
+            CpuStorage::F32(data) => {
+                let (values, _) = self.argmax(contiguous_slice(data, layout, "max_pool2d")?, dims);
+                Ok((CpuStorage::F32(values), shape))
+            }
+            CpuStorage::F64(data) => {
+                let (values, _) = self.argmax(contiguous_slice(data, layout, "max_pool2d")?, dims);
+                Ok((CpuStorage::F64(values), shape))
+            }
+            other => candle_core::bail!("max_pool2d: f32 or f64 only, got {:?}", other.dtype()),
+        }
     }
 
     fn bwd(&self, arg: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {

@@ -24,6 +24,7 @@ impl PositionalEmbedding {
     pub fn new(
         input: &[usize],
         max_len: usize,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> std::result::Result<Self, String> {
         let [t, d] = input else {
@@ -35,7 +36,7 @@ impl PositionalEmbedding {
             ));
         }
         Ok(PositionalEmbedding {
-            weight: normal(&[max_len, *d], 0.02, None, rng).map_err(|e| e.to_string())?,
+            weight: normal(&[max_len, *d], 0.02, None, dtype, rng).map_err(|e| e.to_string())?,
             shape: input.to_vec(),
         })
     }
@@ -91,7 +92,7 @@ impl Layer for PositionalEmbedding {
         &self,
         trace: &Trace,
         _: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         let sums = materialised_sums(trace.get::<Materialised>("positional_embedding")?, factors)?;
         let max_len = self.weight.dim(0)?;

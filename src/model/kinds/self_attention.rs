@@ -53,6 +53,7 @@ impl SelfAttention {
         input: &[usize],
         heads: usize,
         causal: bool,
+        dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
     ) -> std::result::Result<Self, String> {
         let [_, d] = input else {
@@ -64,8 +65,8 @@ impl SelfAttention {
         let map = |rng: &mut _| -> std::result::Result<(Var, Var), String> {
             let e = |e: crate::Error| e.to_string();
             Ok((
-                uniform(&[*d, *d], *d, rng).map_err(e)?,
-                uniform(&[*d], *d, rng).map_err(e)?,
+                uniform(&[*d, *d], *d, dtype, rng).map_err(e)?,
+                uniform(&[*d], *d, dtype, rng).map_err(e)?,
             ))
         };
         Ok(SelfAttention {
@@ -273,18 +274,20 @@ impl Layer for SelfAttention {
 
     fn per_example(&self, trace: &Trace, mode: NormMode) -> Result<PerExample> {
         let AttentionTrace(maps) = trace.get("self_attention")?;
-        let mut total: Option<Vec<f32>> = None;
+        // Summed in the layer's dtype.
+        let mut total: Option<Tensor> = None;
         for t in maps {
-            let norms = rule::per_example_with(&t.input, &t.output_grad, true, mode)?
-                .sq_norms
-                .to_vec1::<f32>()?;
+            let norms = rule::per_example_with(&t.input, &t.output_grad, true, mode)?.sq_norms;
             total = Some(match total {
                 None => norms,
-                Some(acc) => acc.iter().zip(norms).map(|(a, b)| a + b).collect(),
+                Some(acc) => (acc + norms)?,
             });
         }
         Ok(PerExample {
-            sq_norms: total.unwrap_or_default(),
+            sq_norms: match total {
+                Some(t) => crate::grad_sample::wide_values(&t)?,
+                None => Vec::new(),
+            },
             state: None,
         })
     }
@@ -293,7 +296,7 @@ impl Layer for SelfAttention {
         &self,
         trace: &Trace,
         _: Option<&PerExample>,
-        factors: &[f32],
+        factors: &[f64],
     ) -> Result<Vec<Tensor>> {
         let AttentionTrace(maps) = trace.get("self_attention")?;
         let mut sums = Vec::with_capacity(8);
