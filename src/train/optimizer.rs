@@ -518,15 +518,51 @@ impl DpOptimizer {
             batch_size: indices.len(),
             ..StepStats::default()
         };
-        for chunk in indices.chunks(self.max_physical_batch) {
-            self.accumulate::<T>(model, data, chunk, &mut sums, &mut stats)?;
-        }
+        // Seeded noise does not depend on the data: it is drawn while the traced passes
+        // run (on a thread they leave idle: a gather, a sort, a serial loop), into buffers
+        // of the parameters' sizes, from the same streams as after them (the same values).
+        let early_noise = match (&self.noise, self.private) {
+            (Noise::Fast(noise), true) => Some(noise.clone()),
+            _ => None,
+        };
+        let sizes: Vec<usize> = sums.iter().map(Vec::len).collect();
+        let this = &*self;
+        let (passes, early_noise) = rayon::join(
+            || -> Result<()> {
+                for chunk in indices.chunks(this.max_physical_batch) {
+                    this.accumulate::<T>(model, data, chunk, &mut sums, &mut stats)?;
+                }
+                Ok(())
+            },
+            || {
+                early_noise.map(|mut noise| {
+                    let draws: Vec<Vec<T>> = sizes
+                        .iter()
+                        .map(|&len| {
+                            let mut draw = vec![T::zero(); len];
+                            noise.add_to(&mut draw);
+                            draw
+                        })
+                        .collect();
+                    (noise, draws)
+                })
+            },
+        );
+        passes?;
         // Each step draws new dropout masks (the same for an example in any chunk).
         self.mask_seed = self.mask_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         if let Some(canaries) = canaries.as_deref_mut() {
             canaries.before_noise(&mut sums, self.clipping.clip_norm, self.private);
         }
-        if self.private {
+        if let Some((noise, draws)) = early_noise {
+            // The stream advanced as if the draws had been made here.
+            self.noise = Noise::Fast(noise);
+            for (sum, draw) in sums.iter_mut().zip(draws) {
+                for (v, z) in sum.iter_mut().zip(draw) {
+                    *v += z;
+                }
+            }
+        } else if self.private {
             for sum in sums.iter_mut() {
                 match &mut self.noise {
                     Noise::Fast(noise) => noise.add_to(sum),
