@@ -15,8 +15,9 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::matmul::{MatRef, matmul};
-use super::{Real, real, tensor, with_values};
+use super::{tensor, with_values};
 use crate::error::Result;
+use crate::real::{Real, real};
 
 /// (B, T, n) from (B, n) or (B, T, n).
 fn with_sequence_axis(t: &Tensor) -> Result<Tensor> {

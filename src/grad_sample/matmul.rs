@@ -9,7 +9,7 @@
 
 use gemm::Parallelism;
 
-use super::Real;
+use crate::real::Real;
 
 /// A strided view of an `rows × cols` matrix inside a slice.
 #[derive(Debug, Clone, Copy)]

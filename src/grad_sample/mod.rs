@@ -31,12 +31,9 @@ pub(crate) fn contiguous_slice<'a, T>(
     }
 }
 
-pub use crate::real::Real;
-pub(crate) use crate::real::real;
-
 /// Calls `f` with the values of `t` (of element type `T`, on the CPU; copied first if not
 /// contiguous).
-pub(crate) fn with_values<T: Real, R>(
+pub(crate) fn with_values<T: crate::real::Real, R>(
     t: &Tensor,
     op: &str,
     f: impl FnOnce(&[T]) -> R,
@@ -57,7 +54,10 @@ pub(crate) fn with_values<T: Real, R>(
 }
 
 /// A CPU tensor of `dims` from its values.
-pub(crate) fn tensor<T: Real>(values: Vec<T>, dims: &[usize]) -> crate::Result<Tensor> {
+pub(crate) fn tensor<T: crate::real::Real>(
+    values: Vec<T>,
+    dims: &[usize],
+) -> crate::Result<Tensor> {
     Ok(Tensor::from_vec(values, dims, &candle_core::Device::Cpu)?)
 }
 

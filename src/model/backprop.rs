@@ -17,7 +17,8 @@ use candle_core::Tensor;
 use super::layer::{Context, Saved, Trace};
 use super::{Model, Node};
 use crate::error::{Error, Result};
-use crate::grad_sample::{Real, real, tensor, with_values};
+use crate::grad_sample::{tensor, with_values};
+use crate::real::{Real, real};
 
 /// The result of [`Model::training_pass`].
 #[derive(Debug)]
@@ -192,7 +193,7 @@ impl Model {
     /// Forward and backward pass over a batch: the summed loss and, for each trainable
     /// layer, its trace. No parameter gradient is formed here.
     pub fn training_pass(&self, x: &Tensor, labels: &[u32]) -> Result<TrainingPass> {
-        let ctx = self.context(&x.to_dtype(self.dtype())?, true, Vec::new(), 0)?;
+        let ctx = self.context(x, true, Vec::new(), 0)?;
         self.training_pass_with(x, labels, &ctx)
     }
 

@@ -674,9 +674,8 @@ impl Model {
     /// Logits (B, classes), differentiable with respect to the parameters through
     /// candle's autograd (evaluation: dropout off).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.to_dtype(self.dtype)?;
-        let ctx = self.context(&x, false, Vec::new(), 0)?;
-        forward_list(&self.nodes, &x, &ctx)
+        let ctx = self.context(x, false, Vec::new(), 0)?;
+        self.forward_with(x, &ctx)
     }
 
     /// [`Model::forward`] in a given context (training-mode references in tests).

@@ -101,9 +101,8 @@ impl DpModule for Model {
         example_ids: Vec<u64>,
         mask_seed: u64,
     ) -> Result<TracedPass> {
-        let x = x.to_dtype(self.dtype())?;
-        let ctx = self.context(&x, true, example_ids, mask_seed)?;
-        let pass = self.training_pass_with(&x, labels, &ctx)?;
+        let ctx = self.context(x, true, example_ids, mask_seed)?;
+        let pass = self.training_pass_with(x, labels, &ctx)?;
         let layers = self
             .trainable_layers()
             .into_iter()

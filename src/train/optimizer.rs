@@ -242,6 +242,8 @@ pub struct DpOptimizer {
     private: bool,
     /// Seed of the current step's dropout masks (model randomness, not privacy noise).
     mask_seed: u64,
+    /// The parameters' dtype: the whole step (norms, factors, sums, noise) runs in it.
+    dtype: DType,
 }
 
 impl DpOptimizer {
@@ -329,6 +331,13 @@ impl DpOptimizer {
                 ));
             }
         };
+        let dtype = params.first().map_or(DType::F32, |p| p.dtype());
+        if let Some(other) = params.iter().find(|p| p.dtype() != dtype) {
+            return Err(Error::Tensor(format!(
+                "the module's parameters mix {dtype:?} and {:?}: one precision per model",
+                other.dtype()
+            )));
+        }
         Ok(DpOptimizer {
             inner,
             params,
@@ -339,6 +348,7 @@ impl DpOptimizer {
             max_physical_batch,
             private,
             mask_seed,
+            dtype,
         })
     }
 
@@ -490,15 +500,7 @@ impl DpOptimizer {
         indices: &[usize],
         canaries: Option<&mut GradientCanaries>,
     ) -> Result<StepStats> {
-        // The whole step (norms, factors, sums, noise) runs in the parameters' dtype.
-        let dtype = self.params.first().map_or(DType::F32, |p| p.dtype());
-        if let Some(other) = self.params.iter().find(|p| p.dtype() != dtype) {
-            return Err(Error::Tensor(format!(
-                "the module's parameters mix {dtype:?} and {:?}: one precision per model",
-                other.dtype()
-            )));
-        }
-        real!(dtype, "DP step", |T| self
+        real!(self.dtype, "DP step", |T| self
             .step_typed::<T>(model, data, indices, canaries))
     }
 
@@ -562,12 +564,10 @@ impl DpOptimizer {
                     *v += z;
                 }
             }
-        } else if self.private {
+        } else if let (true, Noise::Secure(noise)) = (self.private, &mut self.noise) {
+            // Secure noise rounds the sum itself to its grid: it cannot be drawn early.
             for sum in sums.iter_mut() {
-                match &mut self.noise {
-                    Noise::Fast(noise) => noise.add_to(sum),
-                    Noise::Secure(noise) => noise.add_to(sum)?,
-                }
+                noise.add_to(sum)?;
             }
         }
         if let Some(canaries) = canaries {

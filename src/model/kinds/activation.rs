@@ -6,9 +6,10 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::grad_sample::{Real, real, tensor, with_values};
+use crate::grad_sample::{tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, unsave};
 use crate::model::tanh;
+use crate::real::{Real, real};
 
 /// Which function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

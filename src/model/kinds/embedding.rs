@@ -11,8 +11,9 @@ use candle_core::{Tensor, Var};
 
 use super::{detached, normal, token_ids};
 use crate::error::Result;
-use crate::grad_sample::{Real, real, tensor, with_values};
+use crate::grad_sample::{tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
+use crate::real::{Real, real};
 
 /// A token embedding table.
 #[derive(Debug)]

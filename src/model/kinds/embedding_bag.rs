@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{detached, normal, token_ids};
 use crate::error::Result;
-use crate::grad_sample::{Real, real, tensor, with_values};
+use crate::grad_sample::{tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
+use crate::real::{Real, real};
 
 /// How a bag is reduced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

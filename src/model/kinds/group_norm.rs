@@ -14,8 +14,9 @@ use rayon::prelude::*;
 
 use super::{Materialised, materialised_norms, materialised_sums};
 use crate::error::Result;
-use crate::grad_sample::{Real, real, tensor, with_values};
+use crate::grad_sample::{tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
+use crate::real::{Real, real};
 
 /// Group normalisation over inputs (C, ...).
 #[derive(Debug)]

@@ -25,8 +25,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::grad_sample::{Real, real, tensor, wide_values, with_values};
+use crate::grad_sample::{tensor, wide_values, with_values};
 use crate::model::layer::{Layer, PerExample};
+use crate::real::{Real, real};
 
 pub use embedding_bag::BagMode;
 

@@ -7,9 +7,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::grad_sample::{Real, contiguous_slice, real, tensor, with_values};
+use crate::grad_sample::{contiguous_slice, tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, nothing, unsave};
 use crate::model::pool as fused;
+use crate::real::{Real, real};
 
 /// Max pooling over k×k windows at stride s (no padding).
 #[derive(Debug)]
