@@ -70,6 +70,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A privacy event that an accountant has no proof for: the event and the accountant by
+    /// name, and what would be accepted.
+    #[error("cannot account {event}: {reason}")]
+    Unaccountable {
+        /// The event (dp_accounting's name) and, where one refused it, the accountant.
+        event: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
     /// Command-line arguments that do not fit together.
     #[error("{0}")]
     Usage(String),

@@ -303,7 +303,9 @@ fn run_config(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
 pub fn plan(path: &std::path::Path, overrides: &[String]) -> Result<Output> {
     let config = RunConfig::load(path, overrides)?;
     let run = plan_run(&config.privacy, &config.training, config.data.train_size()?)?;
-    let plan = &run.plan;
+    let plan = run.plan.as_ref().ok_or_else(|| {
+        crate::error::Error::Usage("a non-private config spends nothing: no plan".into())
+    })?;
     let note = match plan.worst_case {
         true => {
             "plateau schedule: planned at its floor σ, the most it can spend (the run \

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accountant::{PrivacySpent, RdpAccountant};
 use super::conversion::check_delta;
+use super::event::DpEvent;
 use super::ledger::{Ledger, Mechanism, PrivacyEvent};
 use super::pld::{self, DEFAULT_DISCRETIZATION_INTERVAL, PldSpent};
 use super::prv::{self, DEFAULT_DELTA_ERROR, DEFAULT_EPS_ERROR, PrvSpent};
@@ -236,6 +237,21 @@ impl Accountant {
         }
     }
 
+    /// Records an event tree ([`DpEvent::blocks`]); an event this accountant cannot account
+    /// is an error naming the event and the accountant, and nothing is recorded.
+    pub fn compose_event(&mut self, event: &DpEvent) -> Result<()> {
+        let blocks = event.blocks()?;
+        if let Accountant::Grid { settings, .. } = self {
+            for block in &blocks {
+                pld::refuse_discrete(settings.kind.name(), block)?;
+            }
+        }
+        for block in blocks {
+            self.compose(block)?;
+        }
+        Ok(())
+    }
+
     /// Records every block of `ledger`, in order.
     pub fn compose_ledger(&mut self, other: &Ledger) -> Result<()> {
         match self {
@@ -432,6 +448,84 @@ mod tests {
         }
         let mut rdp = Accountant::new(AccountantSettings::rdp()).unwrap();
         rdp.compose(secure).unwrap();
+    }
+
+    #[test]
+    fn event_trees_are_accounted_by_every_accountant_or_refused_by_name() {
+        let tree = DpEvent::Composed {
+            events: vec![
+                DpEvent::poisson_gaussian(0.01, 1.2, 300),
+                DpEvent::SelfComposed {
+                    event: Box::new(DpEvent::Composed {
+                        events: vec![DpEvent::poisson_gaussian(0.02, 2.0, 1)],
+                    }),
+                    count: 50,
+                },
+            ],
+        };
+        let mut flat = Ledger::new();
+        flat.push(PrivacyEvent::new(0.01, 1.2, 300).unwrap());
+        flat.push(PrivacyEvent::new(0.02, 2.0, 50).unwrap());
+        for kind in AccountantKind::ALL {
+            let mut from_tree = Accountant::new(AccountantSettings::new(kind)).unwrap();
+            from_tree.compose_event(&tree).unwrap();
+            let mut from_blocks =
+                Accountant::from_ledger(AccountantSettings::new(kind), &flat).unwrap();
+            assert_eq!(
+                from_tree.epsilon(1e-5).unwrap(),
+                from_blocks.epsilon(1e-5).unwrap(),
+                "{kind:?}"
+            );
+        }
+        let discrete = DpEvent::SelfComposed {
+            event: Box::new(DpEvent::PoissonSampled {
+                sample_rate: 0.01,
+                event: Box::new(DpEvent::DiscreteGaussian {
+                    noise_multiplier: 1.0,
+                }),
+            }),
+            count: 10,
+        };
+        for kind in [AccountantKind::Pld, AccountantKind::Prv] {
+            let mut accountant = Accountant::new(AccountantSettings::new(kind)).unwrap();
+            let err = accountant.compose_event(&discrete).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "cannot account a DiscreteGaussian event with the {} accountant",
+                    kind.name()
+                )),
+                "{err}"
+            );
+            assert!(accountant.ledger().is_empty());
+        }
+        let mut rdp = Accountant::new(AccountantSettings::rdp()).unwrap();
+        rdp.compose_event(&discrete).unwrap();
+    }
+
+    #[test]
+    fn steps_without_amplification_cost_what_the_unsampled_gaussian_costs() {
+        let unamplified = DpEvent::NoAmplification {
+            sampling: "a fixed 10 of 100 clients".into(),
+            event: Box::new(DpEvent::poisson_gaussian(0.1, 5.0, 20)),
+        };
+        for kind in AccountantKind::ALL {
+            let settings = AccountantSettings::new(kind);
+            let mut accountant = Accountant::new(settings).unwrap();
+            accountant.compose_event(&unamplified).unwrap();
+            let without = accountant.epsilon(1e-5).unwrap().epsilon;
+            let mut full = Accountant::new(settings).unwrap();
+            full.compose(PrivacyEvent::new(1.0, 5.0, 20).unwrap())
+                .unwrap();
+            assert_eq!(without, full.epsilon(1e-5).unwrap().epsilon, "{kind:?}");
+            let mut amplified = Accountant::new(settings).unwrap();
+            amplified
+                .compose(PrivacyEvent::new(0.1, 5.0, 20).unwrap())
+                .unwrap();
+            assert!(
+                amplified.epsilon(1e-5).unwrap().epsilon < 0.5 * without,
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

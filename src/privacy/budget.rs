@@ -1,12 +1,15 @@
 //! A hard privacy budget: a target (ε, δ) that no step may push the run past.
 //!
-//! The trainer asks before every step whether it still fits; the answer comes from the
-//! accountant's composed RDP plus that one step, never from a plan.
+//! [`PrivacyBudget::admit`] is the one budget check of dptrain: the trainer calls it with the
+//! steps it plans to take, a federated server with the round it is about to run. The answer
+//! comes from the accountant's ledger plus the planned steps, evaluated, never interpolated
+//! from a plan.
 
 use serde::{Deserialize, Serialize};
 
-use super::accountant::{PrivacySpent, RdpAccountant};
+use super::accounting::Accountant;
 use super::conversion::{check_delta, check_target_epsilon};
+use super::event::DpEvent;
 use super::ledger::PrivacyEvent;
 use crate::error::Result;
 
@@ -19,13 +22,13 @@ pub struct PrivacyBudget {
     pub delta: f64,
 }
 
-/// The answer to "may this step be taken?".
+/// The answer to "may these steps be taken?".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct BudgetCheck {
-    /// True when the step keeps ε within the target.
-    pub fits: bool,
-    /// What the run would have spent after the step.
-    pub after: PrivacySpent,
+pub struct Admission {
+    /// How many of the planned steps, taken in order from now, keep ε within the budget.
+    pub steps: usize,
+    /// The ε after the first step that does not fit (None when all fit).
+    pub refused_at_epsilon: Option<f64>,
 }
 
 impl PrivacyBudget {
@@ -39,25 +42,41 @@ impl PrivacyBudget {
         })
     }
 
-    /// Whether composing `event` next keeps the accountant within the budget.
+    /// How many of `planned` (one step each, in order) fit the budget after what
+    /// `accountant` has composed. RDP checks only the first (microseconds a step); PLD and
+    /// PRV check all at once and bisect, so a caller asks again only when its steps leave
+    /// the plan ([`Accountant::steps_that_fit`]).
     ///
     /// # Privacy
-    /// `fits` is true only if the ε of the ledger plus `event`, computed by the accountant,
-    /// is at most the target.
-    pub fn check(
+    /// Every admitted prefix has ε ≤ `target_epsilon` at `delta` by this accountant,
+    /// computed for exactly those steps.
+    pub fn admit(
         &self,
-        accountant: &mut RdpAccountant,
-        event: PrivacyEvent,
-    ) -> Result<BudgetCheck> {
-        let after = accountant.epsilon_after(event, self.delta)?;
-        Ok(BudgetCheck {
-            fits: after.epsilon <= self.target_epsilon,
-            after,
+        accountant: &mut Accountant,
+        planned: &[PrivacyEvent],
+    ) -> Result<Admission> {
+        let (steps, after) = accountant.steps_that_fit(planned, self.target_epsilon, self.delta)?;
+        Ok(Admission {
+            steps,
+            refused_at_epsilon: (steps < planned.len()).then_some(after),
         })
     }
 
+    /// Whether `event` (a federated round, a block of steps) may run next: ε of the ledger
+    /// composed with all of it stays within the budget. Events the accountant cannot
+    /// account are errors naming them.
+    ///
+    /// # Privacy
+    /// True only if the ε of the ledger plus the whole event, computed by the accountant,
+    /// is at most the target.
+    pub fn admits_event(&self, accountant: &mut Accountant, event: &DpEvent) -> Result<bool> {
+        let blocks = event.blocks()?;
+        let after = accountant.epsilon_after_planned(&blocks, self.delta)?;
+        Ok(after.epsilon <= self.target_epsilon)
+    }
+
     /// Whether what the accountant has spent is within the budget.
-    pub fn is_within(&self, accountant: &mut RdpAccountant) -> Result<bool> {
+    pub fn is_within(&self, accountant: &mut Accountant) -> Result<bool> {
         Ok(accountant.epsilon(self.delta)?.epsilon <= self.target_epsilon)
     }
 }
@@ -65,29 +84,40 @@ impl PrivacyBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privacy::{AccountantKind, AccountantSettings};
 
     #[test]
     fn the_budget_admits_steps_exactly_up_to_the_last_that_fits() {
         let budget = PrivacyBudget::new(1.0, 1e-5).unwrap();
         let step = PrivacyEvent::new(0.01, 2.0, 1).unwrap();
-        let mut accountant = RdpAccountant::default();
-        let mut taken = 0;
-        while budget.check(&mut accountant, step).unwrap().fits {
-            accountant.compose(step).unwrap();
-            taken += 1;
+        for kind in AccountantKind::ALL {
+            let mut accountant = Accountant::new(AccountantSettings::new(kind)).unwrap();
+            let mut taken = 0u64;
+            loop {
+                let planned = vec![step; 4000 - taken as usize];
+                let admission = budget.admit(&mut accountant, &planned).unwrap();
+                if admission.steps == 0 {
+                    assert!(admission.refused_at_epsilon.unwrap() > 1.0);
+                    break;
+                }
+                for _ in 0..admission.steps {
+                    accountant.compose(step).unwrap();
+                }
+                taken += admission.steps as u64;
+            }
+            assert!(budget.is_within(&mut accountant).unwrap(), "{kind:?}");
+            // One more would overspend, and a fresh accountant agrees.
+            let mut over = Accountant::new(AccountantSettings::new(kind)).unwrap();
+            over.compose(PrivacyEvent::new(0.01, 2.0, taken + 1).unwrap())
+                .unwrap();
+            assert!(over.epsilon(1e-5).unwrap().epsilon > 1.0, "{kind:?}");
+            assert!(taken > 100 && taken < 4000, "{kind:?}: {taken}");
+            // A round of the same steps as one event: admitted exactly when it fits.
+            let mut fresh = Accountant::new(AccountantSettings::new(kind)).unwrap();
+            let round = |n| DpEvent::poisson_gaussian(0.01, 2.0, n);
+            assert!(budget.admits_event(&mut fresh, &round(taken)).unwrap());
+            assert!(!budget.admits_event(&mut fresh, &round(taken + 1)).unwrap());
         }
-        assert!(budget.is_within(&mut accountant).unwrap());
-        // One more would overspend, and the accountant agrees from scratch.
-        let mut over = RdpAccountant::default();
-        over.compose(PrivacyEvent::new(0.01, 2.0, taken + 1).unwrap())
-            .unwrap();
-        assert!(over.epsilon(1e-5).unwrap().epsilon > 1.0);
-        let mut exact = RdpAccountant::default();
-        exact
-            .compose(PrivacyEvent::new(0.01, 2.0, taken).unwrap())
-            .unwrap();
-        assert!(exact.epsilon(1e-5).unwrap().epsilon <= 1.0);
-        assert!(taken > 100, "{taken}");
     }
 
     #[test]

@@ -16,8 +16,17 @@
 //! `discrete_gaussian` in a `mechanism` column (empty or `gaussian` otherwise). They are
 //! accounted at integer Rényi orders only ([`Mechanism`]); a reader that ignores the column
 //! would also use fractional orders, whose formula is proven for the continuous Gaussian
-//! only. Optional columns may come in any order after the three required ones; each is
-//! written only when some row needs it, so a fast run's ledger keeps the plain format.
+//! only.
+//!
+//! Steps whose sample was not drawn by Poisson sampling ([`super::event::DpEvent::
+//! NoAmplification`]) are stored with `sample_rate` 1, the rate they are accounted at, and
+//! their nominal rate in a `nominal_sample_rate` column (empty otherwise): a reader that
+//! ignores the column still accounts them without amplification.
+//!
+//! Optional columns may come in any order after the three required ones; each is written
+//! only when some row needs it, so a fast run's ledger keeps the plain format, and every
+//! older ledger reads unchanged. The ledger is the normal form of an event tree
+//! ([`super::event`]): [`Ledger::to_event`] and [`Ledger::push_event`] convert.
 
 use std::path::Path;
 
@@ -35,6 +44,10 @@ pub const COUNT_COLUMN: &str = "count_noise_multiplier";
 /// An optional column: the noise distribution of the step ([`Mechanism`]), empty for the
 /// Gaussian.
 pub const MECHANISM_COLUMN: &str = "mechanism";
+
+/// An optional column: the nominal sample rate of steps accounted without amplification
+/// (their `sample_rate` is 1), empty for Poisson-sampled steps.
+pub const NOMINAL_RATE_COLUMN: &str = "nominal_sample_rate";
 
 /// The noise distribution of a step, which decides the Rényi orders it is accounted at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,6 +93,11 @@ pub struct PrivacyEvent {
     /// The noise distribution (the Gaussian unless the run used secure noise).
     #[serde(default, skip_serializing_if = "Mechanism::is_gaussian")]
     pub mechanism: Mechanism,
+    /// Set when the steps' sample was not drawn by Poisson sampling: the rate it was drawn
+    /// at, for the report. `sample_rate` is then 1, the rate the steps are accounted at (no
+    /// amplification by sampling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_sample_rate: Option<f64>,
 }
 
 impl PrivacyEvent {
@@ -95,7 +113,35 @@ impl PrivacyEvent {
             steps,
             count_noise_multiplier: None,
             mechanism: Mechanism::Gaussian,
+            nominal_sample_rate: None,
         })
+    }
+
+    /// The same steps accounted without amplification by sampling: at sample rate 1, the
+    /// nominal rate kept beside it (a sample drawn otherwise than by Poisson sampling).
+    pub fn without_amplification(self) -> Self {
+        PrivacyEvent {
+            sample_rate: 1.0,
+            nominal_sample_rate: Some(self.nominal_sample_rate.unwrap_or(self.sample_rate)),
+            ..self
+        }
+    }
+
+    /// True when the steps are accounted with amplification by Poisson sampling.
+    pub fn is_amplified(&self) -> bool {
+        self.nominal_sample_rate.is_none()
+    }
+
+    /// The same step repeated `times` times as often; errors if the count overflows.
+    pub fn repeated(self, times: u64) -> Result<Self> {
+        let steps = self.steps.checked_mul(times).ok_or_else(|| {
+            Error::invalid(
+                "steps",
+                format!("{} × {times}", self.steps),
+                "a number of steps that fits in 64 bits",
+            )
+        })?;
+        Ok(PrivacyEvent { steps, ..self })
     }
 
     /// The same steps with noise drawn from `mechanism`.
@@ -150,6 +196,8 @@ impl PrivacyEvent {
             && self.count_noise_multiplier.map(f64::to_bits)
                 == other.count_noise_multiplier.map(f64::to_bits)
             && self.mechanism == other.mechanism
+            && self.nominal_sample_rate.map(f64::to_bits)
+                == other.nominal_sample_rate.map(f64::to_bits)
     }
 }
 
@@ -264,7 +312,10 @@ impl Ledger {
         // Optional columns after the required three, each at most once, in any order.
         let optional = |name: &str| columns.iter().skip(3).position(|c| *c == name);
         let (count_at, mechanism_at) = (optional(COUNT_COLUMN), optional(MECHANISM_COLUMN));
-        let known_extras = usize::from(count_at.is_some()) + usize::from(mechanism_at.is_some());
+        let nominal_at = optional(NOMINAL_RATE_COLUMN);
+        let known_extras = usize::from(count_at.is_some())
+            + usize::from(mechanism_at.is_some())
+            + usize::from(nominal_at.is_some());
         let duplicated = columns
             .iter()
             .skip(3)
@@ -284,7 +335,8 @@ impl Ledger {
                 "line 1".into(),
                 format!(
                     "expected the header `{expected_header}` (optionally followed by \
-                     `{COUNT_COLUMN}` and `{MECHANISM_COLUMN}`), found {found}"
+                     `{COUNT_COLUMN}`, `{MECHANISM_COLUMN}` and `{NOMINAL_RATE_COLUMN}`), \
+                     found {found}"
                 ),
             ));
         }
@@ -354,6 +406,31 @@ impl Ledger {
                 },
                 None => Mechanism::Gaussian,
             };
+            let nominal = match nominal_at.map(|i| i + 3) {
+                Some(column) => {
+                    let text = record.get(column).unwrap_or("");
+                    let at = format!("line {line}, column {} ({NOMINAL_RATE_COLUMN})", column + 1);
+                    match text {
+                        "" => None,
+                        _ => {
+                            let rate = text.parse::<f64>().ok().filter(|q| *q > 0.0 && *q <= 1.0);
+                            if rate.is_none() || sample_rate != 1.0 {
+                                return Err(parse_error(
+                                    at,
+                                    format!(
+                                        "expected a rate in (0, 1] or nothing, on a row with \
+                                         sample_rate 1 (steps without amplification are \
+                                         accounted at rate 1), found `{text}` with \
+                                         sample_rate {sample_rate}"
+                                    ),
+                                ));
+                            }
+                            rate
+                        }
+                    }
+                }
+                None => None,
+            };
             let event = PrivacyEvent::new(sample_rate, noise_multiplier, steps).map_err(|e| {
                 let column = match &e {
                     Error::InvalidParameter { name, .. } => {
@@ -375,7 +452,11 @@ impl Ledger {
                 })?,
                 None => event,
             };
-            ledger.push(event.with_mechanism(mechanism));
+            let event = event.with_mechanism(mechanism);
+            ledger.push(PrivacyEvent {
+                nominal_sample_rate: nominal,
+                ..event
+            });
         }
         if ledger.is_empty() {
             return Err(parse_error(
@@ -394,6 +475,7 @@ impl Ledger {
             .iter()
             .any(|e| e.count_noise_multiplier.is_some());
         let mechanisms = self.events.iter().any(|e| !e.mechanism.is_gaussian());
+        let nominal = self.events.iter().any(|e| !e.is_amplified());
         let mut out = LEDGER_HEADER.join(",");
         if counts {
             out.push(',');
@@ -402,6 +484,10 @@ impl Ledger {
         if mechanisms {
             out.push(',');
             out.push_str(MECHANISM_COLUMN);
+        }
+        if nominal {
+            out.push(',');
+            out.push_str(NOMINAL_RATE_COLUMN);
         }
         out.push('\n');
         for e in &self.events {
@@ -418,6 +504,12 @@ impl Ledger {
             if mechanisms {
                 out.push(',');
                 out.push_str(e.mechanism.name());
+            }
+            if nominal {
+                out.push(',');
+                if let Some(rate) = e.nominal_sample_rate {
+                    out.push_str(&format!("{rate:?}"));
+                }
             }
             out.push('\n');
         }
@@ -482,6 +574,21 @@ mod tests {
         assert_eq!(parse(swapped).unwrap().events()[0], secure);
         // A discrete step is not merged with a Gaussian one of the same (q, σ).
         assert_eq!(ledger.events().len(), 4);
+        // Steps without amplification: rate 1, the nominal rate in its own column.
+        ledger.push(
+            PrivacyEvent::new(0.05, 1.0, 2)
+                .unwrap()
+                .without_amplification(),
+        );
+        let text = ledger.to_csv();
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .ends_with(",1.0,2,,gaussian,0.05"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), ledger);
     }
 
     #[test]
@@ -535,6 +642,15 @@ mod tests {
             (
                 "sample_rate,noise_multiplier,steps,mechanism,mechanism\n0.1,1,4,,\n",
                 "line 1: expected the header",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps,nominal_sample_rate\n0.1,1,4,0.1\n",
+                "line 2, column 4 (nominal_sample_rate): expected a rate in (0, 1] or nothing, \
+                 on a row with sample_rate 1",
+            ),
+            (
+                "sample_rate,noise_multiplier,steps,nominal_sample_rate\n1,1,4,2\n",
+                "column 4 (nominal_sample_rate): expected a rate in (0, 1]",
             ),
             (
                 "sample_rate,noise_multiplier,steps\n0.1,-1,4\n",

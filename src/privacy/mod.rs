@@ -16,6 +16,7 @@ pub mod budget;
 pub mod calibration;
 pub mod conversion;
 pub mod discrete;
+pub mod event;
 pub mod ledger;
 pub mod loss_grid;
 pub mod numerics;
@@ -27,10 +28,11 @@ pub use accountant::{PrivacySpent, RdpAccountant, ledger_rdp};
 pub use accounting::{
     Accountant, AccountantKind, AccountantSettings, EpsilonUnderAll, epsilon_under_all,
 };
-pub use budget::{BudgetCheck, PrivacyBudget};
+pub use budget::{Admission, PrivacyBudget};
 pub use calibration::{
     Calibration, calibrate_noise_multiplier, calibrate_noise_multiplier_with, calibrate_scale,
 };
 pub use conversion::{Conversion, delta_from_rdp, epsilon_from_rdp};
+pub use event::DpEvent;
 pub use ledger::{Ledger, Mechanism, PrivacyEvent, epochs_to_steps};
 pub use rdp::{Orders, poisson_gaussian_rdp};

@@ -397,12 +397,12 @@ pub fn check_interval(interval: f64) -> Result<()> {
 /// step is an error naming `accountant`.
 pub(crate) fn refuse_discrete(accountant: &str, event: &PrivacyEvent) -> Result<()> {
     if event.mechanism != Mechanism::Gaussian {
-        return Err(Error::invalid(
-            "accountant",
-            accountant.to_string(),
-            "rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are proven for the \
-             continuous Gaussian only",
-        ));
+        return Err(Error::Unaccountable {
+            event: format!("a DiscreteGaussian event with the {accountant} accountant"),
+            reason: "use rdp for secure-mode (discrete Gaussian) steps: PLD and PRV are \
+                     proven for the continuous Gaussian only"
+                .into(),
+        });
     }
     Ok(())
 }

@@ -248,8 +248,9 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
             "Sampling",
             format!(
                 "Poisson: each of the N = {dataset_size} training examples joins each step \
-                 independently with probability q = {sample_rate} (expected batch size {})",
-                training.expected_batch_size
+                 independently with probability q = {sample_rate} (expected batch size {}){}",
+                training.expected_batch_size,
+                unamplified(ledger)
             ),
         ),
         ("Clipping", clipping),
@@ -325,6 +326,38 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
     );
     out.push_str(&utility(summary));
     out
+}
+
+/// What the statement says of steps accounted without amplification (empty when every
+/// step was Poisson-sampled).
+pub fn unamplified(ledger: &Ledger) -> String {
+    let steps: u64 = ledger
+        .events()
+        .iter()
+        .filter(|e| !e.is_amplified())
+        .map(|e| e.steps)
+        .sum();
+    if steps == 0 {
+        return String::new();
+    }
+    let rates: Vec<String> = ledger
+        .events()
+        .iter()
+        .filter_map(|e| e.nominal_sample_rate)
+        .map(|q| q.to_string())
+        .fold(Vec::new(), |mut seen, q| {
+            if !seen.contains(&q) {
+                seen.push(q);
+            }
+            seen
+        });
+    format!(
+        ". **{steps} steps did not sample by Poisson sampling** (nominal rate {}): they are \
+         accounted **without amplification by sampling**, as if every example took part in \
+         each (sample rate 1 in the ledger, the nominal rate in its nominal_sample_rate \
+         column)",
+        rates.join(", ")
+    )
 }
 
 /// The utility section: the last evaluation's figures (and a binary task's AUC and rates).

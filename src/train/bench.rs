@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use super::optimizer::{DpOptimizer, DpSettings, NoiseMode, OptimizerConfig};
+use super::inner::OptimizerConfig;
+use super::optimizer::{DpOptimizer, DpSettings, NoiseMode};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::mechanism::ClippingConfig;

@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::epoch::EpochRecord;
-use super::optimizer::OptimizerState;
+use super::inner::OptimizerState;
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 use crate::privacy::Ledger;

@@ -1,11 +1,15 @@
-//! Training: the DP optimizer (clip, sum, noise, scale, inner step), the loop, the plan.
+//! Training: the DP step as three stages (clipped sum, privatizer, update) and the DP
+//! optimizer that composes them, the loop, the plan.
 
 pub mod bench;
 pub mod canaries;
 pub mod checkpoint;
+pub mod clipped_sum;
 pub mod epoch;
+pub mod inner;
 pub mod optimizer;
 pub mod planning;
+pub mod privatizer;
 pub mod settings;
 pub mod trainer;
 
@@ -13,10 +17,11 @@ pub mod trainer;
 pub use crate::model::per_example_norms;
 pub use canaries::GradientCanaries;
 pub use checkpoint::{Checkpoint, CheckpointState};
-pub use optimizer::{
-    DpOptimizer, DpSettings, NoiseMode, OptimizerConfig, OptimizerState, StepStats,
-};
+pub use clipped_sum::{ClippedSum, StepStats, Sums};
+pub use inner::{InnerOptimizer, OptimizerConfig, OptimizerState, ServerOptimizerConfig, Update};
+pub use optimizer::{DpOptimizer, DpSettings, NoiseMode};
 pub use planning::{RunPlan, plan_run};
+pub use privatizer::{GaussianPrivatizer, NoNoise, Privatizer, SecurePrivatizer};
 pub use settings::{PrivacyConfig, TrainingConfig};
 pub use trainer::{
     BinaryMetrics, EpochRecord, Hooks, Splits, TrainingRecord, auc, binary_metrics, evaluate,

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, CheckpointState, parse_position};
 use super::optimizer::{DpOptimizer, DpSettings, NoiseMode};
+use super::planning::RunPlan;
 use super::settings::{PrivacyConfig, TrainingConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -21,13 +22,11 @@ use crate::grad_sample::with_values;
 use crate::mechanism::{AdaptiveClipper, gradient_noise_multiplier};
 use crate::model::{DpModule, Model, ModelConfig, dataset_batch, summed_cross_entropy};
 use crate::privacy::{
-    Accountant, AccountantKind, AccountantSettings, Ledger, PrivacyBudget, PrivacyEvent,
-    PrivacySpent, epochs_to_steps,
+    Accountant, AccountantKind, AccountantSettings, Ledger, PrivacyEvent, PrivacySpent,
 };
 use crate::real::{Real, real};
 use crate::sampling::PoissonSampler;
-use crate::schedule::plan::{self, NoiseSpec};
-use crate::schedule::{Plateau, ShapeKind, Timeline};
+use crate::schedule::{Plateau, ShapeKind};
 
 pub use super::epoch::EpochRecord;
 
@@ -221,8 +220,7 @@ pub fn train_observed(
     seed: u64,
     hooks: Hooks,
 ) -> Result<TrainingRecord> {
-    privacy.validate()?;
-    training.validate()?;
+    // The privacy and training settings are checked once, when the run plans itself.
     let model = Model::for_data(model_config, train, derive_seed(seed, 1))?;
     let splits = Splits {
         train,
@@ -256,7 +254,7 @@ pub fn train_module<M: DpModule>(
     hooks: Hooks,
 ) -> Result<TrainingRecord<M>> {
     let mut run = Run::new(module, splits, privacy, training, seed, hooks)?;
-    while run.progress.steps < run.planned_steps {
+    while run.progress.steps < run.planned_steps() {
         if !run.schedule_step()? {
             break;
         }
@@ -281,13 +279,9 @@ struct Run<'a, 'h, M> {
     privacy: &'a PrivacyConfig,
     training: &'a TrainingConfig,
     hooks: Hooks<'h>,
-    sample_rate: f64,
-    planned_steps: u64,
-    timeline: Timeline,
-    /// The calibrated scale of the noise schedule (0 when non-private).
-    scale: f64,
+    /// Sampling, steps, the calibrated noise, the accountant and the budget, resolved once.
+    plan: RunPlan,
     plateau_schedule: bool,
-    budget: Option<PrivacyBudget>,
     accountant: Accountant,
     /// Planned steps already known to fit the budget (PLD and PRV check many at once).
     fitting: VecDeque<PrivacyEvent>,
@@ -313,19 +307,8 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         seed: u64,
         mut hooks: Hooks<'h>,
     ) -> Result<Self> {
-        privacy.validate()?;
-        training.validate()?;
         let n = splits.train.len();
-        let (sample_rate, planned_steps) = epochs_to_steps(
-            training.epochs,
-            n as u64,
-            training.expected_batch_size as u64,
-        )?;
-        let expected_batch = sample_rate * n as f64;
-        let timeline = Timeline {
-            steps: planned_steps,
-            steps_per_epoch: n as f64 / training.expected_batch_size as f64,
-        };
+        let plan = RunPlan::resolve(privacy, training, n)?;
         let plateau_schedule = privacy.noise_schedule.kind == ShapeKind::Plateau;
         if plateau_schedule && splits.validation.is_none() {
             return Err(Error::invalid(
@@ -339,27 +322,20 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
             (true, Some(config)) => Some(AdaptiveClipper::new(
                 config,
                 privacy.clip_norm,
-                expected_batch,
+                plan.expected_batch_size,
                 derive_seed(seed, 4),
             )?),
             _ => None,
         };
         // The same calibration `dptrain account CONFIG` prints.
-        let scale = match privacy.private {
-            true => super::planning::plan_run(privacy, training, n)?.plan.scale,
-            false => 0.0,
-        };
+        let scale = plan.scale();
         tracing::debug!(
-            sample_rate,
-            planned_steps,
+            sample_rate = plan.sample_rate,
+            planned_steps = plan.timeline.steps,
             noise_scale = scale,
             "planned: the noise schedule's scale is calibrated before the first step"
         );
-        let budget = match privacy.max_epsilon.or(privacy.target_epsilon) {
-            Some(max) if privacy.private => Some(PrivacyBudget::new(max, privacy.delta)?),
-            _ => None,
-        };
-        let mut accountant = Accountant::new(privacy.accountant())?;
+        let mut accountant = Accountant::new(plan.accountant)?;
         // Secure mode: batches and noise from OS-seeded CSPRNGs; `seed` then drives nothing
         // private.
         let (mut sampler, noise) = match privacy.secure_noise && privacy.private {
@@ -368,7 +344,7 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
                 NoiseMode::Secure,
             ),
             false => (
-                PoissonSampler::new(sample_rate, n, derive_seed(seed, 2))?,
+                PoissonSampler::new(plan.sample_rate, n, derive_seed(seed, 2))?,
                 NoiseMode::Seeded(derive_seed(seed, 3)),
             ),
         };
@@ -377,8 +353,8 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
             DpSettings {
                 optimizer: training.optimizer,
                 clipping: privacy.clipping(),
-                noise_multiplier: if privacy.private { scale } else { 0.0 },
-                expected_batch_size: expected_batch,
+                noise_multiplier: scale,
+                expected_batch_size: plan.expected_batch_size,
                 max_physical_batch: training.max_physical_batch,
                 private: privacy.private,
                 noise,
@@ -401,12 +377,8 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
             privacy,
             training,
             hooks,
-            sample_rate,
-            planned_steps,
-            timeline,
-            scale,
+            plan,
             plateau_schedule,
-            budget,
             accountant,
             fitting: VecDeque::new(),
             clipper,
@@ -420,24 +392,22 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         })
     }
 
-    /// How the accountant sees a step at multiplier σ.
-    fn noise_spec(&self) -> NoiseSpec<'a> {
-        NoiseSpec {
-            schedule: &self.privacy.noise_schedule,
-            sample_rate: self.sample_rate,
-            timeline: self.timeline,
-            count_noise_multiplier: self.clipper.as_ref().map(|c| c.count_noise_multiplier()),
-            mechanism: self.privacy.mechanism(),
-            accountant: self.privacy.accountant(),
+    /// σ of step `t` (0-based) under the schedule; a plateau holds its current factor.
+    fn sigma_at(&self, t: u64) -> f64 {
+        let scale = self.plan.scale();
+        match self.plateau_schedule {
+            true => scale * self.progress.plateau.factor,
+            false => scale * self.privacy.noise_schedule.factor(t, &self.plan.timeline),
         }
     }
 
-    /// σ of step `t` (0-based) under the schedule; a plateau holds its current factor.
-    fn sigma_at(&self, t: u64) -> f64 {
-        match self.plateau_schedule {
-            true => self.scale * self.progress.plateau.factor,
-            false => self.scale * self.privacy.noise_schedule.factor(t, &self.timeline),
-        }
+    /// The ledger entry of a step at total noise multiplier `sigma`.
+    fn step_event(&self, sigma: f64) -> Result<PrivacyEvent> {
+        self.plan.step_event(&self.privacy.noise_schedule, sigma)
+    }
+
+    fn planned_steps(&self) -> u64 {
+        self.plan.timeline.steps
     }
 
     /// Sets the next step's σ, C and learning rate, and composes the step into the
@@ -451,11 +421,15 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         self.clip_norm = match &self.clipper {
             Some(clipper) => clipper.clip_norm(),
             None => {
-                self.privacy.clip_norm * self.privacy.clip_schedule.factor(steps, &self.timeline)
+                self.privacy.clip_norm
+                    * self
+                        .privacy
+                        .clip_schedule
+                        .factor(steps, &self.plan.timeline)
             }
         };
         if self.privacy.private {
-            let event = plan::step_event(&self.noise_spec(), self.sigma)?;
+            let event = self.step_event(self.sigma)?;
             if !self.fits_budget(event)? {
                 return Ok(false);
             }
@@ -469,14 +443,14 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         }
         self.optimizer.set_learning_rate(
             self.training.optimizer.learning_rate()
-                * self.training.lr_schedule.factor(steps, &self.timeline),
+                * self.training.lr_schedule.factor(steps, &self.plan.timeline),
         );
         Ok(true)
     }
 
     /// Whether the step `event` (the next one) keeps ε within the budget.
     fn fits_budget(&mut self, event: PrivacyEvent) -> Result<bool> {
-        let Some(budget) = self.budget else {
+        let Some(budget) = self.plan.budget else {
             return Ok(true);
         };
         let steps = self.progress.steps;
@@ -490,16 +464,15 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
             // at a time (microseconds): only this one.
             let horizon = match self.accountant.kind() {
                 AccountantKind::Rdp => steps + 1,
-                _ => self.planned_steps,
+                _ => self.planned_steps(),
             };
-            let spec = self.noise_spec();
             let planned: Vec<PrivacyEvent> = std::iter::once(Ok(event))
-                .chain((steps + 1..horizon).map(|t| plan::step_event(&spec, self.sigma_at(t))))
+                .chain((steps + 1..horizon).map(|t| self.step_event(self.sigma_at(t))))
                 .collect::<Result<_>>()?;
-            let (fit, after) =
-                self.accountant
-                    .steps_that_fit(&planned, budget.target_epsilon, budget.delta)?;
+            let admission = budget.admit(&mut self.accountant, &planned)?;
+            let fit = admission.steps;
             if fit == 0 {
+                let after = admission.refused_at_epsilon.unwrap_or(f64::NAN);
                 tracing::warn!(
                     step = steps + 1,
                     epsilon = after,
@@ -558,8 +531,9 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
                  learning rate); the last good checkpoint is kept"
             )));
         }
+        let planned = self.planned_steps();
         if let Some(on_step) = self.hooks.on_step.as_mut() {
-            on_step(steps, self.planned_steps);
+            on_step(steps, planned);
         }
         Ok(())
     }
@@ -568,9 +542,10 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         let progress = &self.progress;
         progress.steps
             == self
+                .plan
                 .timeline
                 .epoch_end(progress.epoch as u64)
-                .min(self.planned_steps)
+                .min(self.planned_steps())
     }
 
     fn interrupted(&self) -> bool {
@@ -633,7 +608,8 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         let epoch = self.progress.epoch;
         // At an epoch's end the next epoch starts with empty sums.
         self.save_checkpoint(epoch + 1, (0.0, 0, 0))?;
-        if self.hooks.stop_after_epoch == Some(epoch) && self.progress.steps < self.planned_steps {
+        if self.hooks.stop_after_epoch == Some(epoch) && self.progress.steps < self.planned_steps()
+        {
             self.stopped_early = Some(format!("stopped after epoch {epoch}, as asked"));
             return Ok(false);
         }
@@ -721,11 +697,11 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
             epochs: self.progress.epochs,
             ledger: self.accountant.ledger().clone(),
             spent,
-            accountant: self.privacy.accountant(),
-            noise_multiplier: self.scale,
-            sample_rate: self.sample_rate,
+            accountant: self.plan.accountant,
+            noise_multiplier: self.plan.scale(),
+            sample_rate: self.plan.sample_rate,
             steps: self.progress.steps,
-            planned_steps: self.planned_steps,
+            planned_steps: self.plan.timeline.steps,
             stopped_early: self.stopped_early,
             wall_seconds,
             model: self.module,

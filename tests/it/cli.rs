@@ -277,7 +277,7 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
         ),
         (
             args(&["account", "--events", &wrong_header, "--delta", "1e-5"]),
-            "header.csv:line 1: expected the header `sample_rate,noise_multiplier,steps` (optionally followed by `count_noise_multiplier` and `mechanism`), found header `q,sigma,steps`",
+            "header.csv:line 1: expected the header `sample_rate,noise_multiplier,steps` (optionally followed by `count_noise_multiplier`, `mechanism` and `nominal_sample_rate`), found header `q,sigma,steps`",
         ),
         (
             args(&["account", "--events", &bad_number, "--delta", "1e-5"]),
