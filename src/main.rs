@@ -1,5 +1,6 @@
 //! The `dptrain` binary: parse the command line, run it, print, map errors to exit codes.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -30,12 +31,23 @@ fn main() -> ExitCode {
         .init();
     match run(&cli) {
         Ok(output) => {
-            if cli.json {
-                println!("{}", output.json);
-            } else {
-                print!("{}", output.render_table());
+            let text = match cli.json {
+                true => format!("{}\n", output.json),
+                false => output.render_table(),
+            };
+            // A reader that closed the pipe (`| head`) is not an error of ours; any other
+            // failure to write is reported, never a panic.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: writing the result to standard output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
             }
-            ExitCode::SUCCESS
         }
         Err(err) => {
             eprintln!("error: {err}");

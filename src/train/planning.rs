@@ -75,7 +75,7 @@ impl RunPlan {
         if !privacy.private {
             return Ok(resolved);
         }
-        check_step_count(steps)?;
+        check_step_count(training.epochs, steps)?;
         let spec = resolved.noise_spec(&privacy.noise_schedule);
         // The count annotation does not change ε: search without it, then check the split.
         let search = NoiseSpec {
@@ -126,11 +126,25 @@ impl RunPlan {
     }
 }
 
-/// The most steps a run may plan: calibration and the per-epoch plan walk every step, so a
+/// The most steps a run may plan: calibration walks every step at each scale it tries, so a
 /// typo of extra zeros in `training.epochs` is refused at once instead of running for hours.
 pub const MAX_PLANNED_STEPS: u64 = 1_000_000;
 
-fn check_step_count(steps: u64) -> Result<()> {
+/// The most epochs a run may plan: the plan gives ε after each epoch, one accountant query
+/// each (tens of milliseconds for PLD on long ledgers).
+pub const MAX_PLANNED_EPOCHS: f64 = 1000.0;
+
+fn check_step_count(epochs: f64, steps: u64) -> Result<()> {
+    if epochs > MAX_PLANNED_EPOCHS {
+        return Err(Error::invalid(
+            "training.epochs",
+            epochs,
+            format!(
+                "at most {MAX_PLANNED_EPOCHS} epochs in a private run's plan (its ε is \
+                 accounted after each)"
+            ),
+        ));
+    }
     if steps > MAX_PLANNED_STEPS {
         return Err(Error::invalid(
             "training.epochs",

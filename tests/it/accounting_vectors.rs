@@ -314,3 +314,54 @@ fn known_values_match_under_both_conversions() {
         }
     }
 }
+
+/// Issue 28: every ledger kept under reports/examples/ (written by earlier versions, before
+/// the ledger became the normal form of an event tree) still reads, and accounts to the ε
+/// its summary.json recorded, under the accountant and δ the run used.
+#[test]
+fn every_kept_run_ledger_still_accounts_to_its_recorded_epsilon() {
+    use dptrain::privacy::{Accountant, AccountantKind, AccountantSettings, Ledger};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/examples");
+    let mut dirs = vec![root];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.file_name().is_none_or(|n| n != "ledger.csv") {
+                continue;
+            }
+            let summary: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(path.with_file_name("summary.json")).unwrap(),
+            )
+            .unwrap();
+            let Some(recorded) = summary["epsilon"].as_f64() else {
+                continue; // a non-private run: nothing spent
+            };
+            let kind: AccountantKind = summary["accountant"].as_str().unwrap().parse().unwrap();
+            let delta = summary["delta"].as_f64().unwrap();
+            let ledger = Ledger::read_csv(&path).unwrap();
+            // A round trip through the event tree leaves the ledger as it was.
+            assert_eq!(
+                Ledger::from_event(&ledger.to_event()).unwrap().steps(),
+                ledger.steps()
+            );
+            let epsilon = Accountant::from_ledger(AccountantSettings::new(kind), &ledger)
+                .unwrap()
+                .epsilon(delta)
+                .unwrap()
+                .epsilon;
+            assert!(
+                (epsilon - recorded).abs() <= 1e-12 * recorded,
+                "{}: {epsilon} by {} now, {recorded} recorded",
+                path.display(),
+                kind.name()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "only {checked} kept ledgers found");
+}

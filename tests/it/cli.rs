@@ -347,6 +347,28 @@ fn bad_input_is_a_clear_error_and_never_a_panic() {
             ]),
             "invalid batch_size = 200: expected a whole number from 1 to the dataset size (100)",
         ),
+        (
+            // Issue 28: a typo of extra zeros is refused at once, not planned for hours.
+            args(&[
+                "account",
+                "configs/quickstart.toml",
+                "--set",
+                "training.epochs=1000000000",
+            ]),
+            "invalid training.epochs = 1000000000: expected at most 1000 epochs in a private \
+             run's plan",
+        ),
+        (
+            args(&[
+                "account",
+                "configs/quickstart.toml",
+                "--set",
+                "training.epochs=900",
+                "--set",
+                "training.expected_batch_size=1",
+            ]),
+            "invalid training.epochs = a plan of 54000000 steps: expected at most 1000000 steps",
+        ),
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -499,4 +521,21 @@ fn plan_agrees_with_account_and_calibrate() {
             .starts_with(b"\x89PNG")
     );
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// A reader that closes the pipe early (`dptrain account ... | head -c 10`) is not a panic:
+/// found by probing for issue 28 (it printed "failed printing to stdout" and a backtrace).
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .args(["account", "configs/quickstart.toml", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
 }

@@ -250,3 +250,46 @@ fn metrics_from_before_the_nonfinite_column_still_read() {
     let other = b"epoch,step,train_loss\n1,30,0.9\n";
     assert!(dptrain::report::records::parse_metrics(other, std::path::Path::new("m.csv")).is_err());
 }
+
+/// Issue 28: steps whose sample was not Poisson-sampled (a `NoAmplification` event) are
+/// accounted at sample rate 1, and privacy.md says so.
+#[test]
+fn privacy_md_says_when_steps_were_accounted_without_amplification() {
+    use dptrain::privacy::{Accountant, AccountantSettings, DpEvent, Ledger};
+    let dir = small_run("unamplified");
+    let records = RunRecords::load(&dir).unwrap();
+    let plain = dptrain::report::statement::privacy_statement(
+        &records.config,
+        &records.summary,
+        &records.ledger,
+    );
+    assert!(!plain.contains("without amplification"), "{plain}");
+    let mut ledger = records.ledger.clone();
+    let unamplified = DpEvent::NoAmplification {
+        sampling: "a fixed 256 of 60,000 examples".into(),
+        event: Box::new(DpEvent::poisson_gaussian(256.0 / 60_000.0, 2.0, 5)),
+    };
+    ledger.push_event(&unamplified).unwrap();
+    let statement =
+        dptrain::report::statement::privacy_statement(&records.config, &records.summary, &ledger);
+    assert!(
+        statement.contains("**5 steps did not sample by Poisson sampling**")
+            && statement.contains(&format!("nominal rate {}", 256.0 / 60_000.0))
+            && statement.contains("**without amplification by sampling**"),
+        "{statement}"
+    );
+    // The ledger file keeps it, and the steps cost what unsampled Gaussians cost.
+    let back = Ledger::parse_csv(ledger.to_csv().as_bytes(), Path::new("ledger.csv")).unwrap();
+    assert_eq!(back, ledger);
+    let epsilon = |ledger: &Ledger| {
+        Accountant::from_ledger(AccountantSettings::rdp(), ledger)
+            .unwrap()
+            .epsilon(1e-5)
+            .unwrap()
+            .epsilon
+    };
+    let mut at_rate_one = records.ledger.clone();
+    at_rate_one.push(dptrain::privacy::PrivacyEvent::new(1.0, 2.0, 5).unwrap());
+    assert_eq!(epsilon(&back), epsilon(&at_rate_one));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
