@@ -333,3 +333,45 @@ fn the_stages_composed_by_hand_equal_the_dp_step_bit_for_bit() {
         assert_ne!(a, flat_parameters(&model(kind)));
     }
 }
+
+/// The shipped nets as configs (configs/models/*.toml) are the presets: `kind = "cnn"` and
+/// the file's layer list build the same parameters and take the same DP step, bit for bit
+/// (docs/models.md's claim, issue 28 "records for claims").
+#[test]
+fn the_shipped_model_files_train_exactly_as_their_presets() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        model: ModelConfig,
+    }
+    let data = fake_mnist(64);
+    for kind in [ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn] {
+        let name = format!("{kind:?}").to_lowercase();
+        let path = format!("{}/configs/models/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let file: File = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(!file.model.layers.is_empty(), "{path} lists no layers");
+        let preset = model(kind);
+        let listed = Model::new(&file.model, &[1, 28, 28], 10, 3).unwrap();
+        assert_eq!(flat_parameters(&preset), flat_parameters(&listed), "{path}");
+        for m in [&preset, &listed] {
+            let settings = DpSettings {
+                optimizer: OptimizerConfig::Sgd {
+                    learning_rate: 0.5,
+                    momentum: 0.0,
+                },
+                clipping: ClippingConfig::default(),
+                noise_multiplier: 1.0,
+                expected_batch_size: 8.0,
+                max_physical_batch: 16,
+                private: true,
+                noise: dptrain::train::NoiseMode::Seeded(5),
+            };
+            let mut dp = DpOptimizer::new(m, settings).unwrap();
+            dp.step(m, &data, &[1, 2, 3, 5, 8, 13, 21, 34]).unwrap();
+        }
+        let (a, b) = (flat_parameters(&preset), flat_parameters(&listed));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{path}"
+        );
+    }
+}
