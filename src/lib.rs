@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod federated;
 pub mod fs;
 pub mod grad_sample;
 pub mod mechanism;

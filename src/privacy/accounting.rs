@@ -503,6 +503,26 @@ mod tests {
     }
 
     #[test]
+    fn a_federated_rounds_event_matches_dp_accounting() {
+        // dp_accounting's RDP accountant on SelfComposedDpEvent(PoissonSampledDpEvent(
+        // 120/3383, GaussianDpEvent(1.2)), 100) at δ = 1e-5: the value issue 14 quotes
+        // (TensorFlow Federated's EMNIST tutorial setting).
+        let rounds = DpEvent::SelfComposed {
+            event: Box::new(DpEvent::PoissonSampled {
+                sample_rate: 120.0 / 3383.0,
+                event: Box::new(DpEvent::Gaussian {
+                    noise_multiplier: 1.2,
+                }),
+            }),
+            count: 100,
+        };
+        let mut rdp = Accountant::new(AccountantSettings::rdp()).unwrap();
+        rdp.compose_event(&rounds).unwrap();
+        let epsilon = rdp.epsilon(1e-5).unwrap().epsilon;
+        assert!((epsilon - 1.9861145998784593).abs() < 1e-9, "{epsilon}");
+    }
+
+    #[test]
     fn steps_without_amplification_cost_what_the_unsampled_gaussian_costs() {
         let unamplified = DpEvent::NoAmplification {
             sampling: "a fixed 10 of 100 clients".into(),

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("model", 2),
     ("train", 3),
     ("audit", 3),
+    ("federated", 3),
     ("report", 4),
     ("config", 4),
     ("cli", 5),
