@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_federated_rounds_event_matches_dp_accounting() {
-        // dp_accounting's RDP accountant on SelfComposedDpEvent(PoissonSampledDpEvent(
+        // dp-accounting 0.6.0's RDP accountant on SelfComposedDpEvent(PoissonSampledDpEvent(
         // 120/3383, GaussianDpEvent(1.2)), 100) at δ = 1e-5: the value issue 14 quotes
         // (TensorFlow Federated's EMNIST tutorial setting).
         let rounds = DpEvent::SelfComposed {
@@ -520,6 +520,17 @@ mod tests {
         rdp.compose_event(&rounds).unwrap();
         let epsilon = rdp.epsilon(1e-5).unwrap().epsilon;
         assert!((epsilon - 1.9861145998784593).abs() < 1e-9, "{epsilon}");
+        // The same rounds without amplification (Flower 1.42's only mode):
+        // SelfComposed(Gaussian(1.2), 100) is 72.97959602875132 by dp-accounting 0.6.0
+        // (shared/docs/federated.md §6.4).
+        let unamplified = DpEvent::NoAmplification {
+            sampling: "120 of 3383 clients, fixed".into(),
+            event: Box::new(rounds),
+        };
+        let mut rdp = Accountant::new(AccountantSettings::rdp()).unwrap();
+        rdp.compose_event(&unamplified).unwrap();
+        let epsilon = rdp.epsilon(1e-5).unwrap().epsilon;
+        assert!((epsilon - 72.97959602875132).abs() < 1e-9, "{epsilon}");
     }
 
     #[test]
