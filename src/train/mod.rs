@@ -17,7 +17,7 @@ pub mod trainer;
 pub use crate::model::per_example_norms;
 pub use canaries::GradientCanaries;
 pub use checkpoint::{Checkpoint, CheckpointState};
-pub use clipped_sum::{ClippedSum, StepStats, Sums};
+pub use clipped_sum::{ClippedSum, StepStats, SumValue, Sums};
 pub use inner::{InnerOptimizer, OptimizerConfig, OptimizerState, ServerOptimizerConfig, Update};
 pub use optimizer::{DpOptimizer, DpSettings, NoiseMode};
 pub use planning::{RunPlan, plan_run};

@@ -13,6 +13,7 @@ mod data;
 mod data_formats;
 mod dp_step;
 mod examples;
+mod federated;
 mod fuzz;
 mod grad_sample;
 mod layers;

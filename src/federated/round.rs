@@ -1,0 +1,344 @@
+//! One round of client-level DP-FedAvg (McMahan, Ramage, Talwar & Zhang 2018, Alg. 1),
+//! transport-agnostic: server-send → client-compute → server-aggregate.
+//!
+//! The server's state and the clients' replies are plain values ([`RoundRequest`],
+//! [`ClientReply`]); a [`Transport`] carries them. [`InProcess`] runs the clients as virtual
+//! clients in one process (the simulation every test uses) and assumes nothing the network
+//! transport could not do: it sees only the request, answers only with the reply.
+//!
+//! The server side reuses the DP step's stages: the sum of the clipped client updates goes
+//! through a [`Privatizer`] (N(0, z²C²)) and an [`Update`] whose divisor is the *expected*
+//! number of clients qN (never the realised one) and whose inner optimizer is the server
+//! optimizer (FedAvg, FedAvgM, FedAdam) stepping on the pseudo-gradient −Δ.
+
+use candle_core::{Tensor, Var};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::mechanism::{ClippingConfig, clip_factor_of};
+use crate::model::DpModule;
+use crate::real::real;
+use crate::train::{
+    DpOptimizer, DpSettings, NoiseMode, OptimizerConfig, Privatizer, SumValue, Sums, Update,
+};
+
+use super::partition::Partition;
+
+/// What the server sends to every client of a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRequest {
+    /// The round's number, from 1.
+    pub round: u64,
+    /// The global model's parameters, in the module's order.
+    pub params: Sums,
+    /// C: each client clips its whole update to this L2 norm.
+    pub clip_norm: f64,
+}
+
+/// What a client sends back: its update clipped to C.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientReply {
+    /// Δ_k · min(1, C / (‖Δ_k‖ + 1e-6)), Δ_k = local − global parameters.
+    pub update: Sums,
+}
+
+/// Carries a round's request to the sampled clients and their replies back.
+pub trait Transport {
+    /// Sends `request` to each of `clients` (indices into the partition) and returns each
+    /// one's reply or why it has none (failed, timed out): a client without a reply is
+    /// dropped from the round, which still completes.
+    fn exchange(
+        &mut self,
+        request: &RoundRequest,
+        clients: &[usize],
+    ) -> Vec<(usize, Result<ClientReply>)>;
+}
+
+/// A client's local training: E epochs of minibatch SGD (or any inner optimizer) over its
+/// own examples, non-private (the privacy is client-level, from the server's noise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalTraining {
+    /// Local epochs E.
+    pub epochs: usize,
+    /// Local minibatch size.
+    pub batch_size: usize,
+    /// The local optimizer (fresh each round).
+    pub optimizer: OptimizerConfig,
+}
+
+/// Virtual clients in one process: one module whose parameters are set to the request's
+/// before each client trains, the clients' data as index sets into one training set.
+pub struct InProcess<'a, M> {
+    /// The module the clients train (its parameters are overwritten by each request).
+    pub module: M,
+    /// The training set the partition indexes.
+    pub data: &'a Dataset,
+    /// Each client's examples.
+    pub partition: &'a Partition,
+    /// How clients train.
+    pub local: LocalTraining,
+    /// Seeds the clients' minibatch order (per round and client).
+    pub seed: u64,
+}
+
+impl<M: DpModule> InProcess<'_, M> {
+    /// The clipped update of `client` for `request`.
+    fn compute(&self, request: &RoundRequest, client: usize) -> Result<ClientReply> {
+        let examples = self.partition.clients.get(client).ok_or_else(|| {
+            Error::Tensor(format!(
+                "client {client} of a partition of {}",
+                self.partition.len()
+            ))
+        })?;
+        let params = self.module.parameters();
+        set_params(&params, &request.params)?;
+        let local = self.local;
+        let mut optimizer = DpOptimizer::new(
+            &self.module,
+            DpSettings {
+                optimizer: local.optimizer,
+                clipping: ClippingConfig::default(),
+                noise_multiplier: 0.0,
+                expected_batch_size: local.batch_size as f64,
+                max_physical_batch: local.batch_size.max(1),
+                private: false,
+                noise: NoiseMode::Seeded(0),
+            },
+        )?;
+        let mut order = examples.clone();
+        let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(
+            self.seed ^ request.round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ client as u64,
+        );
+        for _ in 0..local.epochs {
+            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+            for batch in order.chunks(local.batch_size.max(1)) {
+                optimizer.step(&self.module, self.data, batch)?;
+            }
+        }
+        let update = real!(
+            request.params.dtype(),
+            "client update",
+            |T| clipped_delta::<T>(&params, &request.params, request.clip_norm)
+        )?;
+        Ok(ClientReply { update })
+    }
+}
+
+impl<M: DpModule> Transport for InProcess<'_, M> {
+    fn exchange(
+        &mut self,
+        request: &RoundRequest,
+        clients: &[usize],
+    ) -> Vec<(usize, Result<ClientReply>)> {
+        clients
+            .iter()
+            .map(|&client| (client, self.compute(request, client)))
+            .collect()
+    }
+}
+
+/// The parameters' values as [`Sums`] in their dtype.
+pub fn read_params(params: &[Var]) -> Result<Sums> {
+    let dtype = params
+        .first()
+        .map_or(candle_core::DType::F32, |p| p.dtype());
+    real!(dtype, "parameters", |T| Ok(T::wrap(
+        params
+            .iter()
+            .map(|p| Ok(p.as_tensor().flatten_all()?.to_vec1::<T>()?))
+            .collect::<Result<Vec<_>>>()?
+    )))
+}
+
+/// Sets every parameter to `values`.
+pub fn set_params(params: &[Var], values: &Sums) -> Result<()> {
+    let mut values = values.clone();
+    real!(values.dtype(), "parameters", |T| {
+        let values = values.values_mut::<T>("parameters")?;
+        if values.len() != params.len() {
+            return Err(Error::Tensor(format!(
+                "{} parameter tensors sent for a model of {}",
+                values.len(),
+                params.len()
+            )));
+        }
+        for (var, v) in params.iter().zip(values.iter()) {
+            if v.len() != var.elem_count() {
+                return Err(Error::Tensor(format!(
+                    "a parameter of {} values sent for one of {}",
+                    v.len(),
+                    var.elem_count()
+                )));
+            }
+            var.set(&Tensor::from_slice(v, var.shape(), var.device())?)?;
+        }
+        Ok(())
+    })
+}
+
+/// (local − global) scaled to L2 norm at most C (McMahan et al. 2018, ClipFn).
+fn clipped_delta<T: SumValue>(params: &[Var], global: &Sums, clip_norm: f64) -> Result<Sums> {
+    let mut global = global.clone();
+    let global = global.values_mut::<T>("client update")?;
+    let mut delta: Vec<Vec<T>> = Vec::with_capacity(params.len());
+    for (var, g) in params.iter().zip(global.iter()) {
+        let local = var.as_tensor().flatten_all()?.to_vec1::<T>()?;
+        delta.push(local.iter().zip(g).map(|(l, g)| *l - *g).collect());
+    }
+    let norm = delta
+        .iter()
+        .flatten()
+        .map(|v| v.wide() * v.wide())
+        .sum::<f64>()
+        .sqrt();
+    let factor = T::of(clip_factor_of(norm, clip_norm));
+    for v in delta.iter_mut().flatten() {
+        *v *= factor;
+    }
+    Ok(T::wrap(delta))
+}
+
+/// What the server did in a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundOutcome {
+    /// Clients sampled.
+    pub sampled: usize,
+    /// Clients whose update arrived (the others were dropped).
+    pub survivors: usize,
+    /// Why each dropped client was dropped.
+    pub dropped: Vec<(usize, String)>,
+}
+
+/// The server of client-level DP-FedAvg: global parameters, the privatizer and the server
+/// update.
+pub struct Server {
+    params: Vec<Var>,
+    clip_norm: f64,
+    privatizer: Box<dyn Privatizer>,
+    update: Update,
+    round: u64,
+}
+
+impl Server {
+    /// A server for `params` (the global model) with clip norm C, a privatizer adding
+    /// N(0, z²C²) to the sum, and an update dividing by the expected clients qN.
+    pub fn new(
+        params: Vec<Var>,
+        clip_norm: f64,
+        privatizer: Box<dyn Privatizer>,
+        update: Update,
+    ) -> Result<Self> {
+        ClippingConfig {
+            clip_norm,
+            ..ClippingConfig::default()
+        }
+        .validate()?;
+        Ok(Server {
+            params,
+            clip_norm,
+            privatizer,
+            update,
+            round: 0,
+        })
+    }
+
+    /// Rounds completed.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The global parameters.
+    pub fn params(&self) -> &[Var] {
+        &self.params
+    }
+
+    /// One round with the sampled `clients` over `transport`.
+    ///
+    /// # Privacy
+    /// Each reply is re-clipped to C here too (a client cannot exceed it), so the sum has
+    /// sensitivity C for adding or removing one client's whole data; N(0, z²C²) is added
+    /// once; the result is divided by qN, public. With Poisson-sampled clients that is
+    /// `PoissonSampled(q, Gaussian(z))`, whoever drops out (a dropped client is one not
+    /// sampled, which the analysis covers).
+    pub fn run_round(
+        &mut self,
+        transport: &mut dyn Transport,
+        clients: &[usize],
+    ) -> Result<RoundOutcome> {
+        let global = read_params(&self.params)?;
+        let request = RoundRequest {
+            round: self.round + 1,
+            params: global.clone(),
+            clip_norm: self.clip_norm,
+        };
+        let replies = transport.exchange(&request, clients);
+        let sizes = global.sizes();
+        let mut sum = Sums::zeros(&sizes, global.dtype())?;
+        let mut outcome = RoundOutcome {
+            sampled: clients.len(),
+            survivors: 0,
+            dropped: Vec::new(),
+        };
+        for (client, reply) in replies {
+            let update = match reply {
+                Ok(reply) if reply.update.sizes() == sizes => reply.update,
+                Ok(_) => {
+                    outcome
+                        .dropped
+                        .push((client, "an update of the wrong shape".into()));
+                    continue;
+                }
+                Err(e) => {
+                    outcome.dropped.push((client, e.to_string()));
+                    continue;
+                }
+            };
+            real!(sum.dtype(), "aggregate", |T| add_clipped::<T>(
+                &mut sum,
+                update,
+                self.clip_norm
+            ))?;
+            outcome.survivors += 1;
+        }
+        // The server optimizer steps on the pseudo-gradient −(Σ Δ + Z)/(qN); Z is symmetric,
+        // so it is drawn onto −Σ Δ.
+        real!(sum.dtype(), "aggregate", |T| {
+            sum.values_mut::<T>("aggregate")?
+                .iter_mut()
+                .flatten()
+                .for_each(|v| *v = -*v);
+            Ok(())
+        })?;
+        let ahead = self.privatizer.draw_ahead(&sizes, sum.dtype())?;
+        self.privatizer.privatize(&mut sum, ahead)?;
+        self.update.apply(&self.params, sum)?;
+        self.round += 1;
+        Ok(outcome)
+    }
+}
+
+/// sum += update · min(1, C/(‖update‖ + 1e-6)): the server's own clip of a reply.
+fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) -> Result<()> {
+    let update = update.values_mut::<T>("client update")?;
+    let norm = update
+        .iter()
+        .flatten()
+        .map(|v| v.wide() * v.wide())
+        .sum::<f64>()
+        .sqrt();
+    // A reply already within C (every honest one) is added unchanged.
+    let factor = match norm <= clip_norm {
+        true => T::one(),
+        false => T::of(clip_factor_of(norm, clip_norm)),
+    };
+    for (acc, values) in sum
+        .values_mut::<T>("aggregate")?
+        .iter_mut()
+        .zip(update.iter())
+    {
+        for (a, v) in acc.iter_mut().zip(values) {
+            *a += *v * factor;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Client-level DP-FedAvg rounds (issue 14): the server's aggregate against a hand-computed
+//! FedAvg of the clipped updates plus the noise drawn, the clip, the noise scale, dropouts.
+
+use candle_core::Var;
+use dptrain::data::Dataset;
+use dptrain::federated::{
+    ClientReply, InProcess, LocalTraining, Partition, PartitionConfig, RoundRequest, Server,
+    Transport,
+};
+use dptrain::model::{Model, ModelConfig, ModelKind, Precision};
+use dptrain::train::{
+    GaussianPrivatizer, OptimizerConfig, Privatizer, ServerOptimizerConfig, Sums, Update,
+};
+
+/// An MNIST-shaped data set of pseudo-random images whose label is planted in the pixels.
+fn data(n: usize) -> Dataset {
+    let mut state = 7u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let labels: Vec<u32> = (0..n).map(|i| (i % 10) as u32).collect();
+    let features = labels
+        .iter()
+        .flat_map(|&l| (0..784).map(move |p| (p % 10 == l as usize) as u8 as f32))
+        .zip(std::iter::repeat_with(&mut next))
+        .map(|(signal, noise)| signal + 0.5 * noise)
+        .collect();
+    Dataset {
+        features,
+        labels,
+        feature_shape: vec![1, 28, 28],
+        classes: 10,
+        vocab: None,
+    }
+}
+
+fn logreg() -> Model {
+    let config = ModelConfig {
+        dtype: Some(Precision::F64),
+        ..ModelConfig::preset(ModelKind::Logreg)
+    };
+    Model::new(&config, &[1, 28, 28], 10, 11).unwrap()
+}
+
+fn flat(sums: &Sums) -> Vec<f64> {
+    sums.to_f64().concat()
+}
+
+fn values(params: &[Var]) -> Vec<f64> {
+    flat(&dptrain::federated::round::read_params(params).unwrap())
+}
+
+fn local() -> LocalTraining {
+    LocalTraining {
+        epochs: 2,
+        batch_size: 8,
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 0.5,
+            momentum: 0.0,
+        },
+    }
+}
+
+#[test]
+fn the_servers_aggregate_is_fedavg_of_the_clipped_updates_plus_the_noise_drawn() {
+    let train = data(240);
+    let partition =
+        Partition::new(&PartitionConfig::Iid { clients: 8 }, &train.labels, None, 3).unwrap();
+    let (clip, z, expected_clients, seed) = (0.05, 1.1, 3.0, 99);
+    let server_model = logreg();
+    let params = server_model.parameters();
+    let privatizer = GaussianPrivatizer::new(z, clip, seed).unwrap();
+    let fedavg = ServerOptimizerConfig::FedAvgM {
+        learning_rate: 1.0,
+        momentum: 0.0,
+    };
+    let update = Update::new(expected_clients, fedavg.build(&params).unwrap()).unwrap();
+    let mut server =
+        Server::new(params.clone(), clip, Box::new(privatizer.clone()), update).unwrap();
+    let mut clients = InProcess {
+        module: logreg(),
+        data: &train,
+        partition: &partition,
+        local: local(),
+        seed: 5,
+    };
+    let sampled = [0usize, 2, 3, 6];
+    let before = values(&params);
+    // The clients' replies for this very request (the client side, computed alone).
+    let request = RoundRequest {
+        round: 1,
+        params: dptrain::federated::round::read_params(&params).unwrap(),
+        clip_norm: clip,
+    };
+    let replies: Vec<Vec<f64>> = clients
+        .exchange(&request, &sampled)
+        .into_iter()
+        .map(|(_, reply)| flat(&reply.unwrap().update))
+        .collect();
+    for reply in &replies {
+        let norm = reply.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(
+            norm <= clip * (1.0 + 1e-6),
+            "an update of norm {norm} > C = {clip}"
+        );
+    }
+    // At this C every local update is clipped: the test exercises the clip.
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt() > 0.99 * clip)
+    );
+    let outcome = server.run_round(&mut clients, &sampled).unwrap();
+    assert_eq!((outcome.sampled, outcome.survivors), (4, 4));
+    // The noise drawn: the same stream onto zeros.
+    let mut noise = Sums::zeros(&request.params.sizes(), request.params.dtype()).unwrap();
+    privatizer.clone().privatize(&mut noise, None).unwrap();
+    let noise = flat(&noise);
+    let after = values(&params);
+    for i in 0..before.len() {
+        let sum: f64 = replies.iter().map(|r| r[i]).sum();
+        // θ ← θ + (Σ Δ_k − Z)/(qN) (the noise enters the negated sum: −(−ΣΔ + Z)).
+        let expected = before[i] + (sum - noise[i]) / expected_clients;
+        assert!(
+            (after[i] - expected).abs() < 1e-12,
+            "coordinate {i}: {} vs {expected}",
+            after[i]
+        );
+    }
+}
+
+/// A transport whose clients all answer zero, or fail.
+struct Scripted {
+    fail: Vec<usize>,
+}
+
+impl Transport for Scripted {
+    fn exchange(
+        &mut self,
+        request: &RoundRequest,
+        clients: &[usize],
+    ) -> Vec<(usize, dptrain::Result<ClientReply>)> {
+        clients
+            .iter()
+            .map(|&c| match self.fail.contains(&c) {
+                true => (
+                    c,
+                    Err(dptrain::Error::Usage(format!("client {c} timed out"))),
+                ),
+                false => (
+                    c,
+                    Ok(ClientReply {
+                        update: Sums::zeros(&request.params.sizes(), request.params.dtype())
+                            .unwrap(),
+                    }),
+                ),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn an_all_zero_round_moves_the_model_by_noise_of_std_zc_over_qn() {
+    let model = logreg();
+    let params = model.parameters();
+    let (clip, z, expected_clients) = (2.0, 1.5, 40.0);
+    let sgd = ServerOptimizerConfig::FedAvgM {
+        learning_rate: 1.0,
+        momentum: 0.0,
+    };
+    let mut server = Server::new(
+        params.clone(),
+        clip,
+        Box::new(GaussianPrivatizer::new(z, clip, 1).unwrap()),
+        Update::new(expected_clients, sgd.build(&params).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let before = values(&params);
+    let mut transport = Scripted { fail: vec![3, 7] };
+    let outcome = server.run_round(&mut transport, &[1, 3, 5, 7, 9]).unwrap();
+    // The failed clients are dropped; the round completes.
+    assert_eq!(outcome.survivors, 3);
+    assert_eq!(
+        outcome.dropped.iter().map(|d| d.0).collect::<Vec<_>>(),
+        [3, 7]
+    );
+    let deltas: Vec<f64> = values(&params)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let n = deltas.len() as f64;
+    let var = deltas.iter().map(|d| d * d).sum::<f64>() / n;
+    let expected = z * clip / expected_clients;
+    // Variance of n normals: N(s², 2s⁴/n); |z| < 4.9 is a 1e-6 false-failure bound.
+    let score = (var - expected * expected) / (expected * expected * (2.0 / n).sqrt());
+    assert!(score.abs() < 4.9, "std {} vs {expected}", var.sqrt());
+    assert_eq!(server.round(), 1);
+}
