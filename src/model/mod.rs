@@ -6,7 +6,8 @@
 //! A [`Model`] is a tree of [`Node`]s: layers (each a [`Layer`] of one kind, with its path,
 //! whether it is frozen, and its per-example norm mode) and residuals
 //! `then(body(x) + shortcut(x))`. [`Model::forward`] is differentiable with candle's
-//! autograd (evaluation, and the reference the tests compare with); the DP step uses
+//! autograd (evaluation); [`Model::reference_forward_with`] is the same function from
+//! candle's own ops only, the reference the tests compare with; the DP step uses
 //! [`Model::training_pass`] (`backprop`): the hand-written backward of every kind, leaving
 //! for each trainable layer the trace its per-example rule reads. Kinds that mix examples
 //! (batch norm) do not exist here: a config asking for one is refused with the fix.
@@ -678,9 +679,40 @@ impl Model {
         self.forward_with(x, &ctx)
     }
 
-    /// [`Model::forward`] in a given context (training-mode references in tests).
+    /// [`Model::forward`] in a given context.
     pub fn forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
-        forward_list(&self.nodes, &x.to_dtype(self.dtype)?, ctx)
+        forward_list(&self.nodes, &x.to_dtype(self.dtype)?, ctx, Forward::Fast)
+    }
+
+    /// The model's function built from candle's own ops only (each layer's
+    /// [`Layer::reference_forward`]): what the tests differentiate with candle's autograd
+    /// to check the hand-written backward, with no dptrain kernel on the way. Slower than
+    /// [`Model::forward_with`]; not for training or evaluation.
+    pub fn reference_forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        forward_list(
+            &self.nodes,
+            &x.to_dtype(self.dtype)?,
+            ctx,
+            Forward::Reference,
+        )
+    }
+}
+
+/// Which forward of each layer a pass runs.
+#[derive(Debug, Clone, Copy)]
+enum Forward {
+    /// [`Layer::forward`].
+    Fast,
+    /// [`Layer::reference_forward`].
+    Reference,
+}
+
+impl Forward {
+    fn apply(self, layer: &dyn Layer, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        match self {
+            Forward::Fast => layer.forward(x, ctx),
+            Forward::Reference => layer.reference_forward(x, ctx),
+        }
     }
 }
 
@@ -699,20 +731,20 @@ fn visit<'a>(nodes: &'a [Node], f: &mut impl FnMut(&'a LayerNode)) {
     }
 }
 
-fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context) -> Result<Tensor> {
+fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context, how: Forward) -> Result<Tensor> {
     let mut h = x.clone();
     for node in nodes {
         h = match node {
-            Node::Layer(l) => l.layer.forward(&h, ctx)?,
+            Node::Layer(l) => how.apply(&*l.layer, &h, ctx)?,
             Node::Residual(r) => {
-                let body = forward_list(&r.body, &h, ctx)?;
+                let body = forward_list(&r.body, &h, ctx, how)?;
                 let shortcut = match r.shortcut.is_empty() {
                     true => h.clone(),
-                    false => forward_list(&r.shortcut, &h, ctx)?,
+                    false => forward_list(&r.shortcut, &h, ctx, how)?,
                 };
                 let sum = (body + shortcut)?;
                 match &r.then {
-                    Some(then) => then.layer.forward(&sum, ctx)?,
+                    Some(then) => how.apply(&*then.layer, &sum, ctx)?,
                     None => sum,
                 }
             }

@@ -4,6 +4,11 @@
 //! f32 and 1e-12 in f64), empty Poisson batches work, and each refusal names the layer
 //! and the fix.
 //!
+//! The reference is [`Model::reference_forward_with`]: candle's own ops only (its `tanh`,
+//! `conv2d`, the `maximum` of strided views for max pooling), differentiated by
+//! candle's autograd, so that no hand-written backward or dptrain kernel checks itself
+//! (issue 28 §3).
+//!
 //! A new kind is one file in src/model/kinds/ plus a row of [`CASES`] that uses it.
 
 use candle_core::{DType, Device, Tensor};
@@ -288,7 +293,7 @@ fn single_example_grads(
         .map(|i| {
             let xi = x.narrow(0, i, 1).unwrap();
             let ctx = model.context(&xi, true, vec![i as u64], seed).unwrap();
-            let logits = model.forward_with(&xi, &ctx).unwrap();
+            let logits = model.reference_forward_with(&xi, &ctx).unwrap();
             let y = Tensor::from_vec(vec![labels[i]], 1, &Device::Cpu).unwrap();
             let grads = summed_cross_entropy(&logits, &y)
                 .unwrap()
@@ -403,7 +408,8 @@ fn backward_equals_autograd(precision: Precision, tolerance: f64) {
         let ctx = model.context(&x, true, (0..B as u64).collect(), 3).unwrap();
         let pass = model.training_pass_with(&x, &labels, &ctx).unwrap();
         let y = Tensor::from_vec(labels.clone(), B, &Device::Cpu).unwrap();
-        let loss = summed_cross_entropy(&model.forward_with(&x, &ctx).unwrap(), &y).unwrap();
+        let loss =
+            summed_cross_entropy(&model.reference_forward_with(&x, &ctx).unwrap(), &y).unwrap();
         let expected = flat(&loss)[0];
         close(
             pass.loss_sum,

@@ -229,6 +229,49 @@ impl Layer for Conv2d {
         Ok(y.transpose(1, 2)?.reshape(dims)?)
     }
 
+    /// candle's `conv2d` (stride, dilation and groups its own), where the forward unfolds
+    /// with dptrain's `Im2Col`, whose backward is hand-written. The zeros are padded, and
+    /// the rows and columns that no window reaches cut, before the convolution: candle
+    /// 0.11's backward assumes the same padding and leftover on both axes. A `conv1d` is
+    /// that over a 1 × L image: candle 0.11's own `conv1d` gets the weight gradient wrong
+    /// for batches of more than one example (found against finite differences, issue 28).
+    fn reference_forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
+        let ConvGeometry {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        } = self.geometry;
+        let weight = match self.one_dimensional {
+            true => self.weight.as_tensor().unsqueeze(2)?,
+            false => self.weight.as_tensor().clone(),
+        };
+        let (oh, ow) = match self.one_dimensional {
+            true => (1, self.output_shape[1]),
+            false => (self.output_shape[1], self.output_shape[2]),
+        };
+        let reach = |out: usize, k: usize| (out - 1) * stride + dilation * (k - 1) + 1;
+        let y = self
+            .as_image(x)?
+            .pad_with_zeros(2, padding.0, padding.0)?
+            .pad_with_zeros(3, padding.1, padding.1)?
+            .narrow(2, 0, reach(oh, kernel.0))?
+            .narrow(3, 0, reach(ow, kernel.1))?
+            .conv2d(&weight, 0, stride, dilation, self.groups)?;
+        let b = x.dim(0)?;
+        let y = match &self.bias {
+            Some(bias) => {
+                let mut shape = vec![1, self.out_channels()];
+                shape.resize(y.rank(), 1);
+                y.broadcast_add(&bias.as_tensor().reshape(shape)?)?
+            }
+            None => y,
+        };
+        let mut dims = vec![b];
+        dims.extend_from_slice(&self.output_shape);
+        Ok(y.reshape(dims)?)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         let b = x.dim(0)?;
         let patches = im2col(&self.as_image(x)?, self.geometry)?;

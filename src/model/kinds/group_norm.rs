@@ -249,6 +249,11 @@ impl Layer for GroupNorm {
         )
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         real!(x.dtype(), "group_norm", |T| self
             .train_forward_typed::<T>(x))

@@ -115,6 +115,11 @@ impl Layer for LayerNorm {
         self.affine(&normalised, self.gamma.as_tensor(), beta, x.dims())
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         let (normalised, inv) = self.normalise(x)?;
         let y = self.affine(

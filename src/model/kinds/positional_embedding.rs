@@ -66,6 +66,11 @@ impl Layer for PositionalEmbedding {
         Ok(x.broadcast_add(&self.table(self.weight.as_tensor())?)?)
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         Ok((
             x.broadcast_add(&self.table(&detached(&self.weight))?)?,

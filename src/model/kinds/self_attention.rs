@@ -198,6 +198,11 @@ impl Layer for SelfAttention {
         Self::linear(&self.merge(&out)?, &w[3].0, Some(&w[3].1))
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
         let w = self.weights(true);
         let q = self.split(&Self::linear(x, &w[0].0, Some(&w[0].1))?)?;
