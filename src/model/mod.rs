@@ -380,6 +380,17 @@ fn model_error(path: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// An error raised while the layer at `path` was built, with that path: a refusal of
+/// `kinds` (an [`Error::Model`] whose path is still empty) gets it, and any other error
+/// becomes one of the layer's. An error that already names a layer is kept.
+pub(crate) fn at_layer(path: &str, e: Error) -> Error {
+    match e {
+        Error::Model { path: p, message } if p.is_empty() => model_error(path, message),
+        e @ Error::Model { .. } => e,
+        other => model_error(path, other.to_string()),
+    }
+}
+
 impl<R: rand::Rng> Builder<'_, R> {
     fn layer(&mut self, entry: &LayerEntry, shape: &[usize]) -> Result<LayerNode> {
         let input = BuildInput {
@@ -387,7 +398,7 @@ impl<R: rand::Rng> Builder<'_, R> {
             vocab: self.vocab,
             dtype: self.dtype,
         };
-        let layer = build(&entry.spec, input, self.rng).map_err(|m| model_error(&entry.path, m))?;
+        let layer = build(&entry.spec, input, self.rng).map_err(|e| at_layer(&entry.path, e))?;
         let frozen = self.freeze.iter().any(|f| covers(f, &entry.path));
         let has_params = !layer.params().is_empty();
         let slot = (has_params && !frozen).then(|| {

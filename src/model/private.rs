@@ -177,7 +177,7 @@ impl DpLayers {
                 },
                 &mut *rng,
             )
-            .map_err(model_error)?
+            .map_err(|e| super::at_layer(path, e))?
         };
         let params = layer.params();
         if params.is_empty() {

@@ -264,30 +264,35 @@ pub fn build(
     spec: &LayerSpec,
     input: BuildInput,
     rng: &mut impl rand::Rng,
-) -> std::result::Result<Arc<dyn Layer>, String> {
+) -> Result<Arc<dyn Layer>> {
     use activation::{Activation, Function};
     let shape = input.shape;
     let dtype = input.dtype;
     if !matches!(dtype, DType::F32 | DType::F64) {
-        return Err(format!("dtype {dtype:?}: f32 or f64"));
+        return Err(refuse(format!("dtype {dtype:?}: f32 or f64")));
     }
     let image = || match shape {
         [c, h, w] => Ok((*c, *h, *w)),
-        _ => Err(format!(
+        _ => Err(refuse(format!(
             "inputs of shape (C, H, W); this layer gets {shape:?}"
-        )),
+        ))),
     };
-    let err = |e: Error| e.to_string();
     let layer: Arc<dyn Layer> = match spec {
         LayerSpec::Linear { out_features, bias } => {
             positive("out_features", *out_features)?;
             if shape.is_empty() || shape.len() > 2 {
-                return Err(format!(
+                return Err(refuse(format!(
                     "inputs of shape (d) or (T, d); this layer gets {shape:?} (add a flatten \
                      before it)"
-                ));
+                )));
             }
-            Arc::new(linear::Linear::new(shape, *out_features, *bias, dtype, rng).map_err(err)?)
+            Arc::new(linear::Linear::new(
+                shape,
+                *out_features,
+                *bias,
+                dtype,
+                rng,
+            )?)
         }
         LayerSpec::Conv2d {
             out_channels,
@@ -324,7 +329,9 @@ pub fn build(
             positive("out_channels", *out_channels)?;
             positive("kernel", *kernel)?;
             let [c, l] = shape else {
-                return Err(format!("inputs of shape (C, L); this layer gets {shape:?}"));
+                return Err(refuse(format!(
+                    "inputs of shape (C, L); this layer gets {shape:?}"
+                )));
             };
             let pad = resolve_padding(padding, *kernel, *dilation, *stride)?;
             let options = conv2d::ConvOptions {
@@ -346,12 +353,11 @@ pub fn build(
         }
         LayerSpec::InstanceNorm { eps, running_stats } => {
             if *running_stats {
-                return Err(
-                    "running statistics mix examples across batches and are not \
-                            accounted for; set running_stats = false (normalise each \
-                            example by its own statistics)"
-                        .into(),
-                );
+                return Err(refuse(
+                    "running statistics mix examples across batches and are not accounted \
+                     for; set running_stats = false (normalise each example by its own \
+                     statistics)",
+                ));
             }
             channels_first(shape)?;
             Arc::new(group_norm::GroupNorm::new(
@@ -373,10 +379,10 @@ pub fn build(
                 ),
                 None => "use group_norm with groups = gcd(32, C)".into(),
             };
-            return Err(format!(
+            return Err(refuse(format!(
                 "batch_norm mixes the examples of a batch (each example's output depends on \
                  the others), so per-example gradients and their clipping do not exist; {fix}"
-            ));
+            )));
         }
         LayerSpec::Embedding { dim, padding_idx }
         | LayerSpec::EmbeddingBag {
@@ -384,30 +390,38 @@ pub fn build(
         } => {
             positive("dim", *dim)?;
             let [len] = shape else {
-                return Err(format!(
+                return Err(refuse(format!(
                     "token ids of shape (T); this layer gets {shape:?} (an embedding comes \
                      first, on `tokens` data)"
-                ));
+                )));
             };
-            let vocab = input
-                .vocab
-                .ok_or("token data (the data set has no vocabulary: use `tokens` data)")?;
+            let vocab = input.vocab.ok_or_else(|| {
+                refuse("token data (the data set has no vocabulary: use `tokens` data)")
+            })?;
             if let Some(pad) = padding_idx
                 && *pad as usize >= vocab
             {
-                return Err(format!(
+                return Err(refuse(format!(
                     "padding_idx = {pad} is beyond the vocabulary of {vocab} tokens"
-                ));
+                )));
             }
             match spec {
-                LayerSpec::EmbeddingBag { mode, .. } => Arc::new(
-                    embedding_bag::EmbeddingBag::new(vocab, *dim, *mode, *padding_idx, dtype, rng)
-                        .map_err(err)?,
-                ),
-                _ => Arc::new(
-                    embedding::Embedding::new(*len, vocab, *dim, *padding_idx, dtype, rng)
-                        .map_err(err)?,
-                ),
+                LayerSpec::EmbeddingBag { mode, .. } => Arc::new(embedding_bag::EmbeddingBag::new(
+                    vocab,
+                    *dim,
+                    *mode,
+                    *padding_idx,
+                    dtype,
+                    rng,
+                )?),
+                _ => Arc::new(embedding::Embedding::new(
+                    *len,
+                    vocab,
+                    *dim,
+                    *padding_idx,
+                    dtype,
+                    rng,
+                )?),
             }
         }
         LayerSpec::PositionalEmbedding { max_len } => Arc::new(
@@ -430,10 +444,10 @@ pub fn build(
             if let Some(stride) = stride
                 && stride != kernel
             {
-                return Err(format!(
+                return Err(refuse(format!(
                     "avg_pool2d takes stride = kernel only (non-overlapping windows); got \
                      kernel {kernel}, stride {stride}"
-                ));
+                )));
             }
             Arc::new(pool::AvgPool2d::new(image()?, *kernel)?)
         }
@@ -443,13 +457,15 @@ pub fn build(
         }
         LayerSpec::MeanPool { masked } => {
             if shape.len() != 2 {
-                return Err(format!("inputs of shape (T, D); this layer gets {shape:?}"));
+                return Err(refuse(format!(
+                    "inputs of shape (T, D); this layer gets {shape:?}"
+                )));
             }
             Arc::new(pool::MeanPool::new(shape, *masked))
         }
         LayerSpec::Dropout { p } => {
             if !(0.0..1.0).contains(p) {
-                return Err(format!("p = {p}: a probability in [0, 1)"));
+                return Err(refuse(format!("p = {p}: a probability in [0, 1)")));
             }
             Arc::new(dropout::Dropout::new(*p, shape))
         }
@@ -457,19 +473,29 @@ pub fn build(
     Ok(layer)
 }
 
-fn positive(field: &str, value: usize) -> std::result::Result<(), String> {
+/// A refusal raised while a layer is built, before its path is known: an
+/// [`Error::Model`] with an empty path, which the caller (the model's builder,
+/// `DpLayers::add`) fills in with [`crate::model::at_layer`].
+pub(crate) fn refuse(message: impl Into<String>) -> Error {
+    Error::Model {
+        path: String::new(),
+        message: message.into(),
+    }
+}
+
+fn positive(field: &str, value: usize) -> Result<()> {
     match value {
-        0 => Err(format!("{field} = 0: at least 1")),
+        0 => Err(refuse(format!("{field} = 0: at least 1"))),
         _ => Ok(()),
     }
 }
 
-fn channels_first(shape: &[usize]) -> std::result::Result<(), String> {
+fn channels_first(shape: &[usize]) -> Result<()> {
     match shape.len() {
         2.. => Ok(()),
-        _ => Err(format!(
+        _ => Err(refuse(format!(
             "inputs with channels and positions, (C, ...); this layer gets {shape:?}"
-        )),
+        ))),
     }
 }
 
@@ -482,18 +508,20 @@ fn resolve_padding(
     kernel: usize,
     dilation: usize,
     stride: usize,
-) -> std::result::Result<usize, String> {
+) -> Result<usize> {
     match padding {
         Padding::Size(p) => Ok(*p),
         Padding::Named(name) if name == "same" => {
             if stride != 1 {
-                return Err(format!("padding = \"same\" needs stride 1, got {stride}"));
+                return Err(refuse(format!(
+                    "padding = \"same\" needs stride 1, got {stride}"
+                )));
             }
             conv2d::same_padding(kernel, dilation)
         }
-        Padding::Named(other) => Err(format!(
+        Padding::Named(other) => Err(refuse(format!(
             "padding = {other:?}: a number of zeros or \"same\""
-        )),
+        ))),
     }
 }
 

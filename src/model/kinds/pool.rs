@@ -6,6 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::refuse;
 use crate::error::Result;
 use crate::grad_sample::{contiguous_slice, tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, nothing, unsave};
@@ -29,16 +30,12 @@ pub fn pooled(size: usize, kernel: usize, stride: usize) -> Option<usize> {
 
 impl MaxPool2d {
     /// Over inputs (C, H, W).
-    pub fn new(
-        input: (usize, usize, usize),
-        kernel: usize,
-        stride: usize,
-    ) -> std::result::Result<Self, String> {
+    pub fn new(input: (usize, usize, usize), kernel: usize, stride: usize) -> Result<Self> {
         let (c, h, w) = input;
         let (Some(oh), Some(ow)) = (pooled(h, kernel, stride), pooled(w, kernel, stride)) else {
-            return Err(format!(
+            return Err(refuse(format!(
                 "a {kernel}×{kernel} window at stride {stride} does not fit {h}×{w}"
-            ));
+            )));
         };
         Ok(MaxPool2d {
             kernel,
@@ -234,10 +231,12 @@ pub struct AvgPool2d {
 
 impl AvgPool2d {
     /// Over inputs (C, H, W).
-    pub fn new(input: (usize, usize, usize), kernel: usize) -> std::result::Result<Self, String> {
+    pub fn new(input: (usize, usize, usize), kernel: usize) -> Result<Self> {
         let (c, h, w) = input;
         let (Some(oh), Some(ow)) = (pooled(h, kernel, kernel), pooled(w, kernel, kernel)) else {
-            return Err(format!("a {kernel}×{kernel} window does not fit {h}×{w}"));
+            return Err(refuse(format!(
+                "a {kernel}×{kernel} window does not fit {h}×{w}"
+            )));
         };
         Ok(AvgPool2d {
             kernel,
