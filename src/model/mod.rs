@@ -606,6 +606,31 @@ impl Model {
         })
     }
 
+    /// Refuses, by layer path, a model whose input or any layer's output at a batch of
+    /// `batch` examples would take more than [`kinds::MAX_TENSOR_BYTES`] (the parameters
+    /// were checked when the model was built). Call it with the largest batch a pass
+    /// holds (`training.max_physical_batch`, or the data set if smaller) before training.
+    pub fn check_activations(&self, batch: usize) -> Result<()> {
+        let mut shape = vec![batch];
+        shape.extend_from_slice(&self.input.shape);
+        kinds::check_tensor_size("the input batch", &shape, self.dtype)
+            .map_err(|e| at_layer("input", e))?;
+        let mut result = Ok(());
+        visit(&self.nodes, &mut |node| {
+            if result.is_ok() {
+                let mut shape = vec![batch];
+                shape.extend_from_slice(node.layer.output_shape());
+                result = kinds::check_tensor_size(
+                    &format!("its output at a batch of {batch}"),
+                    &shape,
+                    self.dtype,
+                )
+                .map_err(|e| at_layer(&node.path, e));
+            }
+        });
+        result
+    }
+
     /// The trainable layers (with parameters, not frozen), in slot order.
     pub fn trainable_layers(&self) -> Vec<&LayerNode> {
         let mut all = Vec::new();

@@ -224,6 +224,8 @@ pub fn train_observed(
     privacy.validate()?;
     training.validate()?;
     let model = Model::for_data(model_config, train, derive_seed(seed, 1))?;
+    // Issue 28 §3.6: refuse, by layer, activations too large for a pass.
+    model.check_activations(training.max_physical_batch.min(train.len()))?;
     let splits = Splits {
         train,
         test,

@@ -500,3 +500,101 @@ fn plan_agrees_with_account_and_calibrate() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A run config on seeded synthetic 28×28 images (no data files), with `model` as its
+/// `[model]` table.
+fn synthetic_config(name: &str, model: &str) -> PathBuf {
+    temp_file(
+        name,
+        &format!(
+            r#"name = "synthetic"
+seed = 0
+
+[data]
+dataset = "synthetic_images"
+shape = [1, 28, 28]
+train = 64
+test = 8
+classes = 10
+
+[model]
+{model}
+
+[privacy]
+noise_multiplier = 1.0
+delta = 1e-5
+clip_norm = 1.0
+
+[training]
+epochs = 1
+expected_batch_size = 16
+optimizer = {{ name = "sgd", learning_rate = 0.1 }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn model_show_refuses_a_layer_too_large_for_memory_instead_of_aborting() {
+    // Issue 28 §3.6: a hidden width typed with extra zeros aborted the process with
+    // "memory allocation of 313600000000000 bytes failed".
+    let config = synthetic_config("mlp.toml", r#"kind = "mlp""#);
+    let config = config.to_str().unwrap();
+    let out = dptrain(&[
+        "model",
+        "show",
+        config,
+        "--set",
+        "model.hidden=100000000000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        "model layer `1.linear`",
+        "shape [100000000000, 784]",
+        "313600000000000 bytes",
+        "17179869184 bytes (16 GiB)",
+    ] {
+        assert!(stderr.contains(part), "`{part}` not in: {stderr}");
+    }
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+    // The same config with a sane width shows its table.
+    let shown = json(&["model", "show", config, "--json"]);
+    assert_eq!(shown["trainable_parameters"], 407_050);
+}
+
+#[test]
+fn model_show_refuses_activations_too_large_at_the_configured_batch() {
+    let config = synthetic_config(
+        "wide.toml",
+        r#"layers = [
+  { kind = "conv2d", out_channels = 1000000, kernel = 1 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", out_features = "$classes" },
+]"#,
+    );
+    let config = config.to_str().unwrap();
+    // The largest pass holds min(max_physical_batch, 64 examples) = 64 of them.
+    let out = dptrain(&["model", "show", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        "line 13 (model layer `0.conv2d`)",
+        "its output at a batch of 64 of shape [64, 1000000, 28, 28]",
+    ] {
+        assert!(stderr.contains(part), "`{part}` not in: {stderr}");
+    }
+    // With passes of at most 4 examples it fits.
+    let out = dptrain(&[
+        "model",
+        "show",
+        config,
+        "--set",
+        "training.max_physical_batch=4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

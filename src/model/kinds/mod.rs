@@ -525,14 +525,46 @@ fn resolve_padding(
     }
 }
 
+/// The most bytes that one tensor of a model may take: a parameter when the layer is built,
+/// or one layer's activations at the configured batch
+/// ([`crate::model::Model::check_activations`]). A fixed 2^34 bytes (16 GiB), not the
+/// machine's free memory, so that a config is accepted or refused alike on every machine:
+/// far above what this CPU trainer trains, it stops a size typed with extra zeros before
+/// the allocation aborts the process.
+pub const MAX_TENSOR_BYTES: u64 = 1 << 34;
+
+/// Refuses a tensor of `shape` and `dtype` larger than [`MAX_TENSOR_BYTES`], naming `what`
+/// it is and its size.
+pub(crate) fn check_tensor_size(what: &str, shape: &[usize], dtype: DType) -> Result<()> {
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+            n.checked_mul(d as u64)
+        });
+    match bytes {
+        Some(bytes) if bytes <= MAX_TENSOR_BYTES => Ok(()),
+        Some(bytes) => Err(refuse(format!(
+            "{what} of shape {shape:?} would take {bytes} bytes ({:.1} GiB), more than the \
+             {MAX_TENSOR_BYTES} bytes (16 GiB) dptrain allows one tensor: is a size mistyped?",
+            bytes as f64 / (1u64 << 30) as f64
+        ))),
+        None => Err(refuse(format!(
+            "{what} of shape {shape:?} has more elements than a 64-bit count holds: is a \
+             size mistyped?"
+        ))),
+    }
+}
+
 /// PyTorch's default init: U(−1/√fan_in, 1/√fan_in), drawn in f32 whatever the `dtype`
-/// (an f64 model starts from the same values as its f32 twin).
+/// (an f64 model starts from the same values as its f32 twin). Refuses, before allocating,
+/// a parameter larger than [`MAX_TENSOR_BYTES`].
 pub(crate) fn uniform(
     shape: &[usize],
     fan_in: usize,
     dtype: DType,
     rng: &mut impl rand::Rng,
 ) -> Result<Var> {
+    check_tensor_size("a parameter", shape, dtype)?;
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -541,7 +573,8 @@ pub(crate) fn uniform(
     )?)
 }
 
-/// N(0, std²) values (rows × cols), with row `zero_row` set to 0 (a padding row).
+/// N(0, std²) values (rows × cols), with row `zero_row` set to 0 (a padding row). Refuses,
+/// before allocating, a parameter larger than [`MAX_TENSOR_BYTES`].
 pub(crate) fn normal(
     shape: &[usize],
     std: f32,
@@ -549,6 +582,7 @@ pub(crate) fn normal(
     dtype: DType,
     rng: &mut impl rand::Rng,
 ) -> Result<Var> {
+    check_tensor_size("a parameter", shape, dtype)?;
     use rand_distr::Distribution;
     let normal = rand_distr::Normal::new(0.0f32, std)
         .map_err(|e| Error::Tensor(format!("normal init: {e}")))?;
