@@ -839,9 +839,3 @@ pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
     let values: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
     Ok(Tensor::from_vec(values, indices.len(), &Device::Cpu)?)
 }
-
-/// Zeros shaped like `var`, of its dtype (a parameter's gradient when no example was
-/// sampled).
-pub fn zeros_like(var: &Var) -> Result<Tensor> {
-    Ok(Tensor::zeros(var.shape(), var.dtype(), &Device::Cpu)?)
-}
