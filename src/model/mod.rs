@@ -380,13 +380,15 @@ fn model_error(path: &str, message: impl Into<String>) -> Error {
     }
 }
 
-/// An error raised while the layer at `path` was built, with that path: a refusal of
-/// `kinds` (an [`Error::Model`] whose path is still empty) gets it, and any other error
-/// becomes one of the layer's. An error that already names a layer is kept.
+/// An error raised while the layer at `path` was built or ran, with that path: a refusal
+/// of `kinds` (an [`Error::Model`] whose path is still empty) gets it, and any other error
+/// (a token id beyond the vocabulary, a failed op) becomes one of the layer's. An error
+/// that already names a layer is kept.
 pub(crate) fn at_layer(path: &str, e: Error) -> Error {
     match e {
         Error::Model { path: p, message } if p.is_empty() => model_error(path, message),
         e @ Error::Model { .. } => e,
+        Error::Tensor(message) => model_error(path, message),
         other => model_error(path, other.to_string()),
     }
 }
@@ -744,11 +746,13 @@ enum Forward {
 }
 
 impl Forward {
-    fn apply(self, layer: &dyn Layer, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+    /// The layer's forward; an error names the layer.
+    fn apply(self, node: &LayerNode, x: &Tensor, ctx: &Context) -> Result<Tensor> {
         match self {
-            Forward::Fast => layer.forward(x, ctx),
-            Forward::Reference => layer.reference_forward(x, ctx),
+            Forward::Fast => node.layer.forward(x, ctx),
+            Forward::Reference => node.layer.reference_forward(x, ctx),
         }
+        .map_err(|e| at_layer(&node.path, e))
     }
 }
 
@@ -771,7 +775,7 @@ fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context, how: Forward) -> Resu
     let mut h = x.clone();
     for node in nodes {
         h = match node {
-            Node::Layer(l) => how.apply(&*l.layer, &h, ctx)?,
+            Node::Layer(l) => how.apply(l, &h, ctx)?,
             Node::Residual(r) => {
                 let body = forward_list(&r.body, &h, ctx, how)?;
                 let shortcut = match r.shortcut.is_empty() {
@@ -780,7 +784,7 @@ fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context, how: Forward) -> Resu
                 };
                 let sum = (body + shortcut)?;
                 match &r.then {
-                    Some(then) => how.apply(&*then.layer, &sum, ctx)?,
+                    Some(then) => how.apply(then, &sum, ctx)?,
                     None => sum,
                 }
             }

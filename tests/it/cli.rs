@@ -598,3 +598,114 @@ fn model_show_refuses_activations_too_large_at_the_configured_batch() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The stderr of `model show` on a synthetic config whose `[model]` is `model` (its
+/// first line is line 12 of the file), which must fail.
+fn model_show_error(name: &str, model: &str) -> String {
+    let config = synthetic_config(name, model);
+    let out = dptrain(&["model", "show", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn model_errors_name_the_layer_path_and_its_config_line() {
+    // Issue 28 §3.4. (config, [model] text, what the message must say)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "named.toml",
+            r#"layers = [
+  { kind = "conv2d", name = "stem", out_channels = 4, kernel = 3 },
+  { kind = "group_norm", name = "norm", groups = 3 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", name = "head", out_features = "$classes" },
+]"#,
+            &[
+                "line 14 (model layer `norm`)",
+                "groups = 3 must divide the 4 channels",
+            ],
+        ),
+        (
+            "head.toml",
+            r#"layers = [
+  { kind = "flatten", name = "stem" },
+  { kind = "dropout", p = 0.5 },
+  { kind = "linear", name = "head", out_features = 0 },
+]"#,
+            &[
+                "line 15 (model layer `head`)",
+                "out_features = 0: at least 1",
+            ],
+        ),
+        (
+            "freeze.toml",
+            r#"layers = [
+  { kind = "flatten" },
+  { kind = "linear", name = "head", out_features = "$classes" },
+]
+freeze = [
+  "head",
+  "stem",
+]"#,
+            &[
+                "line 18 (model layer `stem`)",
+                "listed in model.freeze but no layer",
+            ],
+        ),
+        (
+            "block.toml",
+            r#"layers = [
+  { kind = "conv2d", out_channels = 4, kernel = 3 },
+  { kind = "residual", block = "basic", repeat = 2 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", out_features = "$classes" },
+]
+[model.blocks]
+basic = [
+  { kind = "conv2d", out_channels = 4, kernel = 3, padding = 1 },
+  { kind = "group_norm", groups = 3 },
+]"#,
+            &[
+                "line 21 (model layer `1.basic.0.1.group_norm`)",
+                "groups = 3 must divide",
+            ],
+        ),
+        (
+            "tables.toml",
+            r#"[[model.layers]]
+kind = "flatten"
+
+[[model.layers]]
+kind = "dropout"
+p = -1.0
+
+[[model.layers]]
+kind = "linear"
+out_features = "$classes""#,
+            &[
+                "line 15 (model layer `1.dropout`)",
+                "p = -1: a probability in [0, 1)",
+            ],
+        ),
+        (
+            "spec.toml",
+            r#"[[model.layers]]
+kind = "flatten"
+
+[[model.layers]]
+kind = "linear"
+name = "head"
+out_features = "$classes"
+bias = "yes""#,
+            &["line 15 (model layer `head`)", "linear: invalid type"],
+        ),
+    ];
+    for (name, model, parts) in cases {
+        let stderr = model_show_error(name, model);
+        for part in *parts {
+            assert!(stderr.contains(part), "{name}: `{part}` not in: {stderr}");
+        }
+    }
+}

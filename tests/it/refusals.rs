@@ -311,3 +311,32 @@ fn dp_layers_refuse_a_second_layer_with_the_same_path_and_a_varmap_name_collisio
         "{err}"
     );
 }
+
+#[test]
+fn a_token_id_beyond_the_vocabulary_names_the_layer() {
+    // Issue 28 §3.4: found at model level, in evaluation and in a training pass.
+    let config: ModelConfig = toml::from_str(
+        r#"input = "tokens"
+layers = [
+  { kind = "embedding", name = "tokens", dim = 4, padding_idx = 0 },
+  { kind = "mean_pool" },
+  { kind = "linear", out_features = 3 },
+]"#,
+    )
+    .unwrap();
+    let model = Model::build(&config, &tokens(), 3, 0).unwrap();
+    let x = candle_core::Tensor::new(&[[1f32, 2., 3., 12., 0., 0.]], &candle_core::Device::Cpu)
+        .unwrap();
+    for message in [
+        model.forward(&x).unwrap_err().to_string(),
+        model.training_pass(&x, &[0]).unwrap_err().to_string(),
+    ] {
+        assert_contains(
+            &message,
+            &[
+                "model layer `tokens`",
+                "token id 12 is not in the vocabulary of 10 tokens",
+            ],
+        );
+    }
+}
