@@ -435,6 +435,7 @@ fn model_show(args: &ModelShowArgs) -> Result<Output> {
     let config = crate::config::RunConfig::load(&args.config, &args.set)?;
     let splits = config.data.load()?;
     let model = crate::model::Model::for_data(&config.model, &splits.train, 0)?;
+    model.check_activations(config.training.max_physical_batch.min(splits.train.len()))?;
     Ok(Output {
         json: json!({
             "input": model.input.shape,

@@ -1,15 +1,18 @@
-//! Per-example gradient norms and clipped sums, without materialising per-example gradients
-//! where a cheaper formula exists (Goodfellow 2015; Li et al. 2022, ghost clipping).
+//! The per-example rule shared by every layer that is linear in its parameters, and the
+//! kernels it runs on. Each rule reads one layer's trace, never a batch gradient.
 //!
-//! Every DP layer here is linear in its parameters: y = A Wᵀ + b, with A the layer's input
-//! as it multiplies W (for a Conv2d, the unfolded patches of `im2col`). One forward pass
-//! records A; one backward pass gives G = ∂loss/∂y (through a zero probe added to y, because
-//! candle drops the gradients of intermediate tensors). From A and G alone:
-//! per-example squared norms (`linear::sq_norms`) and the clipped sum Σ_i c_i ∇θ_i
-//! (`linear::clipped_sums`), one matmul each. Each layer type has its file and is tested
-//! against a naive loop of batch-size-1 backward passes (tests/it/grad_sample.rs).
+//! A layer y = A Wᵀ + b (A its input as it multiplies W: the unfolded patches of
+//! [`im2col`] for a convolution, the input rows for a linear map or an attention
+//! projection) has per-example gradient ∇W_i = G_iᵀ A_i, where G = ∂loss/∂y is the output
+//! gradient its hand-written backward (`model::backprop`) or tier 3's taps
+//! (`model::private`) leave in the trace. From A and G alone, [`linear`] gives the
+//! per-example squared norms (ghost, ⟨A_i A_iᵀ, G_i G_iᵀ⟩ without forming ∇W_i, Li et al.
+//! 2022, or materialised, whichever is cheaper by the shapes) and the clipped sum
+//! Σ_i c_i ∇θ_i, one matmul each (Goodfellow 2015). [`matmul`] runs the small per-example
+//! products (through `gemm`, examples in parallel); the layer kinds in `model::kinds` call these rules (conv2d per channel group)
+//! and are checked against batch-size-1 autograd passes in tests/it/layers.rs; this
+//! module's rules against the naive loop in tests/it/grad_sample.rs.
 
-pub mod conv2d;
 pub mod im2col;
 pub mod linear;
 pub mod matmul;

@@ -90,7 +90,10 @@ fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context) -> Result<(Tensor, Ve
     for node in nodes {
         let (next, keep) = match node {
             Node::Layer(l) => {
-                let (y, s) = l.layer.train_forward(&h, ctx)?;
+                let (y, s) = l
+                    .layer
+                    .train_forward(&h, ctx)
+                    .map_err(|e| super::at_layer(&l.path, e))?;
                 (y, SavedNode::Layer(s))
             }
             Node::Residual(r) => {
@@ -102,7 +105,10 @@ fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context) -> Result<(Tensor, Ve
                 let sum = (body_out + short_out)?;
                 let (y, then) = match &r.then {
                     Some(then) => {
-                        let (y, s) = then.layer.train_forward(&sum, ctx)?;
+                        let (y, s) = then
+                            .layer
+                            .train_forward(&sum, ctx)
+                            .map_err(|e| super::at_layer(&then.path, e))?;
                         (y, Some(s))
                     }
                     None => (sum, None),

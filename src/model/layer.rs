@@ -2,8 +2,10 @@
 //!
 //! A kind gives four things (design.md section 2; generality.md section 5.1 has each kind's
 //! formulas):
-//! 1. a differentiable forward pass built from candle ops ([`Layer::forward`]): evaluation,
-//!    and the reference every test compares the DP path with;
+//! 1. a differentiable forward pass ([`Layer::forward`]: evaluation, and tier 3's
+//!    autograd), and its reference ([`Layer::reference_forward`]): the same function
+//!    built from candle's own ops only, which every test of the DP path differentiates
+//!    with candle's autograd;
 //! 2. a training forward that saves what its backward needs ([`Layer::train_forward`]);
 //! 3. a hand-written backward ([`Layer::backward`]): the input gradient, and for a layer
 //!    with parameters a [`Trace`] (what its per-example rule reads: the input as it
@@ -99,8 +101,17 @@ pub trait Layer: Debug + Send + Sync {
         Vec::new()
     }
 
-    /// Differentiable forward pass (candle autograd).
+    /// Differentiable forward pass (candle autograd); it may use dptrain's fused kernels
+    /// (custom ops whose backward is written here).
     fn forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor>;
+
+    /// The same function as [`Layer::forward`], built from candle's own ops only (no
+    /// dptrain custom op, hence no hand-written backward): the reference that the tests
+    /// differentiate with candle's autograd and compare the hand-written backward with. A
+    /// reference that ran through a kind's own kernel would compare that kernel with
+    /// itself. There is no default: each kind says what its reference is (for most, its
+    /// forward, which is already plain candle).
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor>;
 
     /// Forward pass of a training step, keeping what [`Layer::backward`] needs.
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)>;

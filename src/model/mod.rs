@@ -6,7 +6,8 @@
 //! A [`Model`] is a tree of [`Node`]s: layers (each a [`Layer`] of one kind, with its path,
 //! whether it is frozen, and its per-example norm mode) and residuals
 //! `then(body(x) + shortcut(x))`. [`Model::forward`] is differentiable with candle's
-//! autograd (evaluation, and the reference the tests compare with); the DP step uses
+//! autograd (evaluation); [`Model::reference_forward_with`] is the same function from
+//! candle's own ops only, the reference the tests compare with; the DP step uses
 //! [`Model::training_pass`] (`backprop`): the hand-written backward of every kind, leaving
 //! for each trainable layer the trace its per-example rule reads. Kinds that mix examples
 //! (batch norm) do not exist here: a config asking for one is refused with the fix.
@@ -379,6 +380,19 @@ fn model_error(path: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// An error raised while the layer at `path` was built or ran, with that path: a refusal
+/// of `kinds` (an [`Error::Model`] whose path is still empty) gets it, and any other error
+/// (a token id beyond the vocabulary, a failed op) becomes one of the layer's. An error
+/// that already names a layer is kept.
+pub(crate) fn at_layer(path: &str, e: Error) -> Error {
+    match e {
+        Error::Model { path: p, message } if p.is_empty() => model_error(path, message),
+        e @ Error::Model { .. } => e,
+        Error::Tensor(message) => model_error(path, message),
+        other => model_error(path, other.to_string()),
+    }
+}
+
 impl<R: rand::Rng> Builder<'_, R> {
     fn layer(&mut self, entry: &LayerEntry, shape: &[usize]) -> Result<LayerNode> {
         let input = BuildInput {
@@ -386,7 +400,7 @@ impl<R: rand::Rng> Builder<'_, R> {
             vocab: self.vocab,
             dtype: self.dtype,
         };
-        let layer = build(&entry.spec, input, self.rng).map_err(|m| model_error(&entry.path, m))?;
+        let layer = build(&entry.spec, input, self.rng).map_err(|e| at_layer(&entry.path, e))?;
         let frozen = self.freeze.iter().any(|f| covers(f, &entry.path));
         let has_params = !layer.params().is_empty();
         let slot = (has_params && !frozen).then(|| {
@@ -594,6 +608,31 @@ impl Model {
         })
     }
 
+    /// Refuses, by layer path, a model whose input or any layer's output at a batch of
+    /// `batch` examples would take more than [`kinds::MAX_TENSOR_BYTES`] (the parameters
+    /// were checked when the model was built). Call it with the largest batch a pass
+    /// holds (`training.max_physical_batch`, or the data set if smaller) before training.
+    pub fn check_activations(&self, batch: usize) -> Result<()> {
+        let mut shape = vec![batch];
+        shape.extend_from_slice(&self.input.shape);
+        kinds::check_tensor_size("the input batch", &shape, self.dtype)
+            .map_err(|e| at_layer("input", e))?;
+        let mut result = Ok(());
+        visit(&self.nodes, &mut |node| {
+            if result.is_ok() {
+                let mut shape = vec![batch];
+                shape.extend_from_slice(node.layer.output_shape());
+                result = kinds::check_tensor_size(
+                    &format!("its output at a batch of {batch}"),
+                    &shape,
+                    self.dtype,
+                )
+                .map_err(|e| at_layer(&node.path, e));
+            }
+        });
+        result
+    }
+
     /// The trainable layers (with parameters, not frozen), in slot order.
     pub fn trainable_layers(&self) -> Vec<&LayerNode> {
         let mut all = Vec::new();
@@ -678,9 +717,42 @@ impl Model {
         self.forward_with(x, &ctx)
     }
 
-    /// [`Model::forward`] in a given context (training-mode references in tests).
+    /// [`Model::forward`] in a given context.
     pub fn forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
-        forward_list(&self.nodes, &x.to_dtype(self.dtype)?, ctx)
+        forward_list(&self.nodes, &x.to_dtype(self.dtype)?, ctx, Forward::Fast)
+    }
+
+    /// The model's function built from candle's own ops only (each layer's
+    /// [`Layer::reference_forward`]): what the tests differentiate with candle's autograd
+    /// to check the hand-written backward, with no dptrain kernel on the way. Slower than
+    /// [`Model::forward_with`]; not for training or evaluation.
+    pub fn reference_forward_with(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        forward_list(
+            &self.nodes,
+            &x.to_dtype(self.dtype)?,
+            ctx,
+            Forward::Reference,
+        )
+    }
+}
+
+/// Which forward of each layer a pass runs.
+#[derive(Debug, Clone, Copy)]
+enum Forward {
+    /// [`Layer::forward`].
+    Fast,
+    /// [`Layer::reference_forward`].
+    Reference,
+}
+
+impl Forward {
+    /// The layer's forward; an error names the layer.
+    fn apply(self, node: &LayerNode, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        match self {
+            Forward::Fast => node.layer.forward(x, ctx),
+            Forward::Reference => node.layer.reference_forward(x, ctx),
+        }
+        .map_err(|e| at_layer(&node.path, e))
     }
 }
 
@@ -699,20 +771,20 @@ fn visit<'a>(nodes: &'a [Node], f: &mut impl FnMut(&'a LayerNode)) {
     }
 }
 
-fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context) -> Result<Tensor> {
+fn forward_list(nodes: &[Node], x: &Tensor, ctx: &Context, how: Forward) -> Result<Tensor> {
     let mut h = x.clone();
     for node in nodes {
         h = match node {
-            Node::Layer(l) => l.layer.forward(&h, ctx)?,
+            Node::Layer(l) => how.apply(l, &h, ctx)?,
             Node::Residual(r) => {
-                let body = forward_list(&r.body, &h, ctx)?;
+                let body = forward_list(&r.body, &h, ctx, how)?;
                 let shortcut = match r.shortcut.is_empty() {
                     true => h.clone(),
-                    false => forward_list(&r.shortcut, &h, ctx)?,
+                    false => forward_list(&r.shortcut, &h, ctx, how)?,
                 };
                 let sum = (body + shortcut)?;
                 match &r.then {
-                    Some(then) => then.layer.forward(&sum, ctx)?,
+                    Some(then) => how.apply(then, &sum, ctx)?,
                     None => sum,
                 }
             }
@@ -770,10 +842,4 @@ pub fn training_batch(
 pub fn label_tensor(labels: &[u32], indices: &[usize]) -> Result<Tensor> {
     let values: Vec<u32> = indices.iter().map(|&i| labels[i]).collect();
     Ok(Tensor::from_vec(values, indices.len(), &Device::Cpu)?)
-}
-
-/// Zeros shaped like `var`, of its dtype (a parameter's gradient when no example was
-/// sampled).
-pub fn zeros_like(var: &Var) -> Result<Tensor> {
-    Ok(Tensor::zeros(var.shape(), var.dtype(), &Device::Cpu)?)
 }

@@ -15,7 +15,17 @@
 //! G = ∂L/∂y; the layer's own backward then turns the recorded input and G into the trace
 //! its per-example rule reads (ghost norms or per-example gradients, generality.md §5.1).
 //! Because the summed loss is Σ_i ℓ_i, G's row i is example i's alone, unless the user's
-//! code mixes examples; [`super::check_batch_independence`] catches that.
+//! code mixes examples.
+//!
+//! The user's code is not trusted. Before the first training pass of two or more
+//! examples, a private model probes its first examples ([`PrivateModel`]'s
+//! `traced_pass`): each example's per-example norms must be the same in the batch and
+//! alone ([`super::check_batch_independence`]: a forward that mixes examples is refused,
+//! named by the first layer it shows in), and autograd's gradient of every wrapper
+//! parameter must be the sum of the per-example gradients its wrapper traced (a
+//! parameter also used outside its wrapper, as a weight tied through its `Var`, is
+//! refused by name). Every pass refuses a parameter or DP layer added after
+//! [`make_private`].
 //!
 //! This route runs each wrapped layer's forward twice (once in candle's graph, once to
 //! save what its backward needs) and lets candle form the batch gradients it never uses:
@@ -47,15 +57,17 @@
 //! assert_eq!(pass.layers.len(), 2);
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use candle_core::{D, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{D, Tensor, TensorId, Var};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 
 use super::kinds::{BuildInput, LayerSpec, build};
 use super::layer::{Context, Layer, NormMode};
-use super::module::{DpModule, TracedLayer, TracedPass};
+use super::module::{DpModule, TracedLayer, TracedPass, check_batch_independence};
 use crate::error::{Error, Result};
 use crate::grad_sample::wide_values;
 
@@ -177,7 +189,7 @@ impl DpLayers {
                 },
                 &mut *rng,
             )
-            .map_err(model_error)?
+            .map_err(|e| super::at_layer(path, e))?
         };
         let params = layer.params();
         if params.is_empty() {
@@ -301,7 +313,18 @@ impl candle_core::Module for DpLayer {
 pub struct PrivateModel<F> {
     forward: F,
     layers: DpLayers,
+    /// The user's VarMap, watched for parameters added after [`make_private`].
+    varmap: VarMap,
+    /// Its parameters when the model was made private.
+    known: Vec<TensorId>,
+    /// How many DP layers there were then.
+    layer_count: usize,
+    /// Whether the probe before the first pass of two or more examples passed.
+    probed: AtomicBool,
 }
+
+/// Examples of the first batch that the probe runs (each also alone).
+const PROBE_EXAMPLES: usize = 4;
 
 impl<F> std::fmt::Debug for PrivateModel<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -341,10 +364,16 @@ where
             )));
         }
     }
-    drop(entries);
+    let known = vars.values().map(|v| v.as_tensor().id()).collect();
+    let layer_count = entries.len();
+    drop((vars, entries));
     Ok(PrivateModel {
         forward,
         layers: layers.clone(),
+        varmap: varmap.clone(),
+        known,
+        layer_count,
+        probed: AtomicBool::new(false),
     })
 }
 
@@ -370,42 +399,97 @@ where
         let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
         Ok(log_p.gather(&labels, 1)?.neg()?)
     }
-}
 
-impl<F> DpModule for PrivateModel<F>
-where
-    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
-{
-    fn parameters(&self) -> Vec<Var> {
-        lock(&self.layers.shared.entries)
-            .iter()
-            .flat_map(|e| e.layer.params().into_iter().map(|p| p.var))
-            .collect()
+    /// Refuses a parameter or DP layer added since [`make_private`]: the DP step's
+    /// parameters were fixed then, and a new VarMap parameter belongs to no wrapper.
+    fn check_unchanged(&self) -> Result<()> {
+        let vars = lock(self.varmap.data());
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            if !self.known.contains(&vars[name].as_tensor().id()) {
+                return Err(Error::Usage(format!(
+                    "private model: parameter `{name}` was added to the VarMap after \
+                     make_private; the DP step traces and clips only the parameters known \
+                     then: add every DP layer and parameter first, then call make_private"
+                )));
+            }
+        }
+        let entries = lock(&self.layers.shared.entries);
+        if let Some(entry) = entries.get(self.layer_count) {
+            return Err(Error::Model {
+                path: entry.path.clone(),
+                message: "a DP layer added after make_private: add every DP layer first, \
+                          then call make_private"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
-    fn named_parameters(&self) -> Vec<(String, Var)> {
-        lock(&self.layers.shared.entries)
-            .iter()
-            .flat_map(|e| {
-                e.layer
-                    .params()
-                    .into_iter()
-                    .map(|p| (format!("{}.{}", e.path, p.name), p.var))
-            })
-            .collect()
+    /// The probe before the first pass of two or more examples (see the module): on the
+    /// first examples of `x`, the batch-independence check, then autograd's gradient of
+    /// each wrapper parameter against the sum of the per-example gradients its wrapper
+    /// traced.
+    fn probe(&self, x: &Tensor, labels: &[u32]) -> Result<()> {
+        let n = x.dim(0)?.min(PROBE_EXAMPLES);
+        let (x, labels) = (x.narrow(0, 0, n)?, &labels[..n.min(labels.len())]);
+        // Far above rounding (1e-7 in f32, 1e-16 in f64), far below what mixing or an
+        // untraced use changes.
+        let tolerance = match self.layers.shared.dtype {
+            candle_core::DType::F64 => 1e-9,
+            _ => 1e-4,
+        };
+        check_batch_independence(&Unprobed(self), &x, labels, tolerance)?;
+        let (pass, grads) = self.pass(&x, labels, (0..n as u64).collect(), 0)?;
+        let ones = vec![1.0; n];
+        for layer in &pass.layers {
+            let sums = match &layer.trace {
+                Some(trace) => Some(layer.layer.clipped_sums(trace, None, &ones)?),
+                None => None,
+            };
+            for (k, param) in layer.layer.params().iter().enumerate() {
+                let size = param.var.elem_count();
+                let autograd = match grads.get(param.var.as_tensor()) {
+                    Some(g) => wide_values(g)?,
+                    None => vec![0.0; size],
+                };
+                let traced = match &sums {
+                    Some(sums) => wide_values(&sums[k])?,
+                    None => vec![0.0; size],
+                };
+                let scale = autograd
+                    .iter()
+                    .chain(&traced)
+                    .fold(f64::MIN_POSITIVE, |m, v| m.max(v.abs()));
+                if autograd
+                    .iter()
+                    .zip(&traced)
+                    .any(|(a, t)| (a - t).abs() > tolerance * scale)
+                {
+                    return Err(Error::Model {
+                        path: format!("{}.{}", layer.path, param.name),
+                        message: "this parameter's gradient is not the sum of the \
+                                  per-example gradients its DP layer traced: the forward uses \
+                                  it outside its DP layer (a weight tied through its Var, or \
+                                  read from the VarMap), where no per-example gradient is \
+                                  traced or clipped; give that use a DP layer of its own"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok((self.forward)(&x.to_dtype(self.layers.shared.dtype)?)?)
-    }
-
-    fn traced_pass(
+    /// One training pass (without the checks of `traced_pass`), with autograd's gradients.
+    fn pass(
         &self,
         x: &Tensor,
         labels: &[u32],
         example_ids: Vec<u64>,
         mask_seed: u64,
-    ) -> Result<TracedPass> {
+    ) -> Result<(TracedPass, GradStore)> {
         let ctx = Context {
             train: true,
             token_mask: None,
@@ -458,6 +542,81 @@ where
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(TracedPass { loss_sum, layers })
+        Ok((TracedPass { loss_sum, layers }, grads))
+    }
+}
+
+/// A private model's passes without its checks: what the probe itself runs.
+struct Unprobed<'a, F>(&'a PrivateModel<F>);
+
+impl<F> DpModule for Unprobed<'_, F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    fn parameters(&self) -> Vec<Var> {
+        self.0.parameters()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Var)> {
+        self.0.named_parameters()
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        DpModule::forward(self.0, x)
+    }
+
+    fn traced_pass(
+        &self,
+        x: &Tensor,
+        labels: &[u32],
+        example_ids: Vec<u64>,
+        mask_seed: u64,
+    ) -> Result<TracedPass> {
+        Ok(self.0.pass(x, labels, example_ids, mask_seed)?.0)
+    }
+}
+
+impl<F> DpModule for PrivateModel<F>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    fn parameters(&self) -> Vec<Var> {
+        lock(&self.layers.shared.entries)
+            .iter()
+            .flat_map(|e| e.layer.params().into_iter().map(|p| p.var))
+            .collect()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Var)> {
+        lock(&self.layers.shared.entries)
+            .iter()
+            .flat_map(|e| {
+                e.layer
+                    .params()
+                    .into_iter()
+                    .map(|p| (format!("{}.{}", e.path, p.name), p.var))
+            })
+            .collect()
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok((self.forward)(&x.to_dtype(self.layers.shared.dtype)?)?)
+    }
+
+    /// A training pass. The first with two or more examples is preceded by the probe
+    /// (see the module); every pass refuses parameters added after [`make_private`].
+    fn traced_pass(
+        &self,
+        x: &Tensor,
+        labels: &[u32],
+        example_ids: Vec<u64>,
+        mask_seed: u64,
+    ) -> Result<TracedPass> {
+        self.check_unchanged()?;
+        if x.dim(0)? >= 2 && !self.probed.load(Ordering::Acquire) {
+            self.probe(x, labels)?;
+            self.probed.store(true, Ordering::Release);
+        }
+        Ok(self.pass(x, labels, example_ids, mask_seed)?.0)
     }
 }

@@ -301,25 +301,86 @@ pub fn layer_paths(nodes: &[NodeSpec]) -> Vec<String> {
 }
 
 /// The line of the config text that a layer path comes from, when it can be found: the
-/// top-level entry's line in `layers = [...]`, or for a path inside a block, the entry in
-/// that block's list (each layer on its own line, as the shipped configs write them).
+/// entry of `[model] layers` (inline tables or `[[model.layers]]`) that the path names,
+/// followed into `[model.blocks]` for a path inside a block or residual (a residual's
+/// `shortcut` and `then` are on its own entry's line), else the `model.freeze` entry that
+/// names the path. Paths are formed as [`expand`] forms them (`3.basic.1.conv2d`, or a
+/// `name`). Configs with a shipped `kind` have no layer lines: None.
 pub fn locate(text: &str, path: &str) -> Option<usize> {
-    let first: usize = path.split('.').next()?.parse().ok()?;
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let model = root.get_ref().get("model")?.get_ref().as_table()?;
+    let line =
+        |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let found = model
+        .get("layers")
+        .and_then(|layers| layers.get_ref().as_array())
+        .and_then(|layers| {
+            let blocks = model.get("blocks").and_then(|b| b.get_ref().as_table());
+            locate_in(layers, "", path, blocks, 0)
+        });
+    if let Some(span) = found {
+        return Some(line(span));
+    }
+    let freeze = model.get("freeze")?.get_ref().as_array()?;
+    freeze
         .iter()
-        .position(|l| l.trim_start().starts_with("layers") && l.contains('['))?;
-    let mut seen = 0;
-    for (offset, line) in lines[start..].iter().enumerate() {
-        if line.contains("kind") {
-            if seen == first {
-                return Some(start + offset + 1);
-            }
-            seen += 1;
+        .find(|entry| matches!(entry.get_ref(), DeValue::String(s) if s == path))
+        .map(|entry| line(entry.span()))
+}
+
+/// The span of the entry of `list` (under `prefix`) that `path` comes from.
+fn locate_in(
+    list: &[toml::Spanned<toml::de::DeValue<'_>>],
+    prefix: &str,
+    path: &str,
+    blocks: Option<&toml::de::DeTable<'_>>,
+    depth: usize,
+) -> Option<std::ops::Range<usize>> {
+    // A cycle is refused by `expand`; stop following one here too.
+    if depth > 32 {
+        return None;
+    }
+    for (index, entry) in list.iter().enumerate() {
+        let Some(table) = entry.get_ref().as_table() else {
+            continue;
+        };
+        let text = |key: &str| table.get(key).and_then(|v| v.get_ref().as_str());
+        let kind = text("kind").unwrap_or("");
+        let own = match (text("name"), kind, text("block")) {
+            (Some(name), _, _) => join(prefix, name),
+            (None, "block" | "residual", Some(block)) => join(prefix, &format!("{index}.{block}")),
+            (None, _, _) => join(prefix, &format!("{index}.{kind}")),
+        };
+        if path == own {
+            return Some(entry.span());
         }
-        if offset > 0 && line.trim_start().starts_with(']') {
-            break;
+        let Some(rest) = path.strip_prefix(&format!("{own}.")) else {
+            continue;
+        };
+        if !matches!(kind, "block" | "residual") {
+            continue;
         }
+        // Inside the block: the repeat's index (when repeated), then the block's entries.
+        let repeat = table
+            .get("repeat")
+            .and_then(|v| v.get_ref().as_integer())
+            .and_then(|n| n.as_str().parse::<usize>().ok())
+            .unwrap_or(1);
+        let inner_prefix = match repeat {
+            1 => own.clone(),
+            _ => match rest.split('.').next() {
+                Some(r) if r.parse::<usize>().is_ok_and(|r| r < repeat) => format!("{own}.{r}"),
+                _ => return Some(entry.span()),
+            },
+        };
+        let body = text("block")
+            .and_then(|b| blocks?.get(b))
+            .and_then(|b| b.get_ref().as_array());
+        return Some(
+            body.and_then(|body| locate_in(body, &inner_prefix, path, blocks, depth + 1))
+                .unwrap_or(entry.span()),
+        );
     }
     None
 }

@@ -33,6 +33,10 @@ pub struct RunManifest {
     pub dptrain_version: String,
     /// `git rev-parse HEAD` of the working directory, when it is a checkout.
     pub git_commit: Option<String>,
+    /// Whether that checkout had changes not in the commit (`git status --porcelain`
+    /// non-empty: modified, staged or untracked files), when it is a checkout: a dirty
+    /// tree's run is not reproducible from `git_commit` alone.
+    pub git_dirty: Option<bool>,
     /// Worker threads.
     pub threads: usize,
     /// Start, seconds since the Unix epoch.
@@ -50,18 +54,14 @@ pub struct RunManifest {
 impl RunManifest {
     /// A manifest for a run starting now.
     pub fn start(seed: Option<u64>, threads: usize) -> RunManifest {
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let GitState { commit, dirty } = GitState::of(Path::new("."));
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         RunManifest {
             seed,
             dptrain_version: env!("CARGO_PKG_VERSION").to_string(),
-            git_commit,
+            git_commit: commit,
+            git_dirty: dirty,
             threads,
             started_unix: unix_now(),
             finished_unix: f64::NAN,
@@ -80,6 +80,37 @@ impl RunManifest {
             }
             .into(),
         }
+    }
+}
+
+/// The git commit of a directory's checkout and whether its tree differs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitState {
+    /// `git rev-parse HEAD`; None outside a checkout (or without git).
+    pub commit: Option<String>,
+    /// `git status --porcelain` is non-empty; None when the status cannot be read.
+    pub dirty: Option<bool>,
+}
+
+impl GitState {
+    /// The state of the checkout that holds `dir`.
+    pub fn of(dir: &Path) -> GitState {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let commit = git(&["rev-parse", "HEAD"]);
+        let dirty = match commit {
+            Some(_) => git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+            None => None,
+        };
+        GitState { commit, dirty }
     }
 }
 

@@ -222,6 +222,8 @@ pub fn train_observed(
 ) -> Result<TrainingRecord> {
     // The privacy and training settings are checked once, when the run plans itself.
     let model = Model::for_data(model_config, train, derive_seed(seed, 1))?;
+    // Issue 28 §3.6: refuse, by layer, activations too large for a pass.
+    model.check_activations(training.max_physical_batch.min(train.len()))?;
     let splits = Splits {
         train,
         test,

@@ -539,3 +539,212 @@ fn a_closed_output_pipe_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{stderr}");
 }
+
+/// A run config on seeded synthetic 28×28 images (no data files), with `model` as its
+/// `[model]` table.
+fn synthetic_config(name: &str, model: &str) -> PathBuf {
+    temp_file(
+        name,
+        &format!(
+            r#"name = "synthetic"
+seed = 0
+
+[data]
+dataset = "synthetic_images"
+shape = [1, 28, 28]
+train = 64
+test = 8
+classes = 10
+
+[model]
+{model}
+
+[privacy]
+noise_multiplier = 1.0
+delta = 1e-5
+clip_norm = 1.0
+
+[training]
+epochs = 1
+expected_batch_size = 16
+optimizer = {{ name = "sgd", learning_rate = 0.1 }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn model_show_refuses_a_layer_too_large_for_memory_instead_of_aborting() {
+    // Issue 28 §3.6: a hidden width typed with extra zeros aborted the process with
+    // "memory allocation of 313600000000000 bytes failed".
+    let config = synthetic_config("mlp.toml", r#"kind = "mlp""#);
+    let config = config.to_str().unwrap();
+    let out = dptrain(&[
+        "model",
+        "show",
+        config,
+        "--set",
+        "model.hidden=100000000000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        "model layer `1.linear`",
+        "shape [100000000000, 784]",
+        "313600000000000 bytes",
+        "17179869184 bytes (16 GiB)",
+    ] {
+        assert!(stderr.contains(part), "`{part}` not in: {stderr}");
+    }
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+    // The same config with a sane width shows its table.
+    let shown = json(&["model", "show", config, "--json"]);
+    assert_eq!(shown["trainable_parameters"], 407_050);
+}
+
+#[test]
+fn model_show_refuses_activations_too_large_at_the_configured_batch() {
+    let config = synthetic_config(
+        "wide.toml",
+        r#"layers = [
+  { kind = "conv2d", out_channels = 1000000, kernel = 1 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", out_features = "$classes" },
+]"#,
+    );
+    let config = config.to_str().unwrap();
+    // The largest pass holds min(max_physical_batch, 64 examples) = 64 of them.
+    let out = dptrain(&["model", "show", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        "line 13 (model layer `0.conv2d`)",
+        "its output at a batch of 64 of shape [64, 1000000, 28, 28]",
+    ] {
+        assert!(stderr.contains(part), "`{part}` not in: {stderr}");
+    }
+    // With passes of at most 4 examples it fits.
+    let out = dptrain(&[
+        "model",
+        "show",
+        config,
+        "--set",
+        "training.max_physical_batch=4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The stderr of `model show` on a synthetic config whose `[model]` is `model` (its
+/// first line is line 12 of the file), which must fail.
+fn model_show_error(name: &str, model: &str) -> String {
+    let config = synthetic_config(name, model);
+    let out = dptrain(&["model", "show", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn model_errors_name_the_layer_path_and_its_config_line() {
+    // Issue 28 §3.4. (config, [model] text, what the message must say)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "named.toml",
+            r#"layers = [
+  { kind = "conv2d", name = "stem", out_channels = 4, kernel = 3 },
+  { kind = "group_norm", name = "norm", groups = 3 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", name = "head", out_features = "$classes" },
+]"#,
+            &[
+                "line 14 (model layer `norm`)",
+                "groups = 3 must divide the 4 channels",
+            ],
+        ),
+        (
+            "head.toml",
+            r#"layers = [
+  { kind = "flatten", name = "stem" },
+  { kind = "dropout", p = 0.5 },
+  { kind = "linear", name = "head", out_features = 0 },
+]"#,
+            &[
+                "line 15 (model layer `head`)",
+                "out_features = 0: at least 1",
+            ],
+        ),
+        (
+            "freeze.toml",
+            r#"layers = [
+  { kind = "flatten" },
+  { kind = "linear", name = "head", out_features = "$classes" },
+]
+freeze = [
+  "head",
+  "stem",
+]"#,
+            &[
+                "line 18 (model layer `stem`)",
+                "listed in model.freeze but no layer",
+            ],
+        ),
+        (
+            "block.toml",
+            r#"layers = [
+  { kind = "conv2d", out_channels = 4, kernel = 3 },
+  { kind = "residual", block = "basic", repeat = 2 },
+  { kind = "global_avg_pool" },
+  { kind = "linear", out_features = "$classes" },
+]
+[model.blocks]
+basic = [
+  { kind = "conv2d", out_channels = 4, kernel = 3, padding = 1 },
+  { kind = "group_norm", groups = 3 },
+]"#,
+            &[
+                "line 21 (model layer `1.basic.0.1.group_norm`)",
+                "groups = 3 must divide",
+            ],
+        ),
+        (
+            "tables.toml",
+            r#"[[model.layers]]
+kind = "flatten"
+
+[[model.layers]]
+kind = "dropout"
+p = -1.0
+
+[[model.layers]]
+kind = "linear"
+out_features = "$classes""#,
+            &[
+                "line 15 (model layer `1.dropout`)",
+                "p = -1: a probability in [0, 1)",
+            ],
+        ),
+        (
+            "spec.toml",
+            r#"[[model.layers]]
+kind = "flatten"
+
+[[model.layers]]
+kind = "linear"
+name = "head"
+out_features = "$classes"
+bias = "yes""#,
+            &["line 15 (model layer `head`)", "linear: invalid type"],
+        ),
+    ];
+    for (name, model, parts) in cases {
+        let stderr = model_show_error(name, model);
+        for part in *parts {
+            assert!(stderr.contains(part), "{name}: `{part}` not in: {stderr}");
+        }
+    }
+}

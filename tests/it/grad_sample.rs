@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use dptrain::grad_sample::im2col::{ConvGeometry, im2col};
-use dptrain::grad_sample::{conv2d, linear};
+use dptrain::grad_sample::linear;
 
 const RELATIVE: f32 = 1e-4;
 
@@ -174,12 +174,14 @@ fn check_conv(
         .unwrap();
     let grads = loss_of(&image, &mix).backward().unwrap();
     let g = grads.get(probe.as_tensor()).unwrap();
-    let norms = flat(&conv2d::sq_norms(&patches, g).unwrap());
+    // The conv's rule is the linear layer's over the patches (kinds/conv2d.rs).
+    let norms = flat(&linear::sq_norms(&patches, g, true).unwrap());
     let c = factors(batch);
-    let (sum_w, sum_b) = conv2d::clipped_sums(&patches, g, &c, (out, channels, k, k)).unwrap();
+    let (sum_w, sum_b) = linear::clipped_sums(&patches, g, &c).unwrap();
+    let sum_w = sum_w.reshape((out, channels, k, k)).unwrap();
     assert_eq!(sum_w.dims(), [out, channels, k, k]);
     // Reusing the materialised per-example gradients gives the same sums.
-    let pe = conv2d::per_example(&patches, g).unwrap();
+    let pe = linear::per_example(&patches, g).unwrap();
     let (reused_w, reused_b) = linear::clipped_sums_with(&pe, &patches, g, &c).unwrap();
     assert_close(&flat(&reused_w), &flat(&sum_w), "reused weight sum");
     assert_close(&flat(&reused_b), &flat(&sum_b), "reused bias sum");

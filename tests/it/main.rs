@@ -18,6 +18,7 @@ mod fuzz;
 mod grad_sample;
 mod layers;
 mod private;
+mod refusals;
 mod report;
 mod resume;
 mod schedules;

@@ -388,3 +388,147 @@ fn a_layer_outside_the_pass_contributes_nothing() {
     );
     drop(unused);
 }
+
+/// A DP step of a private model over the first 4 examples of a 2×2 image set.
+fn first_step<F>(model: &PrivateModel<F>) -> dptrain::Result<()>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+{
+    let data = SyntheticImages {
+        shape: vec![1, 2, 2],
+        train: 4,
+        test: 1,
+        classes: CLASSES,
+        signal: 0.5,
+        seed: 1,
+    }
+    .generate()
+    .unwrap()
+    .0;
+    let mut optimizer = DpOptimizer::new(
+        model,
+        DpSettings {
+            optimizer: OptimizerConfig::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+            },
+            clipping: ClippingConfig::default(),
+            noise_multiplier: 1.0,
+            expected_batch_size: 4.0,
+            max_physical_batch: 4,
+            private: true,
+            noise: NoiseMode::Seeded(0),
+        },
+    )?;
+    optimizer.step(model, &data, &[0, 1, 2, 3]).map(|_| ())
+}
+
+/// The flattened 2×2 images of [`first_step`] pass through `Flatten` in the forwards.
+fn flat(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.flatten_from(1)
+}
+
+#[test]
+fn a_forward_that_mixes_examples_is_refused_before_the_first_step() {
+    // Issue 28 §3.5: tier 3 does not trust user code; the probe runs inside the first
+    // training pass, before anything is released.
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let square = layers.add(&varmap, "square", linear(4), &[4]).unwrap();
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    let before: Vec<Vec<f32>> = varmap
+        .all_vars()
+        .iter()
+        .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let (s, h) = (square.clone(), head.clone());
+    let mixing = make_private(
+        move |x: &Tensor| {
+            // Centring over the batch: example i's activations depend on the others.
+            let a = s.forward(&flat(x)?)?;
+            h.forward(&a.broadcast_sub(&a.mean_keepdim(0)?)?)
+        },
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    let err = first_step(&mixing).unwrap_err().to_string();
+    assert!(
+        err.contains("model layer `") && err.contains("mixes examples"),
+        "{err}"
+    );
+    let after: Vec<Vec<f32>> = varmap
+        .all_vars()
+        .iter()
+        .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    assert_eq!(before, after, "no step was taken");
+    // The same layers without the centring train.
+    let honest = make_private(
+        move |x: &Tensor| head.forward(&square.forward(&flat(x)?)?),
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    first_step(&honest).unwrap();
+}
+
+#[test]
+fn a_wrapper_parameter_used_outside_its_wrapper_is_refused_by_name() {
+    // Weight tying through the Var: the head's weight also read straight from the VarMap
+    // (as a tied output embedding would be), so part of its gradient is never traced.
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let hidden = layers.add(&varmap, "hidden", linear(4), &[4]).unwrap();
+    let head = layers.add(&varmap, "head", linear(4), &[4]).unwrap();
+    let tied = varmap.data().lock().unwrap()["head.weight"].clone();
+    let model = make_private(
+        move |x: &Tensor| {
+            let h = hidden.forward(&flat(x)?)?;
+            let out = head.forward(&h)?;
+            // logits = out · Wᵀ with the head's own W, outside the wrapper.
+            out.matmul(&tied.as_tensor().t()?)?.narrow(1, 0, CLASSES)
+        },
+        &varmap,
+        &layers,
+    )
+    .unwrap();
+    let err = first_step(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("model layer `head.weight`") && err.contains("outside its DP layer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn parameters_added_after_make_private_are_refused_by_name() {
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    let model = make_private(move |x: &Tensor| head.forward(&flat(x)?), &varmap, &layers).unwrap();
+    first_step(&model).unwrap();
+    // A plain candle parameter, added afterwards.
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let _late = candle_nn::linear(4, 4, vb.pp("late")).unwrap();
+    let err = first_step(&model).unwrap_err().to_string();
+    assert!(
+        err.contains("`late.") && err.contains("after make_private"),
+        "{err}"
+    );
+    // A DP layer added afterwards.
+    let varmap = VarMap::new();
+    let layers = DpLayers::new(0);
+    let head = layers.add(&varmap, "head", linear(CLASSES), &[4]).unwrap();
+    let model = make_private(move |x: &Tensor| head.forward(&flat(x)?), &varmap, &layers).unwrap();
+    layers.add(&varmap, "extra", linear(4), &[4]).unwrap();
+    let err = model
+        .traced_pass(
+            &Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap(),
+            &[0, 1],
+            vec![0, 1],
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("after make_private"), "{err}");
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dptrain::report::{RunRecords, run_charts};
+use dptrain::report::{GitState, RunRecords, run_charts};
 
 fn dptrain(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dptrain"))
@@ -67,6 +67,58 @@ fn the_statement_names_the_runs_sampling_steps_and_guarantee() {
     }
     // Its steps are the ledger's, and ε is recomputed from the ledger alone.
     assert_eq!(records.summary.steps, records.ledger.steps());
+    // The manifest records the commit and whether the tree differed from it (issue 28
+    // §3.8), as git sees the checkout the run started in.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let git = GitState::of(Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(manifest["git_commit"].as_str(), git.commit.as_deref());
+    assert_eq!(manifest["git_dirty"].as_bool(), git.dirty);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn git_state_says_whether_the_tree_differs_from_its_commit() {
+    let dir = std::env::temp_dir().join(format!("dptrain-git-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.org"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    // Not a checkout: nothing to record.
+    assert_eq!(
+        GitState::of(&dir),
+        GitState {
+            commit: None,
+            dirty: None
+        }
+    );
+    git(&["init", "-q"]);
+    std::fs::write(dir.join("a.txt"), "one").unwrap();
+    git(&["add", "a.txt"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let clean = GitState::of(&dir);
+    assert_eq!(
+        clean.commit.as_ref().map(String::len),
+        Some(40),
+        "{clean:?}"
+    );
+    assert_eq!(clean.dirty, Some(false));
+    // A modified tracked file, then an untracked one, make the tree dirty.
+    std::fs::write(dir.join("a.txt"), "two").unwrap();
+    assert_eq!(GitState::of(&dir).dirty, Some(true));
+    git(&["checkout", "-q", "a.txt"]);
+    assert_eq!(GitState::of(&dir).dirty, Some(false));
+    std::fs::write(dir.join("b.txt"), "new").unwrap();
+    let dirty = GitState::of(&dir);
+    assert_eq!((dirty.commit, dirty.dirty), (clean.commit, Some(true)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

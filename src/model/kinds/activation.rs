@@ -98,6 +98,14 @@ impl Layer for Activation {
         })
     }
 
+    /// candle's own tanh where the forward uses `model::tanh`'s fused op.
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        match self.function {
+            Function::Tanh => Ok(x.tanh()?),
+            _ => self.forward(x, ctx),
+        }
+    }
+
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
         // No graph here: the fused op for GELU (same function, one pass).
         let y = match self.function {

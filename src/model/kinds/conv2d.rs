@@ -9,8 +9,8 @@
 use candle_core::{Tensor, Var};
 
 use super::linear::{LinearTrace, clipped, rule_name};
-use super::{add_bias_channels_first, detached, transpose_last, uniform};
-use crate::error::{Error, Result};
+use super::{add_bias_channels_first, detached, refuse, transpose_last, uniform};
+use crate::error::Result;
 use crate::grad_sample::im2col::{ConvGeometry, col2im, im2col};
 use crate::grad_sample::linear::{self as rule, NormMode};
 use crate::grad_sample::wide_values;
@@ -66,7 +66,7 @@ impl Conv2d {
         one_dimensional: bool,
         dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
-    ) -> std::result::Result<Self, String> {
+    ) -> Result<Self> {
         let (channels, height, width) = input_dims;
         let ConvOptions {
             out_channels,
@@ -78,10 +78,10 @@ impl Conv2d {
             bias,
         } = options;
         if groups == 0 || channels % groups != 0 || out_channels % groups != 0 {
-            return Err(format!(
+            return Err(refuse(format!(
                 "groups = {groups} must divide both the input channels ({channels}) and \
                  out_channels ({out_channels})"
-            ));
+            )));
         }
         let geometry = ConvGeometry {
             kernel,
@@ -90,10 +90,10 @@ impl Conv2d {
             dilation,
         };
         let (oh, ow) = geometry.output_size(height, width).ok_or_else(|| {
-            format!(
+            refuse(format!(
                 "kernel {kernel:?} (dilation {dilation}, padding {padding:?}) does not fit \
                  the {height}×{width} input"
-            )
+            ))
         })?;
         let per_group = channels / groups;
         let fan_in = per_group * kernel.0 * kernel.1;
@@ -102,10 +102,9 @@ impl Conv2d {
         } else {
             vec![out_channels, per_group, kernel.0, kernel.1]
         };
-        let err = |e: crate::Error| e.to_string();
-        let weight = uniform(&weight_shape, fan_in, dtype, rng).map_err(err)?;
+        let weight = uniform(&weight_shape, fan_in, dtype, rng)?;
         let bias = match bias {
-            true => Some(uniform(&[out_channels], fan_in, dtype, rng).map_err(err)?),
+            true => Some(uniform(&[out_channels], fan_in, dtype, rng)?),
             false => None,
         };
         let output_shape = if one_dimensional {
@@ -229,6 +228,49 @@ impl Layer for Conv2d {
         Ok(y.transpose(1, 2)?.reshape(dims)?)
     }
 
+    /// candle's `conv2d` (stride, dilation and groups its own), where the forward unfolds
+    /// with dptrain's `Im2Col`, whose backward is hand-written. The zeros are padded, and
+    /// the rows and columns that no window reaches cut, before the convolution: candle
+    /// 0.11's backward assumes the same padding and leftover on both axes. A `conv1d` is
+    /// that over a 1 × L image: candle 0.11's own `conv1d` gets the weight gradient wrong
+    /// for batches of more than one example (found against finite differences, issue 28).
+    fn reference_forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
+        let ConvGeometry {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        } = self.geometry;
+        let weight = match self.one_dimensional {
+            true => self.weight.as_tensor().unsqueeze(2)?,
+            false => self.weight.as_tensor().clone(),
+        };
+        let (oh, ow) = match self.one_dimensional {
+            true => (1, self.output_shape[1]),
+            false => (self.output_shape[1], self.output_shape[2]),
+        };
+        let reach = |out: usize, k: usize| (out - 1) * stride + dilation * (k - 1) + 1;
+        let y = self
+            .as_image(x)?
+            .pad_with_zeros(2, padding.0, padding.0)?
+            .pad_with_zeros(3, padding.1, padding.1)?
+            .narrow(2, 0, reach(oh, kernel.0))?
+            .narrow(3, 0, reach(ow, kernel.1))?
+            .conv2d(&weight, 0, stride, dilation, self.groups)?;
+        let b = x.dim(0)?;
+        let y = match &self.bias {
+            Some(bias) => {
+                let mut shape = vec![1, self.out_channels()];
+                shape.resize(y.rank(), 1);
+                y.broadcast_add(&bias.as_tensor().reshape(shape)?)?
+            }
+            None => y,
+        };
+        let mut dims = vec![b];
+        dims.extend_from_slice(&self.output_shape);
+        Ok(y.reshape(dims)?)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         let b = x.dim(0)?;
         let patches = im2col(&self.as_image(x)?, self.geometry)?;
@@ -347,26 +389,14 @@ impl Layer for Conv2d {
 
 /// Padding that keeps the size at stride 1 (`padding = "same"`): dilation·(k − 1)/2 on each
 /// side; an even receptive field cannot be centred.
-pub fn same_padding(kernel: usize, dilation: usize) -> std::result::Result<usize, String> {
+pub fn same_padding(kernel: usize, dilation: usize) -> Result<usize> {
     let span = dilation * (kernel.max(1) - 1);
     if span % 2 == 1 {
-        return Err(format!(
+        return Err(refuse(format!(
             "padding = \"same\" needs an odd receptive field; kernel {kernel} with dilation \
              {dilation} spans {}",
             span + 1
-        ));
+        )));
     }
     Ok(span / 2)
-}
-
-/// Error for a conv layer's input that is not (C, H, W) / (C, L).
-pub fn input_error(kind: &str, shape: &[usize]) -> Error {
-    Error::Tensor(format!(
-        "{kind} needs inputs of shape {}, got {shape:?}",
-        if kind == "conv1d" {
-            "(C, L)"
-        } else {
-            "(C, H, W)"
-        }
-    ))
 }

@@ -73,6 +73,11 @@ impl Layer for Dropout {
         Ok((x * self.mask(x, ctx)?)?)
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
         if self.p == 0.0 {
             return Ok((x.clone(), Box::new(None::<Tensor>)));

@@ -96,6 +96,11 @@ impl Layer for Embedding {
         self.lookup(&ids, x.dims2()?, self.weight.as_tensor())
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         let ids = token_ids(x, self.vocab())?;
         let y = self.lookup(&ids, x.dims2()?, &detached(&self.weight))?;

@@ -118,6 +118,11 @@ impl Layer for EmbeddingBag {
         Ok(self.bag(x, self.weight.as_tensor())?.0)
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {
         let (y, ids, weights) = self.bag(x, &detached(&self.weight))?;
         Ok((y, Box::new((ids, weights))))

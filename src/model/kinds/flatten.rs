@@ -35,6 +35,11 @@ impl Layer for Flatten {
         Ok(x.flatten_from(1)?)
     }
 
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
+    }
+
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
         Ok((self.forward(x, ctx)?, nothing()))
     }

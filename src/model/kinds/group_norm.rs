@@ -12,7 +12,7 @@ use candle_core::{Tensor, Var};
 
 use rayon::prelude::*;
 
-use super::{Materialised, materialised_norms, materialised_sums};
+use super::{Materialised, materialised_norms, materialised_sums, refuse};
 use crate::error::Result;
 use crate::grad_sample::{tensor, with_values};
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
@@ -155,18 +155,17 @@ impl GroupNorm {
         eps: f64,
         instance: bool,
         dtype: candle_core::DType,
-    ) -> std::result::Result<Self, String> {
+    ) -> Result<Self> {
         let channels = input[0];
         if groups == 0 || !channels.is_multiple_of(groups) {
-            return Err(format!(
+            return Err(refuse(format!(
                 "groups = {groups} must divide the {channels} channels"
-            ));
+            )));
         }
         let ones = Tensor::ones(channels, dtype, &candle_core::Device::Cpu);
         let zeros = Tensor::zeros(channels, dtype, &candle_core::Device::Cpu);
-        let var = |t: candle_core::Result<Tensor>| {
-            t.and_then(|t| Var::from_tensor(&t))
-                .map_err(|e| e.to_string())
+        let var = |t: candle_core::Result<Tensor>| -> Result<Var> {
+            Ok(t.and_then(|t| Var::from_tensor(&t))?)
         };
         Ok(GroupNorm {
             groups,
@@ -247,6 +246,11 @@ impl Layer for GroupNorm {
             self.beta.as_tensor(),
             x.dims(),
         )
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {

@@ -8,7 +8,7 @@
 
 use candle_core::{Tensor, Var};
 
-use super::{Materialised, detached, materialised_norms, materialised_sums};
+use super::{Materialised, detached, materialised_norms, materialised_sums, refuse};
 use crate::error::Result;
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, unsave};
 
@@ -31,17 +31,13 @@ struct NormSaved {
 
 impl LayerNorm {
     /// Over inputs `input` (…, D); `rms` for RMS normalisation (no centring, no β).
-    pub fn new(
-        input: &[usize],
-        eps: f64,
-        rms: bool,
-        dtype: candle_core::DType,
-    ) -> std::result::Result<Self, String> {
-        let d = *input.last().ok_or("an input with at least one axis")?;
+    pub fn new(input: &[usize], eps: f64, rms: bool, dtype: candle_core::DType) -> Result<Self> {
+        let d = *input
+            .last()
+            .ok_or_else(|| refuse("an input with at least one axis"))?;
         let cpu = &candle_core::Device::Cpu;
-        let var = |t: candle_core::Result<Tensor>| {
-            t.and_then(|t| Var::from_tensor(&t))
-                .map_err(|e| e.to_string())
+        let var = |t: candle_core::Result<Tensor>| -> Result<Var> {
+            Ok(t.and_then(|t| Var::from_tensor(&t))?)
         };
         Ok(LayerNorm {
             eps,
@@ -113,6 +109,11 @@ impl Layer for LayerNorm {
         let (normalised, _) = self.normalise(x)?;
         let beta = self.beta.as_ref().map(|b| b.as_tensor().clone());
         self.affine(&normalised, self.gamma.as_tensor(), beta, x.dims())
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {

@@ -264,30 +264,35 @@ pub fn build(
     spec: &LayerSpec,
     input: BuildInput,
     rng: &mut impl rand::Rng,
-) -> std::result::Result<Arc<dyn Layer>, String> {
+) -> Result<Arc<dyn Layer>> {
     use activation::{Activation, Function};
     let shape = input.shape;
     let dtype = input.dtype;
     if !matches!(dtype, DType::F32 | DType::F64) {
-        return Err(format!("dtype {dtype:?}: f32 or f64"));
+        return Err(refuse(format!("dtype {dtype:?}: f32 or f64")));
     }
     let image = || match shape {
         [c, h, w] => Ok((*c, *h, *w)),
-        _ => Err(format!(
+        _ => Err(refuse(format!(
             "inputs of shape (C, H, W); this layer gets {shape:?}"
-        )),
+        ))),
     };
-    let err = |e: Error| e.to_string();
     let layer: Arc<dyn Layer> = match spec {
         LayerSpec::Linear { out_features, bias } => {
             positive("out_features", *out_features)?;
             if shape.is_empty() || shape.len() > 2 {
-                return Err(format!(
+                return Err(refuse(format!(
                     "inputs of shape (d) or (T, d); this layer gets {shape:?} (add a flatten \
                      before it)"
-                ));
+                )));
             }
-            Arc::new(linear::Linear::new(shape, *out_features, *bias, dtype, rng).map_err(err)?)
+            Arc::new(linear::Linear::new(
+                shape,
+                *out_features,
+                *bias,
+                dtype,
+                rng,
+            )?)
         }
         LayerSpec::Conv2d {
             out_channels,
@@ -324,7 +329,9 @@ pub fn build(
             positive("out_channels", *out_channels)?;
             positive("kernel", *kernel)?;
             let [c, l] = shape else {
-                return Err(format!("inputs of shape (C, L); this layer gets {shape:?}"));
+                return Err(refuse(format!(
+                    "inputs of shape (C, L); this layer gets {shape:?}"
+                )));
             };
             let pad = resolve_padding(padding, *kernel, *dilation, *stride)?;
             let options = conv2d::ConvOptions {
@@ -346,12 +353,11 @@ pub fn build(
         }
         LayerSpec::InstanceNorm { eps, running_stats } => {
             if *running_stats {
-                return Err(
-                    "running statistics mix examples across batches and are not \
-                            accounted for; set running_stats = false (normalise each \
-                            example by its own statistics)"
-                        .into(),
-                );
+                return Err(refuse(
+                    "running statistics mix examples across batches and are not accounted \
+                     for; set running_stats = false (normalise each example by its own \
+                     statistics)",
+                ));
             }
             channels_first(shape)?;
             Arc::new(group_norm::GroupNorm::new(
@@ -373,10 +379,10 @@ pub fn build(
                 ),
                 None => "use group_norm with groups = gcd(32, C)".into(),
             };
-            return Err(format!(
+            return Err(refuse(format!(
                 "batch_norm mixes the examples of a batch (each example's output depends on \
                  the others), so per-example gradients and their clipping do not exist; {fix}"
-            ));
+            )));
         }
         LayerSpec::Embedding { dim, padding_idx }
         | LayerSpec::EmbeddingBag {
@@ -384,30 +390,38 @@ pub fn build(
         } => {
             positive("dim", *dim)?;
             let [len] = shape else {
-                return Err(format!(
+                return Err(refuse(format!(
                     "token ids of shape (T); this layer gets {shape:?} (an embedding comes \
                      first, on `tokens` data)"
-                ));
+                )));
             };
-            let vocab = input
-                .vocab
-                .ok_or("token data (the data set has no vocabulary: use `tokens` data)")?;
+            let vocab = input.vocab.ok_or_else(|| {
+                refuse("token data (the data set has no vocabulary: use `tokens` data)")
+            })?;
             if let Some(pad) = padding_idx
                 && *pad as usize >= vocab
             {
-                return Err(format!(
+                return Err(refuse(format!(
                     "padding_idx = {pad} is beyond the vocabulary of {vocab} tokens"
-                ));
+                )));
             }
             match spec {
-                LayerSpec::EmbeddingBag { mode, .. } => Arc::new(
-                    embedding_bag::EmbeddingBag::new(vocab, *dim, *mode, *padding_idx, dtype, rng)
-                        .map_err(err)?,
-                ),
-                _ => Arc::new(
-                    embedding::Embedding::new(*len, vocab, *dim, *padding_idx, dtype, rng)
-                        .map_err(err)?,
-                ),
+                LayerSpec::EmbeddingBag { mode, .. } => Arc::new(embedding_bag::EmbeddingBag::new(
+                    vocab,
+                    *dim,
+                    *mode,
+                    *padding_idx,
+                    dtype,
+                    rng,
+                )?),
+                _ => Arc::new(embedding::Embedding::new(
+                    *len,
+                    vocab,
+                    *dim,
+                    *padding_idx,
+                    dtype,
+                    rng,
+                )?),
             }
         }
         LayerSpec::PositionalEmbedding { max_len } => Arc::new(
@@ -430,10 +444,10 @@ pub fn build(
             if let Some(stride) = stride
                 && stride != kernel
             {
-                return Err(format!(
+                return Err(refuse(format!(
                     "avg_pool2d takes stride = kernel only (non-overlapping windows); got \
                      kernel {kernel}, stride {stride}"
-                ));
+                )));
             }
             Arc::new(pool::AvgPool2d::new(image()?, *kernel)?)
         }
@@ -443,13 +457,15 @@ pub fn build(
         }
         LayerSpec::MeanPool { masked } => {
             if shape.len() != 2 {
-                return Err(format!("inputs of shape (T, D); this layer gets {shape:?}"));
+                return Err(refuse(format!(
+                    "inputs of shape (T, D); this layer gets {shape:?}"
+                )));
             }
             Arc::new(pool::MeanPool::new(shape, *masked))
         }
         LayerSpec::Dropout { p } => {
             if !(0.0..1.0).contains(p) {
-                return Err(format!("p = {p}: a probability in [0, 1)"));
+                return Err(refuse(format!("p = {p}: a probability in [0, 1)")));
             }
             Arc::new(dropout::Dropout::new(*p, shape))
         }
@@ -457,19 +473,29 @@ pub fn build(
     Ok(layer)
 }
 
-fn positive(field: &str, value: usize) -> std::result::Result<(), String> {
+/// A refusal raised while a layer is built, before its path is known: an
+/// [`Error::Model`] with an empty path, which the caller (the model's builder,
+/// `DpLayers::add`) fills in with [`crate::model::at_layer`].
+pub(crate) fn refuse(message: impl Into<String>) -> Error {
+    Error::Model {
+        path: String::new(),
+        message: message.into(),
+    }
+}
+
+fn positive(field: &str, value: usize) -> Result<()> {
     match value {
-        0 => Err(format!("{field} = 0: at least 1")),
+        0 => Err(refuse(format!("{field} = 0: at least 1"))),
         _ => Ok(()),
     }
 }
 
-fn channels_first(shape: &[usize]) -> std::result::Result<(), String> {
+fn channels_first(shape: &[usize]) -> Result<()> {
     match shape.len() {
         2.. => Ok(()),
-        _ => Err(format!(
+        _ => Err(refuse(format!(
             "inputs with channels and positions, (C, ...); this layer gets {shape:?}"
-        )),
+        ))),
     }
 }
 
@@ -482,29 +508,63 @@ fn resolve_padding(
     kernel: usize,
     dilation: usize,
     stride: usize,
-) -> std::result::Result<usize, String> {
+) -> Result<usize> {
     match padding {
         Padding::Size(p) => Ok(*p),
         Padding::Named(name) if name == "same" => {
             if stride != 1 {
-                return Err(format!("padding = \"same\" needs stride 1, got {stride}"));
+                return Err(refuse(format!(
+                    "padding = \"same\" needs stride 1, got {stride}"
+                )));
             }
             conv2d::same_padding(kernel, dilation)
         }
-        Padding::Named(other) => Err(format!(
+        Padding::Named(other) => Err(refuse(format!(
             "padding = {other:?}: a number of zeros or \"same\""
-        )),
+        ))),
+    }
+}
+
+/// The most bytes that one tensor of a model may take: a parameter when the layer is built,
+/// or one layer's activations at the configured batch
+/// ([`crate::model::Model::check_activations`]). A fixed 2^34 bytes (16 GiB), not the
+/// machine's free memory, so that a config is accepted or refused alike on every machine:
+/// far above what this CPU trainer trains, it stops a size typed with extra zeros before
+/// the allocation aborts the process.
+pub const MAX_TENSOR_BYTES: u64 = 1 << 34;
+
+/// Refuses a tensor of `shape` and `dtype` larger than [`MAX_TENSOR_BYTES`], naming `what`
+/// it is and its size.
+pub(crate) fn check_tensor_size(what: &str, shape: &[usize], dtype: DType) -> Result<()> {
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+            n.checked_mul(d as u64)
+        });
+    match bytes {
+        Some(bytes) if bytes <= MAX_TENSOR_BYTES => Ok(()),
+        Some(bytes) => Err(refuse(format!(
+            "{what} of shape {shape:?} would take {bytes} bytes ({:.1} GiB), more than the \
+             {MAX_TENSOR_BYTES} bytes (16 GiB) dptrain allows one tensor: is a size mistyped?",
+            bytes as f64 / (1u64 << 30) as f64
+        ))),
+        None => Err(refuse(format!(
+            "{what} of shape {shape:?} has more elements than a 64-bit count holds: is a \
+             size mistyped?"
+        ))),
     }
 }
 
 /// PyTorch's default init: U(−1/√fan_in, 1/√fan_in), drawn in f32 whatever the `dtype`
-/// (an f64 model starts from the same values as its f32 twin).
+/// (an f64 model starts from the same values as its f32 twin). Refuses, before allocating,
+/// a parameter larger than [`MAX_TENSOR_BYTES`].
 pub(crate) fn uniform(
     shape: &[usize],
     fan_in: usize,
     dtype: DType,
     rng: &mut impl rand::Rng,
 ) -> Result<Var> {
+    check_tensor_size("a parameter", shape, dtype)?;
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -513,7 +573,8 @@ pub(crate) fn uniform(
     )?)
 }
 
-/// N(0, std²) values (rows × cols), with row `zero_row` set to 0 (a padding row).
+/// N(0, std²) values (rows × cols), with row `zero_row` set to 0 (a padding row). Refuses,
+/// before allocating, a parameter larger than [`MAX_TENSOR_BYTES`].
 pub(crate) fn normal(
     shape: &[usize],
     std: f32,
@@ -521,6 +582,7 @@ pub(crate) fn normal(
     dtype: DType,
     rng: &mut impl rand::Rng,
 ) -> Result<Var> {
+    check_tensor_size("a parameter", shape, dtype)?;
     use rand_distr::Distribution;
     let normal = rand_distr::Normal::new(0.0f32, std)
         .map_err(|e| Error::Tensor(format!("normal init: {e}")))?;

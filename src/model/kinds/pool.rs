@@ -6,6 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::refuse;
 use crate::error::Result;
 use crate::grad_sample::{contiguous_slice, tensor, with_values};
 use crate::model::layer::{Context, Layer, Saved, Trace, nothing, unsave};
@@ -29,16 +30,12 @@ pub fn pooled(size: usize, kernel: usize, stride: usize) -> Option<usize> {
 
 impl MaxPool2d {
     /// Over inputs (C, H, W).
-    pub fn new(
-        input: (usize, usize, usize),
-        kernel: usize,
-        stride: usize,
-    ) -> std::result::Result<Self, String> {
+    pub fn new(input: (usize, usize, usize), kernel: usize, stride: usize) -> Result<Self> {
         let (c, h, w) = input;
         let (Some(oh), Some(ow)) = (pooled(h, kernel, stride), pooled(w, kernel, stride)) else {
-            return Err(format!(
+            return Err(refuse(format!(
                 "a {kernel}×{kernel} window at stride {stride} does not fit {h}×{w}"
-            ));
+            )));
         };
         Ok(MaxPool2d {
             kernel,
@@ -168,6 +165,33 @@ impl Layer for MaxPool2d {
         })
     }
 
+    /// The maximum of the k² strided views of the input (candle's `index_select` and
+    /// `maximum`). Not candle's `max_pool2d`: in candle 0.11 its backward refuses a stride
+    /// other than the kernel and multiplies each gradient by its window's share of
+    /// maxima (1/k² for a single maximum) instead of dividing by their count. Ties split
+    /// the gradient in `maximum`'s backward where the kernel sends it to the first
+    /// maximum: the tests draw inputs without ties.
+    fn reference_forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
+        let (k, s) = (self.kernel, self.stride);
+        let (oh, ow) = (self.shape[1], self.shape[2]);
+        let taps = |offset: usize, n: usize| {
+            let at: Vec<u32> = (0..n).map(|o| (offset + o * s) as u32).collect();
+            Tensor::from_vec(at, n, x.device())
+        };
+        let mut best: Option<Tensor> = None;
+        for i in 0..k {
+            let rows = x.index_select(&taps(i, oh)?, 2)?;
+            for j in 0..k {
+                let view = rows.index_select(&taps(j, ow)?, 3)?;
+                best = Some(match best {
+                    Some(b) => b.maximum(&view)?,
+                    None => view,
+                });
+            }
+        }
+        best.ok_or_else(|| crate::Error::Tensor("max_pool2d: kernel 0".into()))
+    }
+
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
         Ok((self.forward(x, ctx)?, Box::new(x.clone())))
     }
@@ -207,10 +231,12 @@ pub struct AvgPool2d {
 
 impl AvgPool2d {
     /// Over inputs (C, H, W).
-    pub fn new(input: (usize, usize, usize), kernel: usize) -> std::result::Result<Self, String> {
+    pub fn new(input: (usize, usize, usize), kernel: usize) -> Result<Self> {
         let (c, h, w) = input;
         let (Some(oh), Some(ow)) = (pooled(h, kernel, kernel), pooled(w, kernel, kernel)) else {
-            return Err(format!("a {kernel}×{kernel} window does not fit {h}×{w}"));
+            return Err(refuse(format!(
+                "a {kernel}×{kernel} window does not fit {h}×{w}"
+            )));
         };
         Ok(AvgPool2d {
             kernel,
@@ -236,6 +262,11 @@ impl Layer for AvgPool2d {
         // over the whole input).
         let x = x.narrow(2, 0, oh.min(h))?.narrow(3, 0, ow.min(w))?;
         Ok(x.avg_pool2d(self.kernel)?)
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
@@ -297,6 +328,11 @@ impl Layer for GlobalAvgPool {
     fn forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
         let (b, c) = (x.dim(0)?, self.input[0]);
         Ok(x.reshape((b, c, self.positions()))?.mean(2)?)
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
@@ -364,6 +400,11 @@ impl Layer for MeanPool {
 
     fn forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
         Ok(x.broadcast_mul(&self.weights(x, ctx)?)?.sum(1)?)
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {

@@ -7,7 +7,7 @@
 
 use candle_core::{Tensor, Var};
 
-use super::{Materialised, detached, materialised_norms, materialised_sums, normal};
+use super::{Materialised, detached, materialised_norms, materialised_sums, normal, refuse};
 use crate::error::Result;
 use crate::model::layer::{Context, Layer, NormMode, Param, PerExample, Saved, Trace, nothing};
 
@@ -26,17 +26,17 @@ impl PositionalEmbedding {
         max_len: usize,
         dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
-    ) -> std::result::Result<Self, String> {
+    ) -> Result<Self> {
         let [t, d] = input else {
-            return Err(format!("inputs of shape (T, D), got {input:?}"));
+            return Err(refuse(format!("inputs of shape (T, D), got {input:?}")));
         };
         if *t > max_len {
-            return Err(format!(
+            return Err(refuse(format!(
                 "sequences of {t} positions exceed max_len = {max_len}"
-            ));
+            )));
         }
         Ok(PositionalEmbedding {
-            weight: normal(&[max_len, *d], 0.02, None, dtype, rng).map_err(|e| e.to_string())?,
+            weight: normal(&[max_len, *d], 0.02, None, dtype, rng)?,
             shape: input.to_vec(),
         })
     }
@@ -64,6 +64,11 @@ impl Layer for PositionalEmbedding {
 
     fn forward(&self, x: &Tensor, _: &Context) -> Result<Tensor> {
         Ok(x.broadcast_add(&self.table(self.weight.as_tensor())?)?)
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, _: &Context) -> Result<(Tensor, Saved)> {

@@ -12,7 +12,7 @@
 use candle_core::{D, Tensor, Var};
 
 use super::linear::{LinearTrace, clipped, rule_name};
-use super::{detached, uniform};
+use super::{detached, refuse, uniform};
 use crate::error::Result;
 use crate::grad_sample::linear::{self as rule, NormMode};
 use crate::model::layer::{Context, Layer, Param, PerExample, Saved, Trace, unsave};
@@ -55,18 +55,19 @@ impl SelfAttention {
         causal: bool,
         dtype: candle_core::DType,
         rng: &mut impl rand::Rng,
-    ) -> std::result::Result<Self, String> {
+    ) -> Result<Self> {
         let [_, d] = input else {
-            return Err(format!("inputs of shape (T, D), got {input:?}"));
+            return Err(refuse(format!("inputs of shape (T, D), got {input:?}")));
         };
         if heads == 0 || d % heads != 0 {
-            return Err(format!("heads = {heads} must divide the width D = {d}"));
+            return Err(refuse(format!(
+                "heads = {heads} must divide the width D = {d}"
+            )));
         }
-        let map = |rng: &mut _| -> std::result::Result<(Var, Var), String> {
-            let e = |e: crate::Error| e.to_string();
+        let map = |rng: &mut _| -> Result<(Var, Var)> {
             Ok((
-                uniform(&[*d, *d], *d, dtype, rng).map_err(e)?,
-                uniform(&[*d], *d, dtype, rng).map_err(e)?,
+                uniform(&[*d, *d], *d, dtype, rng)?,
+                uniform(&[*d], *d, dtype, rng)?,
             ))
         };
         Ok(SelfAttention {
@@ -196,6 +197,11 @@ impl Layer for SelfAttention {
         let [q, k, v] = [0, 1, 2].map(|i| Self::linear(x, &w[i].0, Some(&w[i].1)));
         let (out, _) = self.core(&self.split(&q?)?, &self.split(&k?)?, &self.split(&v?)?, ctx)?;
         Self::linear(&self.merge(&out)?, &w[3].0, Some(&w[3].1))
+    }
+
+    fn reference_forward(&self, x: &Tensor, ctx: &Context) -> Result<Tensor> {
+        // The forward is plain candle.
+        self.forward(x, ctx)
     }
 
     fn train_forward(&self, x: &Tensor, ctx: &Context) -> Result<(Tensor, Saved)> {
