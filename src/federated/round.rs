@@ -31,7 +31,8 @@ pub struct RoundRequest {
     pub round: u64,
     /// The global model's parameters, in the module's order.
     pub params: Sums,
-    /// C: each client clips its whole update to this L2 norm.
+    /// C: each client clips its whole update to this L2 norm (infinite under silo-level
+    /// DP, where no update is clipped as a whole).
     pub clip_norm: f64,
 }
 
@@ -213,7 +214,8 @@ pub struct RoundOutcome {
 /// update.
 pub struct Server {
     params: Vec<Var>,
-    clip_norm: f64,
+    /// C for client-level DP; None for silo-level DP (the silos' own steps are private).
+    clip_norm: Option<f64>,
     privatizer: Box<dyn Privatizer>,
     update: Update,
     round: u64,
@@ -235,8 +237,26 @@ impl Server {
         .validate()?;
         Ok(Server {
             params,
-            clip_norm,
+            clip_norm: Some(clip_norm),
             privatizer,
+            update,
+            round: 0,
+        })
+    }
+
+    /// The server of silo-level DP: the plain average of the silos' updates (their own
+    /// DP-SGD steps are what is private), divided by the number of silos `silos` and
+    /// stepped by `server_optimizer`.
+    pub fn averaging(
+        params: Vec<Var>,
+        silos: usize,
+        server_optimizer: &crate::train::ServerOptimizerConfig,
+    ) -> Result<Self> {
+        let update = Update::new(silos as f64, server_optimizer.build(&params)?)?;
+        Ok(Server {
+            params,
+            clip_norm: None,
+            privatizer: Box::new(crate::train::NoNoise),
             update,
             round: 0,
         })
@@ -269,7 +289,7 @@ impl Server {
         let request = RoundRequest {
             round: self.round + 1,
             params: global.clone(),
-            clip_norm: self.clip_norm,
+            clip_norm: self.clip_norm.unwrap_or(f64::INFINITY),
         };
         let replies = transport.exchange(&request, clients);
         let sizes = global.sizes();
@@ -293,10 +313,9 @@ impl Server {
                     continue;
                 }
             };
+            let clip_norm = self.clip_norm.unwrap_or(f64::INFINITY);
             real!(sum.dtype(), "aggregate", |T| add_clipped::<T>(
-                &mut sum,
-                update,
-                self.clip_norm
+                &mut sum, update, clip_norm
             ))?;
             outcome.survivors += 1;
         }

@@ -192,6 +192,12 @@ impl DpOptimizer {
         (self.update.inner().state(), self.privatizer.position())
     }
 
+    /// Continues the noise stream after `calls` draws (a silo resuming its own stream in
+    /// the next round: noise is never reused).
+    pub fn seek_noise(&mut self, calls: u64) {
+        self.privatizer.seek(calls);
+    }
+
     /// Restores [`DpOptimizer::state`]; errors if a tensor is missing or misshapen.
     pub fn restore(&mut self, state: &OptimizerState, noise_calls: u64) -> Result<()> {
         self.update.inner_mut().restore(&self.params, state)?;

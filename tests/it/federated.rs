@@ -200,3 +200,95 @@ fn an_all_zero_round_moves_the_model_by_noise_of_std_zc_over_qn() {
     assert!(score.abs() < 4.9, "std {} vs {expected}", var.sqrt());
     assert_eq!(server.round(), 1);
 }
+
+/// Silo-level DP: each silo's ledger is its own DP-SGD steps at q = B/N_silo, the run's
+/// guarantee is the worst silo's ε, and the server's step is the plain average of the
+/// silos' updates.
+#[test]
+fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
+    use dptrain::federated::{SiloTraining, Silos, worst_epsilon};
+    use dptrain::mechanism::ClippingConfig;
+    use dptrain::privacy::{AccountantSettings, PrivacyEvent};
+    let train = data(300);
+    // Three silos of 50, 100 and 150 examples (a column's values).
+    let keys: Vec<String> = (0..300)
+        .map(|i| match i % 6 {
+            0 => "north",
+            1 | 2 => "south",
+            _ => "west",
+        })
+        .map(String::from)
+        .collect();
+    let column = PartitionConfig::ByColumn {
+        column: "region".into(),
+    };
+    let partition = Partition::new(&column, &train.labels, Some(&keys), 0).unwrap();
+    let sizes: Vec<usize> = partition.clients.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [50, 100, 150]);
+    let training = SiloTraining {
+        local_steps: 4,
+        expected_batch_size: 10,
+        noise_multiplier: 1.0,
+        clipping: ClippingConfig::default(),
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 0.2,
+            momentum: 0.0,
+        },
+    };
+    let server_model = logreg();
+    let params = server_model.parameters();
+    let fedavg = ServerOptimizerConfig::FedAvgM {
+        learning_rate: 1.0,
+        momentum: 0.0,
+    };
+    let mut server = Server::averaging(params.clone(), 3, &fedavg).unwrap();
+    let mut silos = Silos::new(logreg(), &train, &partition, training, 21).unwrap();
+    // A twin of the silos computes the replies of round 1 on its own.
+    let mut twin = Silos::new(logreg(), &train, &partition, training, 21).unwrap();
+    let request = RoundRequest {
+        round: 1,
+        params: dptrain::federated::round::read_params(&params).unwrap(),
+        clip_norm: f64::INFINITY,
+    };
+    let replies: Vec<Vec<f64>> = twin
+        .exchange(&request, &[0, 1, 2])
+        .into_iter()
+        .map(|(_, r)| flat(&r.unwrap().update))
+        .collect();
+    let before = values(&params);
+    server.run_round(&mut silos, &[0, 1, 2]).unwrap();
+    let after = values(&params);
+    for i in 0..before.len() {
+        let mean = replies.iter().map(|r| r[i]).sum::<f64>() / 3.0;
+        assert!(
+            (after[i] - (before[i] + mean)).abs() < 1e-12,
+            "coordinate {i}"
+        );
+    }
+    server.run_round(&mut silos, &[0, 1, 2]).unwrap();
+    // Each silo's ledger: 2 rounds × 4 steps at q = 10/N_silo.
+    for (state, n) in silos.states.iter().zip(sizes) {
+        assert_eq!(
+            state.ledger.events(),
+            &[PrivacyEvent::new(10.0 / n as f64, 1.0, 8).unwrap()]
+        );
+    }
+    // The run's guarantee is the worst silo's: the smallest silo samples most.
+    let epsilons = silos.epsilons(AccountantSettings::rdp(), 1e-5).unwrap();
+    let worst = worst_epsilon(&epsilons).unwrap();
+    assert_eq!(worst, epsilons[0]);
+    assert!(epsilons[0].epsilon > epsilons[1].epsilon && epsilons[1].epsilon > epsilons[2].epsilon);
+    // A batch larger than the smallest silo is refused, naming the key.
+    let too_big = SiloTraining {
+        expected_batch_size: 60,
+        ..training
+    };
+    let err = Silos::new(logreg(), &train, &partition, too_big, 0)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("federated.silo.expected_batch_size"),
+        "{err}"
+    );
+}
