@@ -12,6 +12,7 @@
 pub mod clients;
 pub mod partition;
 pub mod round;
+pub mod run;
 pub mod silo;
 
 pub use clients::{ClientSampler, ClientSampling};
@@ -19,4 +20,5 @@ pub use partition::{Partition, PartitionConfig};
 pub use round::{
     ClientReply, InProcess, LocalTraining, RoundOutcome, RoundRequest, Server, Transport,
 };
+pub use run::{ClientLevelConfig, FederatedRecord, RoundRecord, run_client_level};
 pub use silo::{SiloState, SiloTraining, Silos, worst_epsilon};

@@ -292,3 +292,82 @@ fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
         "{err}"
     );
 }
+
+/// A whole client-level run: z calibrated to the target, every round accounted before it
+/// runs, the final ε that of the ledger (recomputed bit for bit), the model learning.
+#[test]
+fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
+    use dptrain::federated::{ClientLevelConfig, ClientSampling, run_client_level};
+    use dptrain::privacy::{Accountant, Ledger};
+    let train = data(2000);
+    let test = data(500);
+    let by_label = PartitionConfig::ByLabel {
+        clients: 200,
+        classes_per_client: 2,
+    };
+    let partition = Partition::new(&by_label, &train.labels, None, 1).unwrap();
+    let config = ClientLevelConfig {
+        rounds: 30,
+        sampling: ClientSampling::Poisson {
+            expected_clients: 50,
+        },
+        clip_norm: 0.5,
+        noise_multiplier: None,
+        target_epsilon: Some(4.0),
+        delta: 1e-5,
+        accountant: None,
+        server_optimizer: ServerOptimizerConfig::FedAvgM {
+            learning_rate: 1.0,
+            momentum: 0.9,
+        },
+    };
+    let global = logreg();
+    let (_, accuracy_before) = dptrain::train::evaluate(&global, &test).unwrap();
+    let mut clients = InProcess {
+        module: logreg(),
+        data: &train,
+        partition: &partition,
+        local: LocalTraining {
+            epochs: 1,
+            batch_size: 5,
+            optimizer: OptimizerConfig::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.0,
+            },
+        },
+        seed: 2,
+    };
+    let record = run_client_level(&global, &mut clients, 200, &test, &config, 7).unwrap();
+    assert_eq!(record.rounds.len(), 30);
+    assert!(record.stopped_early.is_none());
+    assert!(
+        record.spent.epsilon <= 4.0 && record.spent.epsilon > 3.99,
+        "{:?}",
+        record.spent
+    );
+    // The ledger: 30 rounds at q = 50/200 and the calibrated z, and its ε bit for bit.
+    assert_eq!(record.ledger.steps(), 30);
+    assert_eq!(record.ledger.events()[0].sample_rate, 0.25);
+    let text = record.ledger.to_csv();
+    let back = Ledger::parse_csv(text.as_bytes(), std::path::Path::new("ledger.csv")).unwrap();
+    let again = Accountant::from_ledger(config.accountant(), &back)
+        .unwrap()
+        .epsilon(1e-5)
+        .unwrap();
+    assert_eq!(again.epsilon.to_bits(), record.spent.epsilon.to_bits());
+    // Rounds' ε grows to the final one; participation near q on average.
+    assert!(
+        record
+            .rounds
+            .windows(2)
+            .all(|w| w[1].epsilon > w[0].epsilon)
+    );
+    let mean_sampled = record.rounds.iter().map(|r| r.sampled).sum::<usize>() as f64 / 30.0;
+    assert!((35.0..65.0).contains(&mean_sampled), "{mean_sampled}");
+    let last = record.rounds.last().unwrap();
+    assert!(
+        last.test_accuracy > accuracy_before + 0.3,
+        "accuracy {accuracy_before} → {}",
+        last.test_accuracy
+    );
+}
