@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod audit;
+mod federate;
 mod plan;
 mod progress;
 mod train;
@@ -54,6 +55,9 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Train a model with DP-SGD from a config and write its run directory.
     Train(TrainArgs),
+    /// Simulate client-level DP-FedAvg from a federated config (clients in one process)
+    /// and write its run directory.
+    Federate(FederateArgs),
     /// Training-step throughput, private against non-private, on MNIST or a config's
     /// model and data.
     Bench(BenchArgs),
@@ -170,6 +174,19 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last checkpoint (same config).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+}
+
+/// Flags of `dptrain federate`.
+#[derive(Debug, Args)]
+pub struct FederateArgs {
+    /// The federated config (TOML), e.g. configs/federated-mnist.toml.
+    pub config: PathBuf,
+    /// The run directory (default: `reports/<name>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Which canaries an audit uses.
@@ -417,6 +434,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         }
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args, &reporter),
+        Command::Federate(args) => federate::run(&args.config, &args.set, args.out.clone()),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {
             Some(dir) => train::report(dir),

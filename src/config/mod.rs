@@ -5,6 +5,8 @@
 //! expected (the toml crate adds the line and column). The resolved config is saved with
 //! every run.
 
+pub mod federated;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -57,7 +57,8 @@ pub trait Transport {
 
 /// A client's local training: E epochs of minibatch SGD (or any inner optimizer) over its
 /// own examples, non-private (the privacy is client-level, from the server's noise).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocalTraining {
     /// Local epochs E.
     pub epochs: usize,

@@ -371,3 +371,120 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
         last.test_accuracy
     );
 }
+
+fn dptrain(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+/// `dptrain federate` writes its run directory, and the summary's ε is that of its own
+/// ledger.csv by `dptrain account --events`, bit for bit (issue 14's accounting line).
+#[test]
+fn federate_writes_a_run_directory_whose_epsilon_is_its_ledgers() {
+    let out = std::env::temp_dir().join(format!("dptrain-federate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = dptrain(&[
+        "federate",
+        "configs/federated-mnist.toml",
+        "--set",
+        "federated.client_level.rounds=2",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let ledger = out.join("ledger.csv");
+    let account = dptrain(&[
+        "account",
+        "--events",
+        ledger.to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let accounted: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    assert_eq!(
+        summary["epsilon"].as_f64().unwrap().to_bits(),
+        accounted["epsilon"].as_f64().unwrap().to_bits()
+    );
+    assert_eq!(summary["rounds"], 2);
+    assert_eq!(summary["unit_of_privacy"], "one client's whole data");
+    let statement = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    assert!(
+        statement.contains("adding or removing one client"),
+        "{statement}"
+    );
+    let manifest = std::fs::read_to_string(out.join("clients.csv")).unwrap();
+    assert_eq!(manifest.lines().count(), 1 + 3383);
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    // A finished run is not overwritten.
+    let again = dptrain(&[
+        "federate",
+        "configs/federated-mnist.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Bad federated configs: a clear error naming the key, nothing run.
+#[test]
+fn bad_federated_configs_are_refused_naming_the_key() {
+    let cases = [
+        (
+            "federated.client_level.sampling={ kind = \"poisson\", expected_clients = 0 }",
+            "federated.sampling.expected_clients",
+        ),
+        (
+            "federated.client_level.sampling={ kind = \"poisson\", expected_clients = 4000 }",
+            "a whole number from 1 to the number of clients (3383)",
+        ),
+        (
+            "federated.partition={ kind = \"dirichlet\", clients = 3383, alpha = 0.0001 }",
+            "leaves no client empty",
+        ),
+        (
+            "federated.partition={ kind = \"shards\", clients = 10 }",
+            "unknown variant `shards`",
+        ),
+        (
+            "federated.client_level.delta=2.0",
+            "federated.client_level.delta",
+        ),
+    ];
+    for (set, expected) in cases {
+        let out = std::env::temp_dir().join(format!("dptrain-federate-bad-{}", std::process::id()));
+        let run = dptrain(&[
+            "federate",
+            "configs/federated-mnist.toml",
+            "--set",
+            set,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{set} succeeded");
+        assert!(!stderr.contains("panicked"), "{set}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{set}: `{stderr}` lacks `{expected}`"
+        );
+        assert!(!out.exists(), "{set}: a failed run left {}", out.display());
+    }
+}
