@@ -315,9 +315,15 @@ impl Server {
                 }
             };
             let clip_norm = self.clip_norm.unwrap_or(f64::INFINITY);
-            real!(sum.dtype(), "aggregate", |T| add_clipped::<T>(
+            let added = real!(sum.dtype(), "aggregate", |T| add_clipped::<T>(
                 &mut sum, update, clip_norm
             ))?;
+            if !added {
+                outcome
+                    .dropped
+                    .push((client, "an update with a non-finite value".into()));
+                continue;
+            }
             outcome.survivors += 1;
         }
         // The server optimizer steps on the pseudo-gradient −(Σ Δ + Z)/(qN); Z is symmetric,
@@ -337,8 +343,9 @@ impl Server {
     }
 }
 
-/// sum += update · min(1, C/(‖update‖ + 1e-6)): the server's own clip of a reply.
-fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) -> Result<()> {
+/// sum += update · min(1, C/(‖update‖ + 1e-6)): the server's own clip of a reply. False
+/// (and nothing added) when the update holds a non-finite value.
+fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) -> Result<bool> {
     let update = update.values_mut::<T>("client update")?;
     let norm = update
         .iter()
@@ -346,6 +353,9 @@ fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) ->
         .map(|v| v.wide() * v.wide())
         .sum::<f64>()
         .sqrt();
+    if !norm.is_finite() {
+        return Ok(false);
+    }
     // A reply already within C (every honest one) is added unchanged.
     let factor = match norm <= clip_norm {
         true => T::one(),
@@ -360,5 +370,5 @@ fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) ->
             *a += *v * factor;
         }
     }
-    Ok(())
+    Ok(true)
 }

@@ -132,9 +132,10 @@ fn the_servers_aggregate_is_fedavg_of_the_clipped_updates_plus_the_noise_drawn()
     }
 }
 
-/// A transport whose clients all answer zero, or fail.
+/// A transport whose clients all answer zero, or fail, or answer NaN.
 struct Scripted {
     fail: Vec<usize>,
+    nan: Vec<usize>,
 }
 
 impl Transport for Scripted {
@@ -150,13 +151,16 @@ impl Transport for Scripted {
                     c,
                     Err(dptrain::Error::Usage(format!("client {c} timed out"))),
                 ),
-                false => (
-                    c,
-                    Ok(ClientReply {
-                        update: Sums::zeros(&request.params.sizes(), request.params.dtype())
-                            .unwrap(),
-                    }),
-                ),
+                false => {
+                    let mut update =
+                        Sums::zeros(&request.params.sizes(), request.params.dtype()).unwrap();
+                    if self.nan.contains(&c)
+                        && let Sums::F64(values) = &mut update
+                    {
+                        values[0][0] = f64::NAN;
+                    }
+                    (c, Ok(ClientReply { update }))
+                }
             })
             .collect()
     }
@@ -179,13 +183,16 @@ fn an_all_zero_round_moves_the_model_by_noise_of_std_zc_over_qn() {
     )
     .unwrap();
     let before = values(&params);
-    let mut transport = Scripted { fail: vec![3, 7] };
+    let mut transport = Scripted {
+        fail: vec![3, 7],
+        nan: vec![9],
+    };
     let outcome = server.run_round(&mut transport, &[1, 3, 5, 7, 9]).unwrap();
-    // The failed clients are dropped; the round completes.
-    assert_eq!(outcome.survivors, 3);
+    // The failed clients and the one that sent NaN are dropped; the round completes.
+    assert_eq!(outcome.survivors, 2);
     assert_eq!(
         outcome.dropped.iter().map(|d| d.0).collect::<Vec<_>>(),
-        [3, 7]
+        [3, 7, 9]
     );
     let deltas: Vec<f64> = values(&params)
         .iter()
