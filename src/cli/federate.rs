@@ -1,6 +1,6 @@
 //! `dptrain federate CONFIG`: a client-level DP-FedAvg simulation (issue 14, in progress)
 //! with its run directory: the resolved config, the clients' manifest, one metrics row per
-//! round, the ledger, summary.json and privacy.md.
+//! round, the ledger, the model, summary.json and privacy.md.
 
 use std::path::{Path, PathBuf};
 
@@ -74,6 +74,7 @@ pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>) -> Re
     }
     write_atomic(&file("metrics.csv"), metrics.as_bytes())?;
     record.ledger.write_csv(&file("ledger.csv"))?;
+    crate::train::save_model(&global, &file("model.safetensors"))?;
     let privacy = &federated.client_level;
     let last = record.rounds.last();
     let summary = json!({

@@ -432,6 +432,15 @@ fn federate_writes_a_run_directory_whose_epsilon_is_its_ledgers() {
     );
     let manifest = std::fs::read_to_string(out.join("clients.csv")).unwrap();
     assert_eq!(manifest.lines().count(), 1 + 3383);
+    // The model, named by layer path, as `train` writes it.
+    let tensors =
+        candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert!(
+        tensors.contains_key("1.linear.weight"),
+        "{:?}",
+        tensors.keys()
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("metrics.csv"))
             .unwrap()
