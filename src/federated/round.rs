@@ -178,6 +178,16 @@ pub fn set_params(params: &[Var], values: &Sums) -> Result<()> {
     })
 }
 
+/// The L2 norm of all values, in f64.
+fn l2_norm<T: SumValue>(values: &[Vec<T>]) -> f64 {
+    values
+        .iter()
+        .flatten()
+        .map(|v| v.wide() * v.wide())
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// (local − global) scaled to L2 norm at most C (McMahan et al. 2018, ClipFn).
 fn clipped_delta<T: SumValue>(params: &[Var], global: &Sums, clip_norm: f64) -> Result<Sums> {
     let mut global = global.clone();
@@ -187,12 +197,7 @@ fn clipped_delta<T: SumValue>(params: &[Var], global: &Sums, clip_norm: f64) -> 
         let local = var.as_tensor().flatten_all()?.to_vec1::<T>()?;
         delta.push(local.iter().zip(g).map(|(l, g)| *l - *g).collect());
     }
-    let norm = delta
-        .iter()
-        .flatten()
-        .map(|v| v.wide() * v.wide())
-        .sum::<f64>()
-        .sqrt();
+    let norm = l2_norm(&delta);
     let factor = T::of(clip_factor_of(norm, clip_norm));
     for v in delta.iter_mut().flatten() {
         *v *= factor;
@@ -347,12 +352,7 @@ impl Server {
 /// (and nothing added) when the update holds a non-finite value.
 fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) -> Result<bool> {
     let update = update.values_mut::<T>("client update")?;
-    let norm = update
-        .iter()
-        .flatten()
-        .map(|v| v.wide() * v.wide())
-        .sum::<f64>()
-        .sqrt();
+    let norm = l2_norm(update);
     if !norm.is_finite() {
         return Ok(false);
     }

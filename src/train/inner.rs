@@ -37,7 +37,7 @@ pub struct OptimizerState {
     /// `velocity.<i>` (SGD with momentum), `adam_m.<i>` and `adam_v.<i>` (Adam),
     /// `fedadam_m.<i>` and `fedadam_v.<i>` (FedAdam).
     pub tensors: Vec<(String, Tensor)>,
-    /// Adam's steps so far (0 for the others).
+    /// Adam's and FedAdam's steps so far (0 for SGD).
     pub steps: u64,
 }
 
@@ -243,7 +243,7 @@ impl ServerOptimizerConfig {
                 beta1,
                 beta2,
                 tau,
-            } => Box::new(FedAdam::new(params, learning_rate, beta1, beta2, tau)?),
+            } => Box::new(Adam::fed(params, learning_rate, beta1, beta2, tau)?),
         })
     }
 }
@@ -340,7 +340,9 @@ impl InnerOptimizer for SgdMomentum {
 }
 
 /// Adam (Kingma & Ba 2015) with bias correction, written here so that its moments can be
-/// saved in checkpoints (candle's AdamW keeps them private).
+/// saved in checkpoints (candle's AdamW keeps them private); without bias correction and
+/// with ε = τ it is FedAdam's server update on the pseudo-gradient g = −Δ: m ← β₁m +
+/// (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − η·m/(√v + τ) (Reddi et al. 2021, Alg. 2).
 #[derive(Debug)]
 pub struct Adam {
     first: Vec<Tensor>,
@@ -350,6 +352,10 @@ pub struct Adam {
     beta1: f64,
     beta2: f64,
     eps: f64,
+    /// False for FedAdam.
+    bias_correction: bool,
+    /// The checkpoint names' prefix: `adam` or `fedadam`.
+    prefix: &'static str,
 }
 
 fn zeros_of(params: &[Var]) -> Result<Vec<Tensor>> {
@@ -370,6 +376,24 @@ impl Adam {
             beta1,
             beta2,
             eps: 1e-8,
+            bias_correction: true,
+            prefix: "adam",
+        })
+    }
+
+    /// FedAdam for `params`, moments at zero: no bias correction, τ in the denominator.
+    pub fn fed(
+        params: &[Var],
+        learning_rate: f64,
+        beta1: f64,
+        beta2: f64,
+        tau: f64,
+    ) -> Result<Self> {
+        Ok(Adam {
+            eps: tau,
+            bias_correction: false,
+            prefix: "fedadam",
+            ..Adam::new(params, learning_rate, beta1, beta2)?
         })
     }
 }
@@ -388,7 +412,10 @@ impl InnerOptimizer for Adam {
         {
             *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?;
+            let update = match self.bias_correction {
+                true => ((&*m / c1)? / ((&*v / c2)?.sqrt()? + self.eps)?)?,
+                false => (&*m / (v.sqrt()? + self.eps)?)?,
+            };
             var.set(&(var.as_tensor() - (update * self.learning_rate)?)?)?;
         }
         Ok(())
@@ -404,15 +431,15 @@ impl InnerOptimizer for Adam {
 
     fn state(&self) -> OptimizerState {
         OptimizerState {
-            tensors: moments("adam", &self.first, &self.second),
+            tensors: moments(self.prefix, &self.first, &self.second),
             steps: self.steps,
         }
     }
 
     fn restore(&mut self, params: &[Var], state: &OptimizerState) -> Result<()> {
         for (i, var) in params.iter().enumerate() {
-            self.first[i] = state.require(&format!("adam_m.{i}"), var)?;
-            self.second[i] = state.require(&format!("adam_v.{i}"), var)?;
+            self.first[i] = state.require(&format!("{}_m.{i}", self.prefix), var)?;
+            self.second[i] = state.require(&format!("{}_v.{i}", self.prefix), var)?;
         }
         self.steps = state.steps;
         Ok(())
@@ -432,80 +459,6 @@ fn moments(prefix: &str, first: &[Tensor], second: &[Tensor]) -> Vec<(String, Te
                 .map(|(i, v)| (format!("{prefix}_v.{i}"), v.clone())),
         )
         .collect()
-}
-
-/// FedAdam's server update on the pseudo-gradient g = −Δ: m ← β₁m + (1 − β₁)g,
-/// v ← β₂v + (1 − β₂)g², x ← x − η·m/(√v + τ) (Reddi et al. 2021, Alg. 2; no bias
-/// correction).
-#[derive(Debug)]
-pub struct FedAdam {
-    first: Vec<Tensor>,
-    second: Vec<Tensor>,
-    learning_rate: f64,
-    beta1: f64,
-    beta2: f64,
-    tau: f64,
-}
-
-impl FedAdam {
-    /// For `params`, moments at zero.
-    pub fn new(
-        params: &[Var],
-        learning_rate: f64,
-        beta1: f64,
-        beta2: f64,
-        tau: f64,
-    ) -> Result<Self> {
-        Ok(FedAdam {
-            first: zeros_of(params)?,
-            second: zeros_of(params)?,
-            learning_rate,
-            beta1,
-            beta2,
-            tau,
-        })
-    }
-}
-
-impl InnerOptimizer for FedAdam {
-    fn step(&mut self, params: &[Var], grads: &[Tensor]) -> Result<()> {
-        check_grads(params, grads)?;
-        for (((var, g), m), v) in params
-            .iter()
-            .zip(grads)
-            .zip(&mut self.first)
-            .zip(&mut self.second)
-        {
-            *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let update = (&*m / (v.sqrt()? + self.tau)?)?;
-            var.set(&(var.as_tensor() - (update * self.learning_rate)?)?)?;
-        }
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.learning_rate
-    }
-
-    fn set_learning_rate(&mut self, learning_rate: f64) {
-        self.learning_rate = learning_rate;
-    }
-
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            tensors: moments("fedadam", &self.first, &self.second),
-            steps: 0,
-        }
-    }
-
-    fn restore(&mut self, params: &[Var], state: &OptimizerState) -> Result<()> {
-        for (i, var) in params.iter().enumerate() {
-            self.first[i] = state.require(&format!("fedadam_m.{i}"), var)?;
-            self.second[i] = state.require(&format!("fedadam_v.{i}"), var)?;
-        }
-        Ok(())
-    }
 }
 
 /// Stage 3: ÷ the expected batch size, then the inner optimizer.
