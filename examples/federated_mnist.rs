@@ -67,6 +67,7 @@ fn main() -> dptrain::Result<()> {
             learning_rate: 1.0,
             momentum: 0.9,
         },
+        adaptive_clipping: None,
     };
     let start = std::time::Instant::now();
     let record = run_client_level(&global, &mut clients, partition.len(), test, &config, 0)?;

@@ -1,98 +1,193 @@
-//! `dptrain federate CONFIG`: a client-level DP-FedAvg simulation (issue 14, in progress)
-//! with its run directory: the resolved config, the clients' manifest, one metrics row per
-//! round, the ledger, the model, summary.json and privacy.md.
+//! `dptrain federate CONFIG`: a federated simulation (client-level DP-FedAvg or silo-level
+//! DP-SGD) with its run directory: the resolved config, the clients' manifest, one metrics
+//! row per round, the ledger, the model, summary.json, privacy.md, plots of accuracy and ε
+//! against rounds, and a checkpoint after every round (`--resume DIR` continues from it).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::Output;
-use crate::config::federated::FederatedRunConfig;
+use super::{Output, Reporter};
+use crate::config::DataConfig;
+use crate::config::federated::{FederatedMode, FederatedRunConfig};
 use crate::error::{Error, Result};
-use crate::federated::{InProcess, Partition, PartitionConfig, run_client_level};
+use crate::federated::{
+    ClientLevelRun, FederatedCheckpoint, FederatedRecord, FederatedRun, InProcess, METRICS_HEADER,
+    Partition, PartitionConfig, RoundRecord, SiloLevelRun,
+};
 use crate::fs::write_atomic;
 use crate::model::Model;
+use crate::report::plots::{Chart, Legend, Reference, Series};
+use crate::report::{RunManifest, unix_now};
 use crate::train::trainer::derive_seed;
 
-/// Runs the federation of `config` (with `overrides`) and writes `out` (default
-/// `reports/<name>`).
-pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>) -> Result<Output> {
-    let config = FederatedRunConfig::load(config_path, overrides)?;
-    let out = out.unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
-    if out.join("summary.json").exists() {
-        return Err(Error::Usage(format!(
-            "{} already holds a finished run; choose another --out",
-            out.display()
-        )));
-    }
+/// Runs the federation of `args.config` (with `--set` overrides) and writes `--out`
+/// (default `reports/<name>`), or continues `--resume DIR`.
+pub fn run(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output> {
+    run_config(args, reporter).map_err(|e| crate::config::in_config_file(&args.config, e))
+}
+
+fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output> {
+    let config = FederatedRunConfig::load(&args.config, &args.set)?;
+    let resolved = toml::to_string(&config)
+        .map_err(|e| Error::Usage(format!("the resolved config cannot be written: {e}")))?;
+    let (out, checkpoint) = match &args.resume {
+        Some(dir) => {
+            let checkpoint = FederatedCheckpoint::load(dir)?;
+            let differing = super::train::config_differences(&checkpoint.state.config, &resolved)?;
+            if !differing.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--resume {}: the config differs from the checkpoint's in {}; resume with \
+                     the same config (its privacy plan and ledger depend on it)",
+                    dir.display(),
+                    differing.join(", ")
+                )));
+            }
+            reporter.line(&format!(
+                "resuming {} after round {}",
+                dir.display(),
+                checkpoint.state.rounds.len()
+            ));
+            (dir.clone(), Some(checkpoint))
+        }
+        None => {
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("reports").join(&config.name));
+            if out.join("summary.json").exists() {
+                return Err(Error::Usage(format!(
+                    "{} already holds a finished run; choose another --out",
+                    out.display()
+                )));
+            }
+            if out.join(crate::train::checkpoint::CHECKPOINT_DIR).exists() {
+                return Err(Error::Usage(format!(
+                    "{} holds an unfinished run; continue it with --resume {0} or choose \
+                     another --out",
+                    out.display()
+                )));
+            }
+            (out, None)
+        }
+    };
+    let mut manifest = RunManifest::start(Some(config.seed), rayon::current_num_threads());
     let splits = config.data.load()?;
     let (train, test) = (&splits.train, &splits.test);
     let federated = &config.federated;
-    if let PartitionConfig::ByColumn { .. } = federated.partition {
-        return Err(Error::invalid(
-            "federated.partition.kind",
-            "by_column",
-            "iid, by_label or dirichlet (partitions by a CSV column are not wired to \
-             `federate` yet)",
-        ));
-    }
-    let partition = Partition::new(&federated.partition, &train.labels, None, config.seed)?;
-    let global = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
-    let mut clients = InProcess {
-        module: Model::for_data(&config.model, train, derive_seed(config.seed, 1))?,
-        data: train,
-        partition: &partition,
-        local: federated.local,
-        seed: derive_seed(config.seed, 5),
+    let keys = match (&federated.partition, &config.data) {
+        (PartitionConfig::ByColumn { column }, DataConfig::Csv(table)) => {
+            Some(crate::data::table::train_column(table, column)?)
+        }
+        _ => None,
     };
-    let start = std::time::Instant::now();
-    let record = run_client_level(
-        &global,
-        &mut clients,
-        partition.len(),
-        test,
-        &federated.client_level,
+    let partition = Partition::new(
+        &federated.partition,
+        &train.labels,
+        keys.as_deref(),
         config.seed,
     )?;
-    let wall_seconds = start.elapsed().as_secs_f64();
-    let resolved = toml::to_string(&config)
-        .map_err(|e| Error::Usage(format!("the resolved config cannot be written: {e}")))?;
-    // The directory is made only once the run has finished: a failed run leaves nothing.
+    let global = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
+    let module = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
+    let (record, unit) = match federated.mode()? {
+        FederatedMode::ClientLevel(local, privacy) => {
+            let mut clients = InProcess {
+                module,
+                data: train,
+                partition: &partition,
+                local: *local,
+                seed: derive_seed(config.seed, 5),
+            };
+            let mut run =
+                ClientLevelRun::new(&global, &mut clients, partition.len(), privacy, config.seed)?;
+            let record = rounds(
+                &mut run,
+                privacy.rounds,
+                &resolved,
+                checkpoint,
+                &out,
+                test,
+                reporter,
+                &config.name,
+            )?;
+            (record, "one client's whole data")
+        }
+        FederatedMode::SiloLevel(privacy) => {
+            let mut run =
+                SiloLevelRun::new(&global, module, train, &partition, privacy, config.seed)?;
+            let record = rounds(
+                &mut run,
+                privacy.rounds,
+                &resolved,
+                checkpoint,
+                &out,
+                test,
+                reporter,
+                &config.name,
+            )?;
+            (record, "one example of one silo")
+        }
+    };
+    manifest.finished_unix = unix_now();
+    let file = |name: &str| out.join(name);
     std::fs::create_dir_all(&out).map_err(|source| Error::Io {
         path: out.clone(),
         source,
     })?;
-    let file = |name: &str| out.join(name);
     write_atomic(&file("config.toml"), resolved.as_bytes())?;
     write_atomic(&file("clients.csv"), partition.manifest_csv().as_bytes())?;
-    let mut metrics = String::from("round,sampled,survivors,test_loss,test_accuracy,epsilon\n");
-    for r in &record.rounds {
-        metrics.push_str(&format!(
-            "{},{},{},{:?},{:?},{:?}\n",
-            r.round, r.sampled, r.survivors, r.test_loss, r.test_accuracy, r.epsilon
-        ));
-    }
-    write_atomic(&file("metrics.csv"), metrics.as_bytes())?;
+    write_atomic(&file("metrics.csv"), metrics_csv(&record.rounds).as_bytes())?;
+    write_atomic(
+        &file("manifest.json"),
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&manifest).unwrap_or_default()
+        )
+        .as_bytes(),
+    )?;
     record.ledger.write_csv(&file("ledger.csv"))?;
     crate::train::save_model(&global, &file("model.safetensors"))?;
-    let privacy = &federated.client_level;
+    let (delta, accountant, clip_norm, planned) = match federated.mode()? {
+        FederatedMode::ClientLevel(_, p) => (p.delta, p.accountant(), p.clip_norm, p.rounds),
+        FederatedMode::SiloLevel(p) => (p.delta, p.accountant(), p.clip_norm, p.rounds),
+    };
     let last = record.rounds.last();
-    let summary = json!({
-        "unit_of_privacy": "one client's whole data",
+    let mut summary = json!({
+        "mode": match federated.mode()? {
+            FederatedMode::ClientLevel(..) => "client_level",
+            FederatedMode::SiloLevel(_) => "silo_level",
+        },
+        "unit_of_privacy": unit,
         "test_accuracy": last.map(|r| r.test_accuracy),
         "test_loss": last.map(|r| r.test_loss),
         "epsilon": record.spent.epsilon,
-        "delta": privacy.delta,
-        "accountant": privacy.accountant().kind.name(),
+        "delta": delta,
+        "accountant": accountant.kind.name(),
         "noise_multiplier": record.noise_multiplier,
-        "clip_norm": privacy.clip_norm,
+        "clip_norm": clip_norm,
         "clients": partition.len(),
-        "sample_rate": privacy.sampling.sample_rate(partition.len()),
         "rounds": record.rounds.len(),
-        "planned_rounds": privacy.rounds,
+        "planned_rounds": planned,
         "stopped_early": record.stopped_early,
-        "wall_seconds": wall_seconds,
+        "wall_seconds": record.wall_seconds,
     });
+    match federated.mode()? {
+        FederatedMode::ClientLevel(_, p) => {
+            summary["sample_rate"] = json!(p.sampling.sample_rate(partition.len()));
+            summary["final_clip_norm"] = json!(last.map(|r| r.clip_norm));
+        }
+        FederatedMode::SiloLevel(p) => {
+            summary["sample_rate"] = json!(p.sample_rate);
+            summary["silo_epsilons"] = json!(
+                partition
+                    .names
+                    .iter()
+                    .zip(&record.silo_epsilons)
+                    .map(|(name, eps)| json!({"silo": name, "epsilon": eps}))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
     write_atomic(
         &file("summary.json"),
         format!(
@@ -101,8 +196,15 @@ pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>) -> Re
         )
         .as_bytes(),
     )?;
-    let statement = privacy_statement(&config, &record, partition.len());
+    let statement = privacy_statement(&config, &record, &partition)?;
     write_atomic(&file("privacy.md"), statement.as_bytes())?;
+    let budget = match federated.mode()? {
+        FederatedMode::ClientLevel(_, p) => p.target_epsilon,
+        FederatedMode::SiloLevel(p) => p.target_epsilon,
+    };
+    for (stem, chart) in charts(&config.name, &record.rounds, budget) {
+        crate::report::plots::save(&chart, &out, stem)?;
+    }
     let table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (
@@ -111,16 +213,13 @@ pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>) -> Re
         ),
         (
             "epsilon".into(),
-            format!(
-                "{:.4} at δ = {:e} (one client's whole data)",
-                record.spent.epsilon, privacy.delta
-            ),
+            format!("{:.4} at δ = {delta:e} ({unit})", record.spent.epsilon),
         ),
         (
             "rounds".into(),
-            format!("{} of {}", record.rounds.len(), privacy.rounds),
+            format!("{} of {planned}", record.rounds.len()),
         ),
-        ("wall time".into(), format!("{wall_seconds:.1} s")),
+        ("wall time".into(), format!("{:.1} s", record.wall_seconds)),
     ];
     Ok(Output {
         json: summary,
@@ -128,57 +227,212 @@ pub fn run(config_path: &Path, overrides: &[String], out: Option<PathBuf>) -> Re
     })
 }
 
-/// privacy.md of a client-level run.
+/// Runs the rounds of `run` to its end with a progress bar, writing the checkpoint into
+/// `out` after every round (resumed from `checkpoint` when given).
+#[allow(clippy::too_many_arguments)]
+fn rounds(
+    run: &mut dyn FederatedRun,
+    planned: u64,
+    resolved: &str,
+    checkpoint: Option<FederatedCheckpoint>,
+    out: &Path,
+    test: &crate::data::Dataset,
+    reporter: &Reporter,
+    name: &str,
+) -> Result<FederatedRecord> {
+    if let Some(checkpoint) = checkpoint {
+        run.resume(&checkpoint)?;
+    }
+    let bar = reporter.bar(planned, "rounds");
+    bar.set_prefix(name.to_string());
+    bar.set_position(run.rounds().len() as u64);
+    while let Some(round) = run.next_round(test)? {
+        run.checkpoint(resolved.to_string())?.save(out)?;
+        bar.set_message(format!(
+            "acc {:.2}%  ε {:.3}",
+            100.0 * round.test_accuracy,
+            round.epsilon
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    run.finish()
+}
+
+/// metrics.csv: one row per round.
+pub fn metrics_csv(rounds: &[RoundRecord]) -> String {
+    let mut text = format!("{METRICS_HEADER}\n");
+    for r in rounds {
+        text.push_str(&r.csv_row());
+        text.push('\n');
+    }
+    text
+}
+
+/// The charts of a federated run: test accuracy and ε against rounds.
+pub fn charts(
+    name: &str,
+    rounds: &[RoundRecord],
+    budget: Option<f64>,
+) -> Vec<(&'static str, Chart)> {
+    let points = |f: fn(&RoundRecord) -> f64| -> Vec<(f64, f64)> {
+        rounds.iter().map(|r| (r.round as f64, f(r))).collect()
+    };
+    vec![
+        (
+            "accuracy",
+            Chart {
+                title: format!("{name}: test accuracy"),
+                x_label: "round".into(),
+                y_label: "test accuracy (%)".into(),
+                series: vec![Series {
+                    name: "test accuracy".into(),
+                    points: points(|r| 100.0 * r.test_accuracy),
+                    markers: rounds.len() <= 30,
+                }],
+                reference: None,
+                legend: Legend::LowerRight,
+            },
+        ),
+        (
+            "epsilon",
+            Chart {
+                title: format!("{name}: privacy spent"),
+                x_label: "round".into(),
+                y_label: "ε".into(),
+                series: vec![Series {
+                    name: "ε spent".into(),
+                    points: std::iter::once((0.0, 0.0))
+                        .chain(points(|r| r.epsilon))
+                        .collect(),
+                    markers: false,
+                }],
+                reference: budget.map(|b| Reference {
+                    name: format!("budget ε = {b}"),
+                    y: b,
+                }),
+                legend: Legend::LowerRight,
+            },
+        ),
+    ]
+}
+
+/// privacy.md of a federated run.
 fn privacy_statement(
     config: &FederatedRunConfig,
-    record: &crate::federated::FederatedRecord,
-    clients: usize,
-) -> String {
-    let privacy = &config.federated.client_level;
-    let q = privacy.sampling.sample_rate(clients);
-    let sampling = match privacy.sampling {
-        crate::federated::ClientSampling::Poisson { expected_clients } => format!(
-            "Poisson: each of the {clients} clients joins each round independently with \
-             probability q = {q} ({expected_clients} expected)"
-        ),
-        crate::federated::ClientSampling::Fixed { clients: per_round } => format!(
-            "{per_round} of {clients} clients per round, without replacement: **accounted \
-             without amplification by sampling** (as if every client took part in every round)"
-        ),
-    };
-    format!(
-        "# Privacy statement: {name}\n\n\
-         The released model satisfies **(ε = {eps:.4}, δ = {delta:e})-differential privacy** \
-         for each client's whole data (client-level DP), as accounted below.\n\n\
-         | | |\n| --- | --- |\n\
-         | Mechanism | DP-FedAvg (McMahan, Ramage, Talwar & Zhang 2018): each sampled client \
-         trains locally and clips its whole update to C = {clip}; the server adds N(0, (zC)²) \
-         to the sum once per round and divides by the expected number of clients (never the \
-         realised one) |\n\
-         | Unit of privacy | one client's whole data; neighbouring federations differ by \
-         adding or removing one client |\n\
-         | Sampling | {sampling} |\n\
-         | Noise | z = {z:.6} |\n\
-         | Rounds | {done} of {planned}{stopped} |\n\
-         | Accountant | {accountant} |\n\
-         | Guarantee | ε = {eps} at δ = {delta:e} |\n\
-         | Trust | the server sees every client's clipped update before the noise (central \
-         DP): it must be trusted; secure aggregation is not used in this run |\n\n\
-         ## Not covered by this guarantee\n\n\
+    record: &FederatedRecord,
+    partition: &Partition,
+) -> Result<String> {
+    let clients = partition.len();
+    let stopped = record
+        .stopped_early
+        .as_ref()
+        .map_or(String::new(), |why| format!(" (stopped early: {why})"));
+    let not_covered = "## Not covered by this guarantee\n\n\
          - Hyper-parameter search: runs tried before this one are not accounted.\n\
          - The simulation's noise is seeded (fast mode, floating point): reproducible, **not \
-         hardened against floating-point attacks**.\n",
-        name = config.name,
-        eps = record.spent.epsilon,
-        delta = privacy.delta,
-        clip = privacy.clip_norm,
-        z = record.noise_multiplier,
-        done = record.rounds.len(),
-        planned = privacy.rounds,
-        stopped = record
-            .stopped_early
-            .as_ref()
-            .map_or(String::new(), |why| format!(" (stopped early: {why})")),
-        accountant = privacy.accountant().describe(),
-    )
+         hardened against floating-point attacks**.\n";
+    Ok(match config.federated.mode()? {
+        FederatedMode::ClientLevel(_, privacy) => {
+            let q = privacy.sampling.sample_rate(clients);
+            let sampling = match privacy.sampling {
+                crate::federated::ClientSampling::Poisson { expected_clients } => format!(
+                    "Poisson: each of the {clients} clients joins each round independently \
+                     with probability q = {q} ({expected_clients} expected)"
+                ),
+                crate::federated::ClientSampling::Fixed { clients: per_round } => format!(
+                    "{per_round} of {clients} clients per round, without replacement: \
+                     **accounted without amplification by sampling** (as if every client \
+                     took part in every round)"
+                ),
+            };
+            let clipping = match privacy.adaptive_clipping {
+                Some(adaptive) => format!(
+                    "adaptive (Andrew et al. 2021): C starts at {} and follows the {} \
+                     quantile of the update norms, estimated from the clients' noised \
+                     count (σ_b = {}); the count and the sum share z (z⁻² = z_Δ⁻² + \
+                     (2σ_b)⁻²); final C = {:.4}",
+                    privacy.clip_norm,
+                    adaptive.target_quantile,
+                    adaptive.count_noise_std(q * clients as f64),
+                    record
+                        .rounds
+                        .last()
+                        .map_or(privacy.clip_norm, |r| r.clip_norm)
+                ),
+                None => format!("fixed, C = {}", privacy.clip_norm),
+            };
+            format!(
+                "# Privacy statement: {name}\n\n\
+                 The released model satisfies **(ε = {eps:.4}, δ = {delta:e})-differential \
+                 privacy** for each client's whole data (client-level DP), as accounted \
+                 below.\n\n\
+                 | | |\n| --- | --- |\n\
+                 | Mechanism | DP-FedAvg (McMahan, Ramage, Talwar & Zhang 2018): each sampled \
+                 client trains locally and clips its whole update to C; the server adds \
+                 Gaussian noise to the sum once per round and divides by the expected number \
+                 of clients (never the realised one) |\n\
+                 | Unit of privacy | one client's whole data; neighbouring federations differ \
+                 by adding or removing one client |\n\
+                 | Sampling | {sampling} |\n\
+                 | Clipping | {clipping} |\n\
+                 | Noise | z = {z:.6} |\n\
+                 | Rounds | {done} of {planned}{stopped} |\n\
+                 | Accountant | {accountant} |\n\
+                 | Guarantee | ε = {eps} at δ = {delta:e} |\n\
+                 | Trust | the server sees every client's clipped update before the noise \
+                 (central DP): it must be trusted; secure aggregation is not used in this \
+                 run |\n\n{not_covered}",
+                name = config.name,
+                eps = record.spent.epsilon,
+                delta = privacy.delta,
+                z = record.noise_multiplier,
+                done = record.rounds.len(),
+                planned = privacy.rounds,
+                accountant = privacy.accountant().describe(),
+            )
+        }
+        FederatedMode::SiloLevel(privacy) => {
+            let mut silos = String::from("| Silo | Examples | ε |\n| --- | --- | --- |\n");
+            for ((name, examples), eps) in partition
+                .names
+                .iter()
+                .zip(&partition.clients)
+                .zip(&record.silo_epsilons)
+            {
+                silos.push_str(&format!("| {name} | {} | {eps:.4} |\n", examples.len()));
+            }
+            format!(
+                "# Privacy statement: {name}\n\n\
+                 Each silo's contribution satisfies **(ε, δ = {delta:e})-differential \
+                 privacy** for each of its examples (silo-level DP), with ε per silo below; \
+                 the run's guarantee is the worst silo's, **ε = {eps:.4}**.\n\n\
+                 | | |\n| --- | --- |\n\
+                 | Mechanism | every silo runs DP-SGD on its own data (per-example clipping \
+                 to C = {clip}, Gaussian noise σ = {z:.6}, Poisson sampling at q = {q}, \
+                 {steps} steps per round); the server takes the mean of the silos' updates \
+                 weighted by their example counts (published in clients.csv), which is \
+                 post-processing |\n\
+                 | Unit of privacy | one example of one silo; neighbouring data sets differ \
+                 by adding or removing one example in one silo |\n\
+                 | Rounds | {done} of {planned}{stopped} |\n\
+                 | Accountant | {accountant}, each silo its own ledger |\n\
+                 | Guarantee | ε = {eps} at δ = {delta:e} (the worst silo; ledger.csv is \
+                 its ledger) |\n\
+                 | Trust | each silo trusts itself; the server and the other silos see only \
+                 noised updates |\n\n\
+                 ## Each silo\n\n{silos}\n{not_covered}",
+                name = config.name,
+                eps = record.spent.epsilon,
+                delta = privacy.delta,
+                clip = privacy.clip_norm,
+                z = record.noise_multiplier,
+                q = privacy.sample_rate,
+                steps = privacy.local_steps,
+                done = record.rounds.len(),
+                planned = privacy.rounds,
+                accountant = privacy.accountant().describe(),
+            )
+        }
+    })
 }

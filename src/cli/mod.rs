@@ -187,6 +187,10 @@ pub struct FederateArgs {
     /// Override a config value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Continue the unfinished run in DIR from its last round's checkpoint (with the same
+    /// config and --set values).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
 }
 
 /// Which canaries an audit uses.
@@ -434,7 +438,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         }
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args, &reporter),
-        Command::Federate(args) => federate::run(&args.config, &args.set, args.out.clone()),
+        Command::Federate(args) => federate::run(args, &reporter),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {
             Some(dir) => train::report(dir),

@@ -604,7 +604,7 @@ pub fn compare(dirs: &[PathBuf], out: Option<&std::path::Path>) -> Result<Output
 }
 
 /// The dotted keys whose values differ between two config texts.
-fn config_differences(saved: &str, current: &str) -> Result<Vec<String>> {
+pub(crate) fn config_differences(saved: &str, current: &str) -> Result<Vec<String>> {
     let parse = |text: &str| -> Result<toml::Table> {
         toml::from_str(text).map_err(|e| Error::Parse {
             path: PathBuf::from("checkpoint/state.json"),

@@ -1,6 +1,7 @@
 //! The config of a federated run (`dptrain federate CONFIG`): the data and model of a run
-//! config, and a `[federated]` table with the partition, the clients' local training and
-//! the client-level privacy of the rounds.
+//! config, and a `[federated]` table with the partition and one privacy mode:
+//! `[federated.client_level]` (with `federated.local`, the clients' training) or
+//! `[federated.silo_level]`.
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DataConfig, apply_override, span_location};
 use crate::error::{Error, Result};
-use crate::federated::{ClientLevelConfig, LocalTraining, PartitionConfig};
+use crate::federated::{ClientLevelConfig, LocalTraining, PartitionConfig, SiloLevelConfig};
 use crate::model::ModelConfig;
 
 /// A federated run's config file.
@@ -27,16 +28,61 @@ pub struct FederatedRunConfig {
     pub federated: FederatedConfig,
 }
 
-/// The `[federated]` table.
+/// The `[federated]` table: a partition and exactly one privacy mode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederatedConfig {
-    /// How the training set is split into clients.
+    /// How the training set is split into clients (or silos).
     pub partition: PartitionConfig,
-    /// How each client trains in a round.
-    pub local: LocalTraining,
+    /// How each client trains in a round (client-level DP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalTraining>,
     /// Client-level DP-FedAvg: rounds, client sampling, clip, noise, server optimizer.
-    pub client_level: ClientLevelConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_level: Option<ClientLevelConfig>,
+    /// Silo-level DP: every silo's own DP-SGD steps, the server's weighted mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silo_level: Option<SiloLevelConfig>,
+}
+
+/// The privacy mode of a federated run.
+#[derive(Debug, Clone, Copy)]
+pub enum FederatedMode<'a> {
+    /// Client-level DP-FedAvg with each client's local training.
+    ClientLevel(&'a LocalTraining, &'a ClientLevelConfig),
+    /// Silo-level DP.
+    SiloLevel(&'a SiloLevelConfig),
+}
+
+impl FederatedConfig {
+    /// The run's mode: exactly one of `[federated.client_level]` (with `federated.local`)
+    /// and `[federated.silo_level]`.
+    pub fn mode(&self) -> Result<FederatedMode<'_>> {
+        match (&self.client_level, &self.silo_level, &self.local) {
+            (Some(client), None, Some(local)) => Ok(FederatedMode::ClientLevel(local, client)),
+            (Some(_), None, None) => Err(Error::invalid(
+                "federated.local",
+                "missing",
+                "the clients' local training (epochs, batch_size, optimizer) of a \
+                 client-level run",
+            )),
+            (None, Some(silo), None) => Ok(FederatedMode::SiloLevel(silo)),
+            (None, Some(_), Some(_)) => Err(Error::invalid(
+                "federated.local",
+                "given",
+                "nothing under silo-level DP (the silos' steps are set in \
+                 federated.silo_level: local_steps, sample_rate, optimizer)",
+            )),
+            (client, silo, _) => Err(Error::invalid(
+                "federated.client_level / federated.silo_level",
+                match (client.is_some(), silo.is_some()) {
+                    (true, true) => "both",
+                    _ => "neither",
+                },
+                "exactly one of them: the run's privacy mode",
+            )),
+        }
+    }
 }
 
 impl FederatedRunConfig {
@@ -75,30 +121,39 @@ impl FederatedRunConfig {
     /// Range checks the types cannot express (the partition and the sampling are checked
     /// against the data when the run starts).
     pub fn validate(&self) -> Result<()> {
-        let local = &self.federated.local;
-        if local.epochs == 0 || local.batch_size == 0 {
-            return Err(Error::invalid(
-                "federated.local.epochs / batch_size",
-                format!("{} / {}", local.epochs, local.batch_size),
-                "whole numbers at least 1",
-            ));
+        let check_delta = |key: &'static str, delta: f64| {
+            crate::privacy::conversion::check_delta(delta)
+                .map_err(|_| Error::invalid(key, delta, "a number in (0, 1)"))
+        };
+        let check_clip = |key: &'static str, clip: f64| match clip > 0.0 && clip.is_finite() {
+            true => Ok(()),
+            false => Err(Error::invalid(key, clip, "a finite number above 0")),
+        };
+        match self.federated.mode()? {
+            FederatedMode::ClientLevel(local, privacy) => {
+                if local.epochs == 0 || local.batch_size == 0 {
+                    return Err(Error::invalid(
+                        "federated.local.epochs / batch_size",
+                        format!("{} / {}", local.epochs, local.batch_size),
+                        "whole numbers at least 1",
+                    ));
+                }
+                local.optimizer.validate()?;
+                check_delta("federated.client_level.delta", privacy.delta)?;
+                check_clip("federated.client_level.clip_norm", privacy.clip_norm)?;
+                if let Some(adaptive) = privacy.adaptive_clipping {
+                    adaptive.validate().map_err(|e| {
+                        Error::Usage(e.to_string().replace("privacy.", "federated.client_level."))
+                    })?;
+                }
+                privacy.server_optimizer.validate()
+            }
+            FederatedMode::SiloLevel(privacy) => {
+                check_delta("federated.silo_level.delta", privacy.delta)?;
+                check_clip("federated.silo_level.clip_norm", privacy.clip_norm)?;
+                privacy.optimizer.validate()?;
+                privacy.server_optimizer.validate()
+            }
         }
-        local.optimizer.validate()?;
-        let privacy = &self.federated.client_level;
-        crate::privacy::conversion::check_delta(privacy.delta).map_err(|_| {
-            Error::invalid(
-                "federated.client_level.delta",
-                privacy.delta,
-                "a number in (0, 1)",
-            )
-        })?;
-        if !(privacy.clip_norm > 0.0 && privacy.clip_norm.is_finite()) {
-            return Err(Error::invalid(
-                "federated.client_level.clip_norm",
-                privacy.clip_norm,
-                "a finite number above 0",
-            ));
-        }
-        privacy.server_optimizer.validate()
     }
 }

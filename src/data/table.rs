@@ -571,6 +571,28 @@ pub fn load_table(config: &TableConfig) -> Result<Table> {
     parse_table(config, &train, &test)
 }
 
+/// The text of column `name` for every training example of `config`, in the order of
+/// [`load_table`]'s training split (rows dropped for missing values and the holdout are left
+/// out as there): the keys of a federated partition by that column.
+pub fn train_column(config: &TableConfig, name: &str) -> Result<Vec<String>> {
+    let Some(c) = config.columns.iter().position(|c| c.name() == name) else {
+        let names: Vec<&str> = config.columns.iter().map(|c| c.name()).collect();
+        return Err(Error::invalid(
+            "federated.partition.column",
+            name,
+            format!("one of the table's columns ({})", names.join(", ")),
+        ));
+    };
+    let raw = parse_rows(config, &config.train, &read_text(&config.train.path)?)?;
+    let rows = raw.rows.len().saturating_sub(config.holdout);
+    Ok(raw
+        .rows
+        .into_iter()
+        .take(rows)
+        .map(|mut row| std::mem::take(&mut row[c]))
+        .collect())
+}
+
 /// [`load_table`] on the two files' text (after any decompression), without checksums
 /// (`test` is unused with a holdout). The config's paths appear in messages only.
 pub fn parse_table(config: &TableConfig, train: &[u8], test: &[u8]) -> Result<Table> {

@@ -132,6 +132,22 @@ impl ClientSampler {
         })
     }
 
+    /// The stream's position, for checkpoints.
+    pub fn position(&self) -> u128 {
+        match self {
+            ClientSampler::Poisson(sampler) => sampler.position(),
+            ClientSampler::Fixed { rng, .. } => rng.get_word_pos(),
+        }
+    }
+
+    /// Continues from [`ClientSampler::position`] (a secure sampler draws fresh anyway).
+    pub fn seek(&mut self, position: u128) {
+        match self {
+            ClientSampler::Poisson(sampler) => sampler.seek(position),
+            ClientSampler::Fixed { rng, .. } => rng.set_word_pos(position),
+        }
+    }
+
     /// The clients of the next round, ascending.
     pub fn sample(&mut self) -> Vec<usize> {
         match self {

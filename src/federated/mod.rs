@@ -1,24 +1,31 @@
-//! Federated learning (issue 14, in progress): training across clients that keep their data.
+//! Federated learning (issue 14): training across clients that keep their data.
 //!
-//! So far: [`partition`], the seeded split of a shipped data set into simulated clients,
-//! [`clients`], which clients join a round and the privacy event that makes, and [`round`],
-//! one round of client-level DP-FedAvg over a [`Transport`] ([`InProcess`] for simulation),
-//! and [`silo`], silo-level DP (each silo's own DP-SGD steps and ledger; the server
-//! averages).
-//! The round engine (server-send → client-compute → server-aggregate over a `Transport`),
-//! client-level DP-FedAvg and silo-level DP-SGD build on the DP step's stages in
-//! `train` (clipped sum, privatizer, update) and follow in this room.
+//! - [`partition`]: the seeded split of a shipped data set into simulated clients or silos;
+//! - [`clients`]: which clients join a round, and the privacy event that makes;
+//! - [`round`]: one round over a [`Transport`] (server-send → client-compute →
+//!   server-aggregate), [`InProcess`] virtual clients for simulation, the [`Server`] built on
+//!   the DP step's stages in `train` (clipped sum, privatizer, update);
+//! - [`run`]: a whole client-level DP-FedAvg run ([`ClientLevelRun`]), accounted and
+//!   checkpointable round by round;
+//! - [`silo`]: silo-level DP (each silo's own DP-SGD steps and ledger; the server takes the
+//!   weighted mean), [`SiloLevelRun`];
+//! - [`checkpoint`]: what a run keeps after each round to resume bit for bit.
 
+pub mod checkpoint;
 pub mod clients;
 pub mod partition;
 pub mod round;
 pub mod run;
 pub mod silo;
 
+pub use checkpoint::{FederatedCheckpoint, FederatedState};
 pub use clients::{ClientSampler, ClientSampling};
 pub use partition::{Partition, PartitionConfig};
 pub use round::{
     ClientReply, InProcess, LocalTraining, RoundOutcome, RoundRequest, Server, Transport,
 };
-pub use run::{ClientLevelConfig, FederatedRecord, RoundRecord, run_client_level};
-pub use silo::{SiloState, SiloTraining, Silos, worst_epsilon};
+pub use run::{
+    ClientLevelConfig, ClientLevelRun, FederatedRecord, FederatedRun, METRICS_HEADER, RoundRecord,
+    run_client_level,
+};
+pub use silo::{SiloLevelConfig, SiloLevelRun, SiloState, SiloTraining, Silos, worst_epsilon};

@@ -41,6 +41,9 @@ pub struct RoundRequest {
 pub struct ClientReply {
     /// Δ_k · min(1, C / (‖Δ_k‖ + 1e-6)), Δ_k = local − global parameters.
     pub update: Sums,
+    /// Whether ‖Δ_k‖ ≤ C before clipping: the bit adaptive clipping counts (Andrew et al.
+    /// 2021), which the server cannot tell from the clipped update.
+    pub within_clip: bool,
 }
 
 /// Carries a round's request to the sampled clients and their replies back.
@@ -117,12 +120,15 @@ impl<M: DpModule> InProcess<'_, M> {
                 optimizer.step(&self.module, self.data, batch)?;
             }
         }
-        let update = real!(
+        let (update, norm) = real!(
             request.params.dtype(),
             "client update",
             |T| clipped_delta::<T>(&params, &request.params, request.clip_norm)
         )?;
-        Ok(ClientReply { update })
+        Ok(ClientReply {
+            update,
+            within_clip: norm <= request.clip_norm,
+        })
     }
 }
 
@@ -188,8 +194,13 @@ fn l2_norm<T: SumValue>(values: &[Vec<T>]) -> f64 {
         .sqrt()
 }
 
-/// (local − global) scaled to L2 norm at most C (McMahan et al. 2018, ClipFn).
-fn clipped_delta<T: SumValue>(params: &[Var], global: &Sums, clip_norm: f64) -> Result<Sums> {
+/// (local − global) scaled to L2 norm at most C (McMahan et al. 2018, ClipFn), and the norm
+/// before clipping.
+fn clipped_delta<T: SumValue>(
+    params: &[Var],
+    global: &Sums,
+    clip_norm: f64,
+) -> Result<(Sums, f64)> {
     let mut global = global.clone();
     let global = global.values_mut::<T>("client update")?;
     let mut delta: Vec<Vec<T>> = Vec::with_capacity(params.len());
@@ -202,7 +213,7 @@ fn clipped_delta<T: SumValue>(params: &[Var], global: &Sums, clip_norm: f64) -> 
     for v in delta.iter_mut().flatten() {
         *v *= factor;
     }
-    Ok(T::wrap(delta))
+    Ok((T::wrap(delta), norm))
 }
 
 /// What the server did in a round.
@@ -212,6 +223,8 @@ pub struct RoundOutcome {
     pub sampled: usize,
     /// Clients whose update arrived (the others were dropped).
     pub survivors: usize,
+    /// Survivors whose update was within C before clipping.
+    pub within_clip: usize,
     /// Why each dropped client was dropped.
     pub dropped: Vec<(usize, String)>,
 }
@@ -225,6 +238,8 @@ pub struct Server {
     privatizer: Box<dyn Privatizer>,
     update: Update,
     round: u64,
+    /// Silo-level: each silo's weight in the average (None: a plain sum).
+    weights: Option<Vec<f64>>,
 }
 
 impl Server {
@@ -247,30 +262,74 @@ impl Server {
             privatizer,
             update,
             round: 0,
+            weights: None,
         })
     }
 
-    /// The server of silo-level DP: the plain average of the silos' updates (their own
-    /// DP-SGD steps are what is private), divided by the number of silos `silos` and
-    /// stepped by `server_optimizer`.
+    /// The server of silo-level DP: the average of the silos' updates weighted by
+    /// `weights` (one per silo, e.g. its number of examples; renormalised over the silos
+    /// that replied), stepped by `server_optimizer`. The silos' own DP-SGD steps are what is
+    /// private; the average is post-processing.
     pub fn averaging(
         params: Vec<Var>,
-        silos: usize,
+        weights: Vec<f64>,
         server_optimizer: &crate::train::ServerOptimizerConfig,
     ) -> Result<Self> {
-        let update = Update::new(silos as f64, server_optimizer.build(&params)?)?;
+        if weights.is_empty() || weights.iter().any(|w| !(*w > 0.0 && w.is_finite())) {
+            return Err(Error::invalid(
+                "silo weights",
+                format!("{weights:?}"),
+                "one finite weight above 0 per silo",
+            ));
+        }
+        let update = Update::new(1.0, server_optimizer.build(&params)?)?;
         Ok(Server {
             params,
             clip_norm: None,
             privatizer: Box::new(crate::train::NoNoise),
             update,
             round: 0,
+            weights: Some(weights),
         })
     }
 
     /// Rounds completed.
     pub fn round(&self) -> u64 {
         self.round
+    }
+
+    /// C of the next rounds, and the noise multiplier of the sum (adaptive clipping moves
+    /// both). Silo-level servers clip nothing and refuse.
+    pub fn set_clip_and_noise(&mut self, clip_norm: f64, noise_multiplier: f64) -> Result<()> {
+        if self.clip_norm.is_none() {
+            return Err(Error::Usage(
+                "a silo-level server neither clips nor adds noise".into(),
+            ));
+        }
+        self.clip_norm = Some(clip_norm);
+        self.privatizer.set_noise(noise_multiplier, clip_norm)
+    }
+
+    /// The server's state for a checkpoint: rounds done, the noise stream's position and
+    /// the server optimizer's state.
+    pub fn state(&self) -> (u64, u64, crate::train::OptimizerState) {
+        (
+            self.round,
+            self.privatizer.position(),
+            self.update.inner().state(),
+        )
+    }
+
+    /// Restores [`Server::state`] (the parameters are restored by the caller).
+    pub fn restore(
+        &mut self,
+        round: u64,
+        noise_position: u64,
+        optimizer: &crate::train::OptimizerState,
+    ) -> Result<()> {
+        self.round = round;
+        self.privatizer.seek(noise_position);
+        self.update.inner_mut().restore(&self.params, optimizer)
     }
 
     /// The global parameters.
@@ -300,14 +359,16 @@ impl Server {
         let replies = transport.exchange(&request, clients);
         let sizes = global.sizes();
         let mut sum = Sums::zeros(&sizes, global.dtype())?;
+        let mut total_weight = 0.0;
         let mut outcome = RoundOutcome {
             sampled: clients.len(),
             survivors: 0,
+            within_clip: 0,
             dropped: Vec::new(),
         };
         for (client, reply) in replies {
-            let update = match reply {
-                Ok(reply) if reply.update.sizes() == sizes => reply.update,
+            let (update, within_clip) = match reply {
+                Ok(reply) if reply.update.sizes() == sizes => (reply.update, reply.within_clip),
                 Ok(_) => {
                     outcome
                         .dropped
@@ -320,8 +381,20 @@ impl Server {
                 }
             };
             let clip_norm = self.clip_norm.unwrap_or(f64::INFINITY);
+            let weight = match &self.weights {
+                Some(weights) => match weights.get(client) {
+                    Some(w) => *w,
+                    None => {
+                        outcome
+                            .dropped
+                            .push((client, "a reply from an unknown silo".into()));
+                        continue;
+                    }
+                },
+                None => 1.0,
+            };
             let added = real!(sum.dtype(), "aggregate", |T| add_clipped::<T>(
-                &mut sum, update, clip_norm
+                &mut sum, update, clip_norm, weight
             ))?;
             if !added {
                 outcome
@@ -330,16 +403,20 @@ impl Server {
                 continue;
             }
             outcome.survivors += 1;
+            outcome.within_clip += usize::from(within_clip);
+            total_weight += weight;
         }
+        // Silo-level: the weighted mean over the silos that replied (post-processing of
+        // their private updates). Client-level: the sum, divided by qN in `Update`.
+        let scale = match (&self.weights, total_weight > 0.0) {
+            (Some(_), true) => -1.0 / total_weight,
+            _ => -1.0,
+        };
         // The server optimizer steps on the pseudo-gradient −(Σ Δ + Z)/(qN); Z is symmetric,
         // so it is drawn onto −Σ Δ.
-        real!(sum.dtype(), "aggregate", |T| {
-            sum.values_mut::<T>("aggregate")?
-                .iter_mut()
-                .flatten()
-                .for_each(|v| *v = -*v);
-            Ok(())
-        })?;
+        real!(sum.dtype(), "aggregate", |T| scale_all::<T>(
+            &mut sum, scale
+        ))?;
         let ahead = self.privatizer.draw_ahead(&sizes, sum.dtype())?;
         self.privatizer.privatize(&mut sum, ahead)?;
         self.update.apply(&self.params, sum)?;
@@ -348,18 +425,34 @@ impl Server {
     }
 }
 
-/// sum += update · min(1, C/(‖update‖ + 1e-6)): the server's own clip of a reply. False
-/// (and nothing added) when the update holds a non-finite value.
-fn add_clipped<T: SumValue>(sum: &mut Sums, mut update: Sums, clip_norm: f64) -> Result<bool> {
+/// Multiplies every value of `sums` by `scale`.
+fn scale_all<T: SumValue>(sums: &mut Sums, scale: f64) -> Result<()> {
+    let scale = T::of(scale);
+    sums.values_mut::<T>("aggregate")?
+        .iter_mut()
+        .flatten()
+        .for_each(|v| *v *= scale);
+    Ok(())
+}
+
+/// sum += weight · update · min(1, C/(‖update‖ + 1e-6)): the server's own clip of a reply.
+/// False (and nothing added) when the update holds a non-finite value.
+fn add_clipped<T: SumValue>(
+    sum: &mut Sums,
+    mut update: Sums,
+    clip_norm: f64,
+    weight: f64,
+) -> Result<bool> {
     let update = update.values_mut::<T>("client update")?;
     let norm = l2_norm(update);
     if !norm.is_finite() {
         return Ok(false);
     }
     // A reply already within C (every honest one) is added unchanged.
-    let factor = match norm <= clip_norm {
-        true => T::one(),
-        false => T::of(clip_factor_of(norm, clip_norm)),
+    let factor = match (norm <= clip_norm, weight == 1.0) {
+        (true, true) => T::one(),
+        (true, false) => T::of(weight),
+        (false, _) => T::of(weight * clip_factor_of(norm, clip_norm)),
     };
     for (acc, values) in sum
         .values_mut::<T>("aggregate")?

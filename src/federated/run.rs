@@ -6,10 +6,14 @@
 //! `NoAmplification` form for a fixed number of clients), composed by the chosen
 //! accountant; a round that would bring ε above the budget is not run.
 
+use std::time::Instant;
+
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::mechanism::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
 use crate::model::DpModule;
 use crate::privacy::{
     Accountant, AccountantKind, AccountantSettings, DpEvent, Ledger, PrivacyBudget, PrivacySpent,
@@ -18,6 +22,7 @@ use crate::privacy::{
 use crate::train::trainer::{derive_seed, evaluate};
 use crate::train::{GaussianPrivatizer, ServerOptimizerConfig, Update};
 
+use super::checkpoint::{FederatedCheckpoint, FederatedState};
 use super::clients::{ClientSampler, ClientSampling};
 use super::round::{Server, Transport};
 
@@ -44,23 +49,53 @@ pub struct ClientLevelConfig {
     pub accountant: Option<AccountantKind>,
     /// The server optimizer.
     pub server_optimizer: ServerOptimizerConfig,
+    /// Adaptive clipping of the update norm (Andrew et al. 2021): C follows a quantile of
+    /// the clients' update norms, starting at `clip_norm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_clipping: Option<AdaptiveClippingConfig>,
 }
 
 /// One round's row of metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoundRecord {
     /// The round, from 1.
     pub round: u64,
-    /// Clients sampled.
+    /// Clients (or silos) asked.
     pub sampled: usize,
     /// Clients whose update arrived.
     pub survivors: usize,
+    /// C of the round (client-level; it moves under adaptive clipping).
+    pub clip_norm: f64,
     /// Mean test loss after the round.
     pub test_loss: f64,
     /// Test accuracy after the round.
     pub test_accuracy: f64,
-    /// ε at δ after the round.
+    /// ε at δ after the round (the worst silo's under silo-level DP).
     pub epsilon: f64,
+    /// Seconds the round took, without the evaluation.
+    pub seconds: f64,
+}
+
+/// The header of metrics.csv.
+pub const METRICS_HEADER: &str =
+    "round,sampled,survivors,clip_norm,test_loss,test_accuracy,epsilon,seconds";
+
+impl RoundRecord {
+    /// The row of metrics.csv (floats written to round-trip exactly).
+    pub fn csv_row(&self) -> String {
+        format!(
+            "{},{},{},{:?},{:?},{:?},{:?},{:.4}",
+            self.round,
+            self.sampled,
+            self.survivors,
+            self.clip_norm,
+            self.test_loss,
+            self.test_accuracy,
+            self.epsilon,
+            self.seconds
+        )
+    }
 }
 
 /// What a run produced.
@@ -68,14 +103,54 @@ pub struct RoundRecord {
 pub struct FederatedRecord {
     /// One row per round.
     pub rounds: Vec<RoundRecord>,
-    /// Every round's event, in ledger form.
+    /// Client-level: every round's event, in ledger form; silo-level: the worst silo's.
     pub ledger: Ledger,
     /// ε at δ of the ledger.
     pub spent: PrivacySpent,
-    /// z (calibrated or given).
+    /// z (client-level) or σ of each silo step (silo-level), calibrated or given.
     pub noise_multiplier: f64,
+    /// Silo-level: each silo's ε at δ, in the partition's order.
+    pub silo_epsilons: Vec<f64>,
     /// Why the run stopped before its last round, if it did.
     pub stopped_early: Option<String>,
+    /// Seconds spent in the rounds (evaluation included), over all sessions of the run.
+    pub wall_seconds: f64,
+}
+
+/// z: `given`, or the smallest whose `event(z)` meets `target` at δ (exactly one of them).
+pub(crate) fn resolve_noise(
+    given: Option<f64>,
+    target: Option<f64>,
+    delta: f64,
+    settings: AccountantSettings,
+    key: &str,
+    event: impl Fn(f64) -> DpEvent,
+) -> Result<f64> {
+    match (given, target) {
+        (Some(z), None) => {
+            crate::privacy::rdp::check_step(1.0, z).map_err(|_| {
+                Error::invalid(
+                    format!("{key}.noise_multiplier"),
+                    z,
+                    "a finite number above 0",
+                )
+            })?;
+            Ok(z)
+        }
+        (None, Some(target)) => {
+            let calibration = calibrate_scale(target, delta, |z| {
+                let mut accountant = Accountant::new(settings)?;
+                accountant.compose_event(&event(z))?;
+                Ok(accountant.epsilon(delta)?.epsilon)
+            })?;
+            Ok(calibration.noise_multiplier)
+        }
+        _ => Err(Error::invalid(
+            format!("{key}.noise_multiplier / {key}.target_epsilon"),
+            "both or neither",
+            "exactly one of them",
+        )),
+    }
 }
 
 impl ClientLevelConfig {
@@ -89,50 +164,286 @@ impl ClientLevelConfig {
         self.sampling.validate(population)?;
         if self.rounds == 0 {
             return Err(Error::invalid(
-                "federated.rounds",
+                "federated.client_level.rounds",
                 0,
                 "a whole number at least 1",
             ));
         }
-        match (self.noise_multiplier, self.target_epsilon) {
-            (Some(z), None) => {
-                crate::privacy::rdp::check_step(1.0, z).map_err(|_| {
-                    Error::invalid("federated.noise_multiplier", z, "a finite number above 0")
-                })?;
-                Ok(z)
-            }
-            (None, Some(target)) => {
-                let settings = self.accountant();
-                let rounds = self.rounds;
-                let calibration = calibrate_scale(target, self.delta, |z| {
-                    let event = DpEvent::SelfComposed {
-                        event: Box::new(self.sampling.round_event(population, z)),
-                        count: rounds,
-                    };
-                    let mut accountant = Accountant::new(settings)?;
-                    accountant.compose_event(&event)?;
-                    Ok(accountant.epsilon(self.delta)?.epsilon)
-                })?;
-                Ok(calibration.noise_multiplier)
-            }
-            _ => Err(Error::invalid(
-                "federated.noise_multiplier / federated.target_epsilon",
-                "both or neither",
-                "exactly one of them",
-            )),
-        }
+        let rounds = self.rounds;
+        resolve_noise(
+            self.noise_multiplier,
+            self.target_epsilon,
+            self.delta,
+            self.accountant(),
+            "federated.client_level",
+            |z| DpEvent::SelfComposed {
+                event: Box::new(self.sampling.round_event(population, z)),
+                count: rounds,
+            },
+        )
     }
 }
 
-/// Runs client-level DP-FedAvg: `global` is the server's model, `transport` reaches the
-/// `population` clients, `test` is evaluated after each round; `seed` drives the client
-/// sample and the server's noise.
-///
-/// # Privacy
-/// Each round is composed into the accountant only after [`PrivacyBudget::admits_event`]
-/// says it fits the budget (the target ε, when one is given), and before it runs; the
-/// server's noise is N(0, z²C²) on the sum of updates clipped to C, divided by the
-/// expected number of clients.
+/// A federated run, one round at a time, checkpointable after any round: client-level
+/// ([`ClientLevelRun`]) or silo-level ([`super::SiloLevelRun`]).
+pub trait FederatedRun {
+    /// The noise multiplier: z of every round (client-level, the gradient's and the count's
+    /// together under adaptive clipping), σ of every silo step (silo-level).
+    fn noise_multiplier(&self) -> f64;
+
+    /// The rounds finished so far.
+    fn rounds(&self) -> &[RoundRecord];
+
+    /// Runs the next round and evaluates on `test`; None once the planned rounds are done
+    /// or the budget stops the run.
+    fn next_round(&mut self, test: &Dataset) -> Result<Option<RoundRecord>>;
+
+    /// The checkpoint after the rounds so far; `config` is the run's config text.
+    fn checkpoint(&self, config: String) -> Result<FederatedCheckpoint>;
+
+    /// Continues from `checkpoint` (of this run's config): the next round is the one after
+    /// its last, drawn exactly as the uninterrupted run would have drawn it.
+    fn resume(&mut self, checkpoint: &FederatedCheckpoint) -> Result<()>;
+
+    /// The record of the run so far.
+    fn finish(&mut self) -> Result<FederatedRecord>;
+}
+
+/// A client-level DP-FedAvg run, one round at a time: the server, the client sampler, the
+/// accountant and the rounds so far, checkpointable after any round.
+pub struct ClientLevelRun<'a> {
+    global: &'a dyn DpModule,
+    transport: &'a mut dyn Transport,
+    config: ClientLevelConfig,
+    z: f64,
+    accountant: Accountant,
+    budget: Option<PrivacyBudget>,
+    server: Server,
+    sampler: ClientSampler,
+    clipper: Option<AdaptiveClipper>,
+    round_event: DpEvent,
+    rounds: Vec<RoundRecord>,
+    stopped_early: Option<String>,
+    wall_seconds: f64,
+}
+
+impl<'a> ClientLevelRun<'a> {
+    /// A run of `config` on `global` (the server's model) whose `transport` reaches the
+    /// `population` clients; `seed` drives the client sample, the server's noise and the
+    /// count noise of adaptive clipping.
+    pub fn new(
+        global: &'a dyn DpModule,
+        transport: &'a mut dyn Transport,
+        population: usize,
+        config: &ClientLevelConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        let z = config.noise_multiplier(population)?;
+        let accountant = Accountant::new(config.accountant())?;
+        let budget = match config.target_epsilon {
+            Some(target) => Some(PrivacyBudget::new(target, config.delta)?),
+            None => None,
+        };
+        let params = global.parameters();
+        let expected_clients = config.sampling.sample_rate(population) * population as f64;
+        let clipper = match config.adaptive_clipping {
+            Some(adaptive) => Some(AdaptiveClipper::new(
+                adaptive,
+                config.clip_norm,
+                expected_clients,
+                derive_seed(seed, 4),
+            )?),
+            None => None,
+        };
+        // Adaptive clipping spends part of z on the count (Andrew et al. 2021, Thm. 1).
+        let gradient_z = match &clipper {
+            Some(clipper) => gradient_noise_multiplier(z, clipper.count_noise_std())?,
+            None => z,
+        };
+        let server = Server::new(
+            params.clone(),
+            config.clip_norm,
+            Box::new(GaussianPrivatizer::new(
+                gradient_z,
+                config.clip_norm,
+                derive_seed(seed, 3),
+            )?),
+            Update::new(expected_clients, config.server_optimizer.build(&params)?)?,
+        )?;
+        Ok(ClientLevelRun {
+            global,
+            transport,
+            config: config.clone(),
+            z,
+            accountant,
+            budget,
+            server,
+            sampler: ClientSampler::new(config.sampling, population, Some(derive_seed(seed, 2)))?,
+            clipper,
+            round_event: config.sampling.round_event(population, z),
+            rounds: Vec::new(),
+            stopped_early: None,
+            wall_seconds: 0.0,
+        })
+    }
+}
+
+impl FederatedRun for ClientLevelRun<'_> {
+    /// z, the noise multiplier of every round (the gradient's and the count's together
+    /// under adaptive clipping).
+    fn noise_multiplier(&self) -> f64 {
+        self.z
+    }
+
+    fn rounds(&self) -> &[RoundRecord] {
+        &self.rounds
+    }
+
+    /// Runs the next round and evaluates on `test`; None once the planned rounds are done
+    /// or the budget stops the run.
+    ///
+    /// # Privacy
+    /// Client-level: the round is composed into the accountant only after
+    /// [`PrivacyBudget::admits_event`] says it fits the budget, and before it runs; the
+    /// server's noise is N(0, z_Δ²C²) on the sum of updates clipped to C (z_Δ = z without
+    /// adaptive clipping), divided by the expected number of clients.
+    fn next_round(&mut self, test: &Dataset) -> Result<Option<RoundRecord>> {
+        let round = self.rounds.len() as u64 + 1;
+        if round > self.config.rounds || self.stopped_early.is_some() {
+            return Ok(None);
+        }
+        if let Some(budget) = self.budget
+            && !budget.admits_event(&mut self.accountant, &self.round_event)?
+        {
+            self.stopped_early = Some(format!(
+                "round {round} would exceed the budget ε = {}",
+                budget.target_epsilon
+            ));
+            return Ok(None);
+        }
+        let start = Instant::now();
+        let clip_norm = match &self.clipper {
+            Some(clipper) => {
+                let gradient_z = gradient_noise_multiplier(self.z, clipper.count_noise_std())?;
+                self.server
+                    .set_clip_and_noise(clipper.clip_norm(), gradient_z)?;
+                clipper.clip_norm()
+            }
+            None => self.config.clip_norm,
+        };
+        self.accountant.compose_event(&self.round_event)?;
+        let clients = self.sampler.sample();
+        let outcome = self.server.run_round(self.transport, &clients)?;
+        if let Some(clipper) = &mut self.clipper {
+            clipper.update(outcome.within_clip, outcome.survivors);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let (test_loss, test_accuracy) = evaluate(self.global, test)?;
+        let record = RoundRecord {
+            round,
+            sampled: outcome.sampled,
+            survivors: outcome.survivors,
+            clip_norm,
+            test_loss,
+            test_accuracy,
+            epsilon: self.accountant.epsilon(self.config.delta)?.epsilon,
+            seconds,
+        };
+        self.rounds.push(record);
+        self.wall_seconds += start.elapsed().as_secs_f64();
+        Ok(Some(record))
+    }
+
+    fn checkpoint(&self, config: String) -> Result<FederatedCheckpoint> {
+        let (_, noise_position, optimizer) = self.server.state();
+        let mut state = FederatedState::new(config);
+        state.rounds = self.rounds.clone();
+        state.ledger = self.accountant.ledger().clone();
+        state.sampler_position = self.sampler.position().to_string();
+        state.noise_position = noise_position;
+        state.clipper = self.clipper.as_ref().map(|c| {
+            let (clip, position) = c.state();
+            (clip, position.to_string())
+        });
+        state.optimizer_steps = optimizer.steps;
+        state.wall_seconds = self.wall_seconds;
+        Ok(FederatedCheckpoint {
+            state,
+            params: snapshot(self.server.params())?,
+            optimizer,
+        })
+    }
+
+    fn resume(&mut self, checkpoint: &FederatedCheckpoint) -> Result<()> {
+        let state = &checkpoint.state;
+        restore_params(self.server.params(), &checkpoint.params)?;
+        self.server.restore(
+            state.rounds.len() as u64,
+            state.noise_position,
+            &checkpoint.optimizer,
+        )?;
+        self.sampler
+            .seek(FederatedCheckpoint::position(&state.sampler_position));
+        match (&mut self.clipper, &state.clipper) {
+            (Some(clipper), Some((clip, position))) => {
+                clipper.restore((*clip, FederatedCheckpoint::position(position)))
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Usage(
+                    "the checkpoint and the config disagree on adaptive clipping".into(),
+                ));
+            }
+        }
+        self.accountant = Accountant::from_ledger(self.config.accountant(), &state.ledger)?;
+        self.rounds = state.rounds.clone();
+        self.wall_seconds = state.wall_seconds;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<FederatedRecord> {
+        Ok(FederatedRecord {
+            spent: self.accountant.epsilon(self.config.delta)?,
+            ledger: self.accountant.ledger().clone(),
+            rounds: self.rounds.clone(),
+            noise_multiplier: self.z,
+            silo_epsilons: Vec::new(),
+            stopped_early: self.stopped_early.clone(),
+            wall_seconds: self.wall_seconds,
+        })
+    }
+}
+
+/// Copies of the parameters' values.
+pub(crate) fn snapshot(params: &[candle_core::Var]) -> Result<Vec<Tensor>> {
+    params.iter().map(|p| Ok(p.as_tensor().copy()?)).collect()
+}
+
+/// Sets the parameters to a checkpoint's tensors, checking count and shapes.
+pub(crate) fn restore_params(params: &[candle_core::Var], saved: &[Tensor]) -> Result<()> {
+    if saved.len() != params.len() {
+        return Err(Error::Tensor(format!(
+            "checkpoint: {} parameter tensors for a model of {}",
+            saved.len(),
+            params.len()
+        )));
+    }
+    for (var, t) in params.iter().zip(saved) {
+        if var.dims() != t.dims() {
+            return Err(Error::Tensor(format!(
+                "checkpoint: a parameter of shape {:?} for one of {:?}",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Runs client-level DP-FedAvg to the end: `global` is the server's model, `transport`
+/// reaches the `population` clients, `test` is evaluated after each round; `seed` drives
+/// the client sample and the server's noise. See [`ClientLevelRun::next_round`].
 pub fn run_client_level(
     global: &dyn DpModule,
     transport: &mut dyn Transport,
@@ -141,57 +452,7 @@ pub fn run_client_level(
     config: &ClientLevelConfig,
     seed: u64,
 ) -> Result<FederatedRecord> {
-    let z = config.noise_multiplier(population)?;
-    let settings = config.accountant();
-    let mut accountant = Accountant::new(settings)?;
-    let budget = match config.target_epsilon {
-        Some(target) => Some(PrivacyBudget::new(target, config.delta)?),
-        None => None,
-    };
-    let params = global.parameters();
-    let expected_clients = config.sampling.sample_rate(population) * population as f64;
-    let mut server = Server::new(
-        params.clone(),
-        config.clip_norm,
-        Box::new(GaussianPrivatizer::new(
-            z,
-            config.clip_norm,
-            derive_seed(seed, 3),
-        )?),
-        Update::new(expected_clients, config.server_optimizer.build(&params)?)?,
-    )?;
-    let mut sampler = ClientSampler::new(config.sampling, population, Some(derive_seed(seed, 2)))?;
-    let round_event = config.sampling.round_event(population, z);
-    let mut rounds = Vec::new();
-    let mut stopped_early = None;
-    for round in 1..=config.rounds {
-        if let Some(budget) = budget
-            && !budget.admits_event(&mut accountant, &round_event)?
-        {
-            stopped_early = Some(format!(
-                "round {round} would exceed the budget ε = {}",
-                budget.target_epsilon
-            ));
-            break;
-        }
-        accountant.compose_event(&round_event)?;
-        let clients = sampler.sample();
-        let outcome = server.run_round(transport, &clients)?;
-        let (test_loss, test_accuracy) = evaluate(global, test)?;
-        rounds.push(RoundRecord {
-            round,
-            sampled: outcome.sampled,
-            survivors: outcome.survivors,
-            test_loss,
-            test_accuracy,
-            epsilon: accountant.epsilon(config.delta)?.epsilon,
-        });
-    }
-    Ok(FederatedRecord {
-        rounds,
-        ledger: accountant.ledger().clone(),
-        spent: accountant.epsilon(config.delta)?,
-        noise_multiplier: z,
-        stopped_early,
-    })
+    let mut run = ClientLevelRun::new(global, transport, population, config, seed)?;
+    while run.next_round(test)?.is_some() {}
+    run.finish()
 }

@@ -78,7 +78,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn corrupt(path: &Path, message: impl Into<String>) -> Error {
+pub(crate) fn corrupt(path: &Path, message: impl Into<String>) -> Error {
     Error::Parse {
         path: path.to_path_buf(),
         location: "checkpoint".into(),
@@ -96,14 +96,6 @@ impl Checkpoint {
     /// Writes the checkpoint into `<run_dir>/checkpoint/`, replacing the previous one only
     /// once the new one is complete.
     pub fn save(&self, run_dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-        let current = run_dir.join(CHECKPOINT_DIR);
-        let new = run_dir.join(format!("{CHECKPOINT_DIR}.new"));
-        let old = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
-        if new.exists() {
-            std::fs::remove_dir_all(&new).map_err(io(&new))?;
-        }
-        std::fs::create_dir_all(&new).map_err(io(&new))?;
         let mut tensors = std::collections::HashMap::new();
         for (i, p) in self.params.iter().enumerate() {
             tensors.insert(format!("param.{i}"), p.clone());
@@ -111,59 +103,21 @@ impl Checkpoint {
         for (name, t) in &self.optimizer.tensors {
             tensors.insert(name.clone(), t.clone());
         }
-        let weights = new.join("tensors.safetensors");
-        candle_core::safetensors::save(&tensors, &weights)?;
         let state = serde_json::to_string_pretty(&self.state).expect("plain data serialises");
-        write_atomic(&new.join("state.json"), state.as_bytes())?;
-        // Swap: current → old, new → current, drop old. A crash leaves `current`, or `old`
-        // with a complete `new`, and `load` takes the newest complete one.
-        if current.exists() {
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(io(&old))?;
-            }
-            std::fs::rename(&current, &old).map_err(io(&current))?;
-        }
-        std::fs::rename(&new, &current).map_err(io(&new))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        Ok(())
+        save_dir(run_dir, &tensors, state.as_bytes())
     }
 
     /// The newest complete checkpoint of `run_dir`.
     pub fn load(run_dir: &Path) -> Result<Checkpoint> {
-        let candidates: Vec<PathBuf> = [CHECKPOINT_DIR, "checkpoint.new", "checkpoint.old"]
-            .iter()
-            .map(|d| run_dir.join(d))
-            .filter(|d| d.join("state.json").is_file() && d.join("tensors.safetensors").is_file())
-            .collect();
-        let Some(dir) = candidates.first() else {
-            return Err(corrupt(
-                &run_dir.join(CHECKPOINT_DIR),
-                "no complete checkpoint (state.json and tensors.safetensors) in this run \
-                 directory",
-            ));
-        };
-        let state_path = dir.join("state.json");
-        let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
-        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
-            path: state_path.clone(),
-            location: format!("line {}, column {}", e.line(), e.column()),
-            message: e.to_string(),
-        })?;
+        let (state_path, bytes, mut tensors) = load_dir(run_dir)?;
+        let state: CheckpointState = parse_state(&state_path, &bytes)?;
         if state.format != 1 {
             return Err(corrupt(
                 &state_path,
                 format!("unknown format {}", state.format),
             ));
         }
-        let weights = dir.join("tensors.safetensors");
-        let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
-            .map_err(|e| corrupt(&weights, e.to_string()))?;
-        let mut params = Vec::new();
-        while let Some(t) = tensors.remove(&format!("param.{}", params.len())) {
-            params.push(t);
-        }
+        let params = take_params(&mut tensors);
         let optimizer = OptimizerState {
             tensors: tensors.into_iter().collect(),
             steps: state.optimizer_steps,
@@ -174,4 +128,80 @@ impl Checkpoint {
             optimizer,
         })
     }
+}
+
+/// Writes `tensors` (tensors.safetensors) and `state` (state.json) as the checkpoint of
+/// `run_dir`: into `checkpoint.new/`, then swapped in by renames, so that the last good
+/// checkpoint survives a crash at any point.
+pub fn save_dir(
+    run_dir: &Path,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    state: &[u8],
+) -> Result<()> {
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let current = run_dir.join(CHECKPOINT_DIR);
+    let new = run_dir.join(format!("{CHECKPOINT_DIR}.new"));
+    let old = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
+    if new.exists() {
+        std::fs::remove_dir_all(&new).map_err(io(&new))?;
+    }
+    std::fs::create_dir_all(&new).map_err(io(&new))?;
+    let weights = new.join("tensors.safetensors");
+    candle_core::safetensors::save(tensors, &weights)?;
+    write_atomic(&new.join("state.json"), state)?;
+    // Swap: current → old, new → current, drop old. A crash leaves `current`, or `old`
+    // with a complete `new`, and `load_dir` takes the newest complete one.
+    if current.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&current, &old).map_err(io(&current))?;
+    }
+    std::fs::rename(&new, &current).map_err(io(&new))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of `run_dir` written by [`save_dir`]: the path of its
+/// state.json, that file's bytes and its tensors by name.
+pub fn load_dir(
+    run_dir: &Path,
+) -> Result<(PathBuf, Vec<u8>, std::collections::HashMap<String, Tensor>)> {
+    let candidates: Vec<PathBuf> = [CHECKPOINT_DIR, "checkpoint.new", "checkpoint.old"]
+        .iter()
+        .map(|d| run_dir.join(d))
+        .filter(|d| d.join("state.json").is_file() && d.join("tensors.safetensors").is_file())
+        .collect();
+    let Some(dir) = candidates.first() else {
+        return Err(corrupt(
+            &run_dir.join(CHECKPOINT_DIR),
+            "no complete checkpoint (state.json and tensors.safetensors) in this run directory",
+        ));
+    };
+    let state_path = dir.join("state.json");
+    let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
+    let weights = dir.join("tensors.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+        .map_err(|e| corrupt(&weights, e.to_string()))?;
+    Ok((state_path, bytes, tensors))
+}
+
+/// Parses a checkpoint's state.json, naming the line and column of a fault.
+pub fn parse_state<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        location: format!("line {}, column {}", e.line(), e.column()),
+        message: e.to_string(),
+    })
+}
+
+/// Removes `param.0`, `param.1`, ... from `tensors`, in order.
+pub fn take_params(tensors: &mut std::collections::HashMap<String, Tensor>) -> Vec<Tensor> {
+    let mut params = Vec::new();
+    while let Some(t) = tensors.remove(&format!("param.{}", params.len())) {
+        params.push(t);
+    }
+    params
 }

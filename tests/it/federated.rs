@@ -159,7 +159,13 @@ impl Transport for Scripted {
                     {
                         values[0][0] = f64::NAN;
                     }
-                    (c, Ok(ClientReply { update }))
+                    (
+                        c,
+                        Ok(ClientReply {
+                            update,
+                            within_clip: true,
+                        }),
+                    )
                 }
             })
             .collect()
@@ -208,9 +214,9 @@ fn an_all_zero_round_moves_the_model_by_noise_of_std_zc_over_qn() {
     assert_eq!(server.round(), 1);
 }
 
-/// Silo-level DP: each silo's ledger is its own DP-SGD steps at q = B/N_silo, the run's
-/// guarantee is the worst silo's ε, and the server's step is the plain average of the
-/// silos' updates.
+/// Silo-level DP: each silo's ledger is its own DP-SGD steps at its rate q, the run's
+/// guarantee is the worst silo's ε, and the server's step is the mean of the silos' updates
+/// weighted by their sizes.
 #[test]
 fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
     use dptrain::federated::{SiloTraining, Silos, worst_epsilon};
@@ -234,7 +240,7 @@ fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
     assert_eq!(sizes, [50, 100, 150]);
     let training = SiloTraining {
         local_steps: 4,
-        expected_batch_size: 10,
+        sample_rate: 0.1,
         noise_multiplier: 1.0,
         clipping: ClippingConfig::default(),
         optimizer: OptimizerConfig::Sgd {
@@ -248,7 +254,8 @@ fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
         learning_rate: 1.0,
         momentum: 0.0,
     };
-    let mut server = Server::averaging(params.clone(), 3, &fedavg).unwrap();
+    let weights: Vec<f64> = sizes.iter().map(|&n| n as f64).collect();
+    let mut server = Server::averaging(params.clone(), weights.clone(), &fedavg).unwrap();
     let mut silos = Silos::new(logreg(), &train, &partition, training, 21).unwrap();
     // A twin of the silos computes the replies of round 1 on its own.
     let mut twin = Silos::new(logreg(), &train, &partition, training, 21).unwrap();
@@ -266,36 +273,42 @@ fn silos_account_their_own_steps_and_the_server_averages_their_updates() {
     server.run_round(&mut silos, &[0, 1, 2]).unwrap();
     let after = values(&params);
     for i in 0..before.len() {
-        let mean = replies.iter().map(|r| r[i]).sum::<f64>() / 3.0;
+        let mean = replies
+            .iter()
+            .zip(&weights)
+            .map(|(r, w)| w * r[i])
+            .sum::<f64>()
+            / 300.0;
         assert!(
             (after[i] - (before[i] + mean)).abs() < 1e-12,
             "coordinate {i}"
         );
     }
     server.run_round(&mut silos, &[0, 1, 2]).unwrap();
-    // Each silo's ledger: 2 rounds × 4 steps at q = 10/N_silo.
-    for (state, n) in silos.states.iter().zip(sizes) {
+    // Each silo's ledger: 2 rounds × 4 steps at q = 0.1.
+    for state in &silos.states {
         assert_eq!(
             state.ledger.events(),
-            &[PrivacyEvent::new(10.0 / n as f64, 1.0, 8).unwrap()]
+            &[PrivacyEvent::new(0.1, 1.0, 8).unwrap()]
         );
     }
-    // The run's guarantee is the worst silo's: the smallest silo samples most.
+    // A silo that took an extra round has spent more; the run's guarantee is the worst.
+    silos.exchange(&request, &[2]);
     let epsilons = silos.epsilons(AccountantSettings::rdp(), 1e-5).unwrap();
-    let worst = worst_epsilon(&epsilons).unwrap();
-    assert_eq!(worst, epsilons[0]);
-    assert!(epsilons[0].epsilon > epsilons[1].epsilon && epsilons[1].epsilon > epsilons[2].epsilon);
-    // A batch larger than the smallest silo is refused, naming the key.
-    let too_big = SiloTraining {
-        expected_batch_size: 60,
+    assert_eq!(epsilons[0], epsilons[1]);
+    assert!(epsilons[2].epsilon > epsilons[0].epsilon);
+    assert_eq!(worst_epsilon(&epsilons).unwrap(), epsilons[2]);
+    // A rate giving the smallest silo less than one expected example is refused, naming
+    // the key.
+    let too_small = SiloTraining {
+        sample_rate: 0.01,
         ..training
     };
-    let err = Silos::new(logreg(), &train, &partition, too_big, 0)
+    let err = Silos::new(logreg(), &train, &partition, too_small, 0)
         .err()
         .unwrap();
     assert!(
-        err.to_string()
-            .contains("federated.silo.expected_batch_size"),
+        err.to_string().contains("federated.silo_level.sample_rate"),
         "{err}"
     );
 }
@@ -327,6 +340,7 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
             learning_rate: 1.0,
             momentum: 0.9,
         },
+        adaptive_clipping: None,
     };
     let global = logreg();
     let (_, accuracy_before) = dptrain::train::evaluate(&global, &test).unwrap();
@@ -503,4 +517,318 @@ fn bad_federated_configs_are_refused_naming_the_key() {
         );
         assert!(!out.exists(), "{set}: a failed run left {}", out.display());
     }
+}
+
+fn without_seconds(rounds: &[dptrain::federated::RoundRecord]) -> Vec<String> {
+    rounds
+        .iter()
+        .map(|r| {
+            let mut r = *r;
+            r.seconds = 0.0;
+            r.csv_row()
+        })
+        .collect()
+}
+
+/// A client-level run with adaptive clipping and FedAdam, stopped after round 3, saved,
+/// loaded and resumed by fresh objects, ends as the uninterrupted run bit for bit: the
+/// model, every metrics row, C, the ledger and ε.
+#[test]
+fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run() {
+    use dptrain::federated::{
+        ClientLevelConfig, ClientLevelRun, ClientSampling, FederatedCheckpoint, FederatedRun,
+    };
+    use dptrain::mechanism::AdaptiveClippingConfig;
+    let train = data(600);
+    let test = data(100);
+    let by_label = PartitionConfig::ByLabel {
+        clients: 60,
+        classes_per_client: 2,
+    };
+    let partition = Partition::new(&by_label, &train.labels, None, 1).unwrap();
+    let config = ClientLevelConfig {
+        rounds: 7,
+        sampling: ClientSampling::Poisson {
+            expected_clients: 15,
+        },
+        clip_norm: 0.3,
+        noise_multiplier: Some(0.8),
+        target_epsilon: None,
+        delta: 1e-5,
+        accountant: None,
+        server_optimizer: ServerOptimizerConfig::FedAdam {
+            learning_rate: 0.05,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        },
+        adaptive_clipping: Some(AdaptiveClippingConfig::default()),
+    };
+    let clients = || InProcess {
+        module: logreg(),
+        data: &train,
+        partition: &partition,
+        local: local(),
+        seed: 4,
+    };
+    let (global, mut transport) = (logreg(), clients());
+    let mut whole = ClientLevelRun::new(&global, &mut transport, 60, &config, 9).unwrap();
+    while whole.next_round(&test).unwrap().is_some() {}
+    let whole_record = whole.finish().unwrap();
+    let whole_params = values(&global.parameters());
+
+    let dir = std::env::temp_dir().join(format!("dptrain-fed-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let (global, mut transport) = (logreg(), clients());
+        let mut first = ClientLevelRun::new(&global, &mut transport, 60, &config, 9).unwrap();
+        for _ in 0..3 {
+            first.next_round(&test).unwrap().unwrap();
+        }
+        first
+            .checkpoint("config".into())
+            .unwrap()
+            .save(&dir)
+            .unwrap();
+        // A fourth round that is never checkpointed: a kill in the middle of it.
+        first.next_round(&test).unwrap().unwrap();
+    }
+    let checkpoint = FederatedCheckpoint::load(&dir).unwrap();
+    assert_eq!(checkpoint.state.rounds.len(), 3);
+    let (global, mut transport) = (logreg(), clients());
+    let mut resumed = ClientLevelRun::new(&global, &mut transport, 60, &config, 9).unwrap();
+    resumed.resume(&checkpoint).unwrap();
+    while resumed.next_round(&test).unwrap().is_some() {}
+    let resumed_record = resumed.finish().unwrap();
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&values(&global.parameters())), bits(&whole_params));
+    assert_eq!(
+        without_seconds(&resumed_record.rounds),
+        without_seconds(&whole_record.rounds)
+    );
+    assert_eq!(resumed_record.ledger.to_csv(), whole_record.ledger.to_csv());
+    assert_eq!(
+        resumed_record.spent.epsilon.to_bits(),
+        whole_record.spent.epsilon.to_bits()
+    );
+    // Adaptive clipping moved C, and the rounds' C is part of what was resumed.
+    assert!(whole_record.rounds.iter().any(|r| r.clip_norm != 0.3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Adaptive clipping of the update norm (Andrew et al. 2021) moves C towards the median
+/// update norm from far above and from far below, and each round is accounted as one
+/// Poisson-sampled Gaussian at the total z (gradient and count together).
+#[test]
+fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
+    use dptrain::federated::{ClientLevelConfig, ClientSampling, run_client_level};
+    use dptrain::mechanism::AdaptiveClippingConfig;
+    use dptrain::privacy::PrivacyEvent;
+    let train = data(600);
+    let test = data(50);
+    let partition = Partition::new(
+        &PartitionConfig::Iid { clients: 60 },
+        &train.labels,
+        None,
+        1,
+    )
+    .unwrap();
+    let run = |clip_norm: f64| {
+        let config = ClientLevelConfig {
+            rounds: 25,
+            sampling: ClientSampling::Poisson {
+                expected_clients: 30,
+            },
+            clip_norm,
+            noise_multiplier: Some(1.0),
+            target_epsilon: None,
+            delta: 1e-5,
+            accountant: None,
+            server_optimizer: ServerOptimizerConfig::FedAvgM {
+                learning_rate: 1.0,
+                momentum: 0.0,
+            },
+            adaptive_clipping: Some(AdaptiveClippingConfig {
+                learning_rate: 0.5,
+                ..AdaptiveClippingConfig::default()
+            }),
+        };
+        let global = logreg();
+        let mut clients = InProcess {
+            module: logreg(),
+            data: &train,
+            partition: &partition,
+            local: local(),
+            seed: 4,
+        };
+        run_client_level(&global, &mut clients, 60, &test, &config, 3).unwrap()
+    };
+    let from_above = run(1000.0);
+    let from_below = run(1e-3);
+    let clip = |r: &dptrain::federated::FederatedRecord, i: usize| r.rounds[i].clip_norm;
+    // Geometric steps of at most e^{η/2} per round: 25 rounds move C by e^{±6} at most,
+    // and each keeps moving the same way while far from the median.
+    assert!(clip(&from_above, 24) < clip(&from_above, 0) / 50.0);
+    assert!(clip(&from_below, 24) > clip(&from_below, 0) * 50.0);
+    assert!(
+        from_above
+            .rounds
+            .windows(2)
+            .take(10)
+            .all(|w| w[1].clip_norm < w[0].clip_norm)
+    );
+    assert_eq!(
+        from_above.ledger.events(),
+        &[PrivacyEvent::new(0.5, 1.0, 25).unwrap()]
+    );
+}
+
+/// A silo-level run resumed from its checkpoint ends as the uninterrupted run, each silo's
+/// ledger included.
+#[test]
+fn a_silo_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run() {
+    use dptrain::federated::{FederatedCheckpoint, FederatedRun, SiloLevelConfig, SiloLevelRun};
+    let train = data(300);
+    let test = data(60);
+    let keys: Vec<String> = (0..300)
+        .map(|i| ["a", "b", "b", "c", "c", "c"][i % 6].to_string())
+        .collect();
+    let column = PartitionConfig::ByColumn {
+        column: "site".into(),
+    };
+    let partition = Partition::new(&column, &train.labels, Some(&keys), 0).unwrap();
+    let config = SiloLevelConfig {
+        rounds: 5,
+        local_steps: 3,
+        sample_rate: 0.1,
+        clip_norm: 1.0,
+        noise_multiplier: None,
+        target_epsilon: Some(2.0),
+        delta: 1e-5,
+        accountant: None,
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 0.5,
+            momentum: 0.0,
+        },
+        server_optimizer: ServerOptimizerConfig::FedAvgM {
+            learning_rate: 1.0,
+            momentum: 0.5,
+        },
+    };
+    let global = logreg();
+    let mut whole = SiloLevelRun::new(&global, logreg(), &train, &partition, &config, 5).unwrap();
+    while whole.next_round(&test).unwrap().is_some() {}
+    let whole_record = whole.finish().unwrap();
+    assert_eq!(whole_record.rounds.len(), 5);
+    assert!(whole_record.spent.epsilon <= 2.0 && whole_record.spent.epsilon > 1.99);
+    assert_eq!(whole_record.silo_epsilons.len(), 3);
+    let whole_params = values(&global.parameters());
+
+    let dir = std::env::temp_dir().join(format!("dptrain-silo-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let global = logreg();
+        let mut first =
+            SiloLevelRun::new(&global, logreg(), &train, &partition, &config, 5).unwrap();
+        first.next_round(&test).unwrap().unwrap();
+        first.next_round(&test).unwrap().unwrap();
+        first
+            .checkpoint("config".into())
+            .unwrap()
+            .save(&dir)
+            .unwrap();
+    }
+    let checkpoint = FederatedCheckpoint::load(&dir).unwrap();
+    let global = logreg();
+    let mut resumed = SiloLevelRun::new(&global, logreg(), &train, &partition, &config, 5).unwrap();
+    resumed.resume(&checkpoint).unwrap();
+    while resumed.next_round(&test).unwrap().is_some() {}
+    let resumed_record = resumed.finish().unwrap();
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&values(&global.parameters())), bits(&whole_params));
+    assert_eq!(
+        without_seconds(&resumed_record.rounds),
+        without_seconds(&whole_record.rounds)
+    );
+    assert_eq!(resumed_record.ledger.to_csv(), whole_record.ledger.to_csv());
+    assert_eq!(resumed_record.silo_epsilons, whole_record.silo_epsilons);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `dptrain federate` killed in the middle of a round resumes from its run directory and
+/// ends with the model of the uninterrupted run, bit for bit.
+#[test]
+fn a_killed_federate_process_resumes_and_ends_as_the_uninterrupted_run() {
+    use std::time::{Duration, Instant};
+    let base = std::env::temp_dir().join(format!("dptrain-fed-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (killed, whole) = (base.join("killed"), base.join("whole"));
+    let args = [
+        "federate",
+        "configs/federated-mnist.toml",
+        "--set",
+        "federated.client_level.rounds=4",
+        "-q",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .args(args)
+        .args(["--out", killed.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !killed.join("checkpoint/state.json").exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, in round 2 (or writing its checkpoint)
+    child.wait().unwrap();
+    assert!(
+        !killed.join("summary.json").exists(),
+        "killed before the end"
+    );
+    let mut resume_args = args.to_vec();
+    resume_args.extend(["--resume", killed.to_str().unwrap()]);
+    let resumed = dptrain(&resume_args);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let mut whole_args = args.to_vec();
+    whole_args.extend(["--out", whole.to_str().unwrap()]);
+    let uninterrupted = dptrain(&whole_args);
+    assert!(uninterrupted.status.success());
+    let read = |dir: &std::path::Path, name: &str| std::fs::read(dir.join(name)).unwrap();
+    assert_eq!(
+        read(&killed, "model.safetensors"),
+        read(&whole, "model.safetensors")
+    );
+    assert_eq!(read(&killed, "ledger.csv"), read(&whole, "ledger.csv"));
+    let accuracies = |dir: &std::path::Path| -> Vec<String> {
+        String::from_utf8(read(dir, "metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(accuracies(&killed), accuracies(&whole));
+    for plot in ["accuracy.png", "epsilon.svg"] {
+        assert!(killed.join(plot).is_file(), "{plot}");
+    }
+    // A changed config is refused, naming the key.
+    let refused = dptrain(&[
+        "federate",
+        "configs/federated-mnist.toml",
+        "--set",
+        "federated.client_level.rounds=5",
+        "--resume",
+        killed.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("federated.client_level.rounds"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
 }
