@@ -68,6 +68,7 @@ fn main() -> dptrain::Result<()> {
             momentum: 0.9,
         },
         adaptive_clipping: None,
+        private: true,
     };
     let start = std::time::Instant::now();
     let record = run_client_level(&global, &mut clients, partition.len(), test, &config, 0)?;

@@ -110,7 +110,13 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
                 reporter,
                 &config.name,
             )?;
-            (record, "one client's whole data")
+            (
+                record,
+                match privacy.private {
+                    true => "one client's whole data",
+                    false => "none (not private)",
+                },
+            )
         }
         FederatedMode::SiloLevel(privacy) => {
             let mut run =
@@ -154,7 +160,8 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
     let last = record.rounds.last();
     let mut summary = json!({
         "mode": match federated.mode()? {
-            FederatedMode::ClientLevel(..) => "client_level",
+            FederatedMode::ClientLevel(_, p) if !p.private => "client_level_non_private",
+        FederatedMode::ClientLevel(..) => "client_level",
             FederatedMode::SiloLevel(_) => "silo_level",
         },
         "unit_of_privacy": unit,
@@ -202,8 +209,13 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
         FederatedMode::ClientLevel(_, p) => p.target_epsilon,
         FederatedMode::SiloLevel(p) => p.target_epsilon,
     };
-    for (stem, chart) in charts(&config.name, &record.rounds, budget) {
-        crate::report::plots::save(&chart, &out, stem)?;
+    let charts = charts(&config.name, &record.rounds, budget);
+    let private = record.spent.epsilon.is_finite();
+    for (stem, chart) in charts
+        .iter()
+        .filter(|(stem, _)| private || *stem != "epsilon")
+    {
+        crate::report::plots::save(chart, &out, stem)?;
     }
     let table = vec![
         ("run directory".to_string(), out.display().to_string()),
@@ -213,7 +225,10 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
         ),
         (
             "epsilon".into(),
-            format!("{:.4} at δ = {delta:e} ({unit})", record.spent.epsilon),
+            match private {
+                true => format!("{:.4} at δ = {delta:e} ({unit})", record.spent.epsilon),
+                false => "∞ (not private)".into(),
+            },
         ),
         (
             "rounds".into(),
@@ -333,6 +348,13 @@ fn privacy_statement(
          - The simulation's noise is seeded (fast mode, floating point): reproducible, **not \
          hardened against floating-point attacks**.\n";
     Ok(match config.federated.mode()? {
+        FederatedMode::ClientLevel(_, privacy) if !privacy.private => format!(
+            "# Privacy statement: {name}\n\n\
+             This run is **not differentially private**: plain FedAvg (McMahan et al. 2017) \
+             without clipping or noise, run as the non-private ceiling a private run is \
+             compared with. Its model must not be released as private.\n",
+            name = config.name
+        ),
         FederatedMode::ClientLevel(_, privacy) => {
             let q = privacy.sampling.sample_rate(clients);
             let sampling = match privacy.sampling {

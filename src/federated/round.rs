@@ -266,6 +266,19 @@ impl Server {
         })
     }
 
+    /// The server of plain (non-private) FedAvg: no clip, no noise, the sum divided by
+    /// the expected clients as in the private run it is compared with.
+    pub fn non_private(params: Vec<Var>, update: Update) -> Self {
+        Server {
+            params,
+            clip_norm: Some(f64::INFINITY),
+            privatizer: Box::new(crate::train::NoNoise),
+            update,
+            round: 0,
+            weights: None,
+        }
+    }
+
     /// The server of silo-level DP: the average of the silos' updates weighted by
     /// `weights` (one per silo, e.g. its number of examples; renormalised over the silos
     /// that replied), stepped by `server_optimizer`. The silos' own DP-SGD steps are what is

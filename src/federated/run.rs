@@ -53,6 +53,14 @@ pub struct ClientLevelConfig {
     /// the clients' update norms, starting at `clip_norm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_clipping: Option<AdaptiveClippingConfig>,
+    /// False: plain FedAvg, no clipping, no noise, no guarantee (the non-private ceiling
+    /// to compare a private run against). Default true.
+    #[serde(default = "private_by_default")]
+    pub private: bool,
+}
+
+fn private_by_default() -> bool {
+    true
 }
 
 /// One round's row of metrics.
@@ -159,7 +167,8 @@ impl ClientLevelConfig {
         AccountantSettings::new(self.accountant.unwrap_or(AccountantKind::Rdp))
     }
 
-    /// z: the given one, or the smallest whose `rounds` rounds meet the target ε.
+    /// z: the given one, or the smallest whose `rounds` rounds meet the target ε (0 for a
+    /// non-private run).
     pub fn noise_multiplier(&self, population: usize) -> Result<f64> {
         self.sampling.validate(population)?;
         if self.rounds == 0 {
@@ -168,6 +177,20 @@ impl ClientLevelConfig {
                 0,
                 "a whole number at least 1",
             ));
+        }
+        if !self.private {
+            if self.noise_multiplier.is_some()
+                || self.target_epsilon.is_some()
+                || self.adaptive_clipping.is_some()
+            {
+                return Err(Error::invalid(
+                    "federated.client_level.private",
+                    false,
+                    "true, or no noise_multiplier, target_epsilon or adaptive_clipping (a \
+                     non-private run has neither noise nor clipping)",
+                ));
+            }
+            return Ok(0.0);
         }
         let rounds = self.rounds;
         resolve_noise(
@@ -260,16 +283,20 @@ impl<'a> ClientLevelRun<'a> {
             Some(clipper) => gradient_noise_multiplier(z, clipper.count_noise_std())?,
             None => z,
         };
-        let server = Server::new(
-            params.clone(),
-            config.clip_norm,
-            Box::new(GaussianPrivatizer::new(
-                gradient_z,
+        let update = Update::new(expected_clients, config.server_optimizer.build(&params)?)?;
+        let server = match config.private {
+            true => Server::new(
+                params.clone(),
                 config.clip_norm,
-                derive_seed(seed, 3),
-            )?),
-            Update::new(expected_clients, config.server_optimizer.build(&params)?)?,
-        )?;
+                Box::new(GaussianPrivatizer::new(
+                    gradient_z,
+                    config.clip_norm,
+                    derive_seed(seed, 3),
+                )?),
+                update,
+            )?,
+            false => Server::non_private(params.clone(), update),
+        };
         Ok(ClientLevelRun {
             global,
             transport,
@@ -312,7 +339,8 @@ impl FederatedRun for ClientLevelRun<'_> {
         if round > self.config.rounds || self.stopped_early.is_some() {
             return Ok(None);
         }
-        if let Some(budget) = self.budget
+        if self.config.private
+            && let Some(budget) = self.budget
             && !budget.admits_event(&mut self.accountant, &self.round_event)?
         {
             self.stopped_early = Some(format!(
@@ -329,9 +357,12 @@ impl FederatedRun for ClientLevelRun<'_> {
                     .set_clip_and_noise(clipper.clip_norm(), gradient_z)?;
                 clipper.clip_norm()
             }
-            None => self.config.clip_norm,
+            None if self.config.private => self.config.clip_norm,
+            None => f64::INFINITY,
         };
-        self.accountant.compose_event(&self.round_event)?;
+        if self.config.private {
+            self.accountant.compose_event(&self.round_event)?;
+        }
         let clients = self.sampler.sample();
         let outcome = self.server.run_round(self.transport, &clients)?;
         if let Some(clipper) = &mut self.clipper {
@@ -346,7 +377,10 @@ impl FederatedRun for ClientLevelRun<'_> {
             clip_norm,
             test_loss,
             test_accuracy,
-            epsilon: self.accountant.epsilon(self.config.delta)?.epsilon,
+            epsilon: match self.config.private {
+                true => self.accountant.epsilon(self.config.delta)?.epsilon,
+                false => f64::INFINITY,
+            },
             seconds,
         };
         self.rounds.push(record);
@@ -402,8 +436,17 @@ impl FederatedRun for ClientLevelRun<'_> {
     }
 
     fn finish(&mut self) -> Result<FederatedRecord> {
+        let spent = match self.config.private {
+            true => self.accountant.epsilon(self.config.delta)?,
+            false => PrivacySpent {
+                epsilon: f64::INFINITY,
+                delta: self.config.delta,
+                order: 0.0,
+                steps: 0,
+            },
+        };
         Ok(FederatedRecord {
-            spent: self.accountant.epsilon(self.config.delta)?,
+            spent,
             ledger: self.accountant.ledger().clone(),
             rounds: self.rounds.clone(),
             noise_multiplier: self.z,

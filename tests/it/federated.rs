@@ -341,6 +341,7 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
             momentum: 0.9,
         },
         adaptive_clipping: None,
+        private: true,
     };
     let global = logreg();
     let (_, accuracy_before) = dptrain::train::evaluate(&global, &test).unwrap();
@@ -497,6 +498,20 @@ fn bad_federated_configs_are_refused_naming_the_key() {
             "federated.client_level.delta=2.0",
             "federated.client_level.delta",
         ),
+        (
+            "federated.silo_level={ rounds = 1, local_steps = 1, sample_rate = 0.1, \
+             clip_norm = 1.0, noise_multiplier = 1.0, delta = 1e-5, optimizer = { name = \
+             \"sgd\", learning_rate = 0.1 }, server_optimizer = { name = \"fed_avg_m\" } }",
+            "federated.client_level / federated.silo_level",
+        ),
+        (
+            "federated.client_level.private=false",
+            "federated.client_level.private",
+        ),
+        (
+            "federated.client_level.adaptive_clipping={ target_quantile = 1.5 }",
+            "federated.client_level.adaptive_clipping.target_quantile",
+        ),
     ];
     for (set, expected) in cases {
         let out = std::env::temp_dir().join(format!("dptrain-federate-bad-{}", std::process::id()));
@@ -563,6 +578,7 @@ fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(
             tau: 1e-3,
         },
         adaptive_clipping: Some(AdaptiveClippingConfig::default()),
+        private: true,
     };
     let clients = || InProcess {
         module: logreg(),
@@ -652,6 +668,7 @@ fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
                 learning_rate: 0.5,
                 ..AdaptiveClippingConfig::default()
             }),
+            private: true,
         };
         let global = logreg();
         let mut clients = InProcess {
@@ -831,4 +848,74 @@ fn a_killed_federate_process_resumes_and_ends_as_the_uninterrupted_run() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// `dptrain federate` of the silo-level Adult config: one silo per value of the `race`
+/// column (the manifest names them), each silo's ε in the summary and privacy.md, the run's
+/// ε that of the worst silo's ledger.csv by `dptrain account --events`, bit for bit.
+#[test]
+fn federate_runs_silos_split_by_a_csv_column() {
+    let out = std::env::temp_dir().join(format!("dptrain-federate-silos-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = dptrain(&[
+        "federate",
+        "configs/federated-adult-silos.toml",
+        "--set",
+        "federated.silo_level.rounds=20",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let manifest = std::fs::read_to_string(out.join("clients.csv")).unwrap();
+    assert_eq!(
+        manifest,
+        "client,name,examples\n0,Amer-Indian-Eskimo,311\n1,Asian-Pac-Islander,1039\n\
+         2,Black,3124\n3,Other,271\n4,White,27816\n"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["unit_of_privacy"], "one example of one silo");
+    let silos = summary["silo_epsilons"].as_array().unwrap();
+    assert_eq!(silos.len(), 5);
+    let account = dptrain(&[
+        "account",
+        "--events",
+        out.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let accounted: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    let epsilon = summary["epsilon"].as_f64().unwrap();
+    assert_eq!(
+        epsilon.to_bits(),
+        accounted["epsilon"].as_f64().unwrap().to_bits()
+    );
+    let worst = silos
+        .iter()
+        .map(|s| s["epsilon"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(worst, epsilon);
+    let statement = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    assert!(statement.contains("| Other | 271 |"), "{statement}");
+    // A column the table does not have is refused, naming the key and the columns.
+    let bad = dptrain(&[
+        "federate",
+        "configs/federated-adult-silos.toml",
+        "--set",
+        "federated.partition.column=\"hospital\"",
+        "--out",
+        out.join("bad").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("federated.partition.column"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
 }
