@@ -69,6 +69,7 @@ fn main() -> dptrain::Result<()> {
         },
         adaptive_clipping: None,
         private: true,
+        secure_noise: false,
     };
     let start = std::time::Instant::now();
     let record = run_client_level(&global, &mut clients, partition.len(), test, &config, 0)?;

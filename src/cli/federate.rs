@@ -343,10 +343,21 @@ fn privacy_statement(
         .stopped_early
         .as_ref()
         .map_or(String::new(), |why| format!(" (stopped early: {why})"));
-    let not_covered = "## Not covered by this guarantee\n\n\
-         - Hyper-parameter search: runs tried before this one are not accounted.\n\
-         - The simulation's noise is seeded (fast mode, floating point): reproducible, **not \
-         hardened against floating-point attacks**.\n";
+    let secure =
+        matches!(config.federated.mode()?, FederatedMode::ClientLevel(_, p) if p.secure_noise);
+    let not_covered = format!(
+        "## Not covered by this guarantee\n\n\
+         - Hyper-parameter search: runs tried before this one are not accounted.\n{}",
+        match secure {
+            true =>
+                "- Secure mode: the clients are sampled and the server's discrete Gaussian \
+                     noise drawn from the OS-seeded CSPRNG (not reproducible); the clients' \
+                     local training itself is not private and needs none.\n",
+            false =>
+                "- The simulation's noise is seeded (fast mode, floating point): \
+                      reproducible, **not hardened against floating-point attacks**.\n",
+        }
+    );
     Ok(match config.federated.mode()? {
         FederatedMode::ClientLevel(_, privacy) if !privacy.private => format!(
             "# Privacy statement: {name}\n\n\
@@ -398,7 +409,7 @@ fn privacy_statement(
                  by adding or removing one client |\n\
                  | Sampling | {sampling} |\n\
                  | Clipping | {clipping} |\n\
-                 | Noise | z = {z:.6} |\n\
+                 | Noise | z = {z:.6}, {noise} |\n\
                  | Rounds | {done} of {planned}{stopped} |\n\
                  | Accountant | {accountant} |\n\
                  | Guarantee | ε = {eps} at δ = {delta:e} |\n\
@@ -409,6 +420,12 @@ fn privacy_statement(
                 eps = record.spent.epsilon,
                 delta = privacy.delta,
                 z = record.noise_multiplier,
+                noise = match privacy.secure_noise {
+                    true =>
+                        "discrete Gaussian on a grid (secure mode, Canonne, Kamath & \
+                             Steinke 2020), accounted at integer Rényi orders",
+                    false => "Gaussian N(0, (zC)²) on the sum",
+                },
                 done = record.rounds.len(),
                 planned = privacy.rounds,
                 accountant = privacy.accountant().describe(),

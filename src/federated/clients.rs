@@ -72,9 +72,15 @@ impl ClientSampling {
     /// et al. 2018). Fixed: the same wrapped in `NoAmplification`, accounted at rate 1: the
     /// amplification theorems the accountants implement are for Poisson sampling.
     pub fn round_event(&self, population: usize, noise_multiplier: f64) -> DpEvent {
+        self.round_event_of(population, DpEvent::Gaussian { noise_multiplier })
+    }
+
+    /// [`ClientSampling::round_event`] with another noise mechanism (the discrete Gaussian of
+    /// secure mode).
+    pub fn round_event_of(&self, population: usize, noise: DpEvent) -> DpEvent {
         let sampled = DpEvent::PoissonSampled {
             sample_rate: self.sample_rate(population),
-            event: Box::new(DpEvent::Gaussian { noise_multiplier }),
+            event: Box::new(noise),
         };
         match self {
             ClientSampling::Poisson { .. } => sampled,

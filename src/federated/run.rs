@@ -20,7 +20,9 @@ use crate::privacy::{
     calibrate_scale,
 };
 use crate::train::trainer::{derive_seed, evaluate};
-use crate::train::{GaussianPrivatizer, ServerOptimizerConfig, Update};
+use crate::train::{
+    GaussianPrivatizer, Privatizer, SecurePrivatizer, ServerOptimizerConfig, Update,
+};
 
 use super::checkpoint::{FederatedCheckpoint, FederatedState};
 use super::clients::{ClientSampler, ClientSampling};
@@ -53,6 +55,11 @@ pub struct ClientLevelConfig {
     /// the clients' update norms, starting at `clip_norm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive_clipping: Option<AdaptiveClippingConfig>,
+    /// Secure mode: clients sampled from the OS-seeded CSPRNG and the server's noise a
+    /// discrete Gaussian on a grid (as `privacy.secure_noise` in training), accounted at
+    /// integer Rényi orders. A resumed secure run draws fresh randomness. Default false.
+    #[serde(default)]
+    pub secure_noise: bool,
     /// False: plain FedAvg, no clipping, no noise, no guarantee (the non-private ceiling
     /// to compare a private run against). Default true.
     #[serde(default = "private_by_default")]
@@ -192,6 +199,14 @@ impl ClientLevelConfig {
             }
             return Ok(0.0);
         }
+        if self.secure_noise && self.adaptive_clipping.is_some() {
+            return Err(Error::invalid(
+                "federated.client_level.secure_noise",
+                true,
+                "false with adaptive_clipping (its count noise is not drawn in secure mode \
+                 yet), or no adaptive_clipping",
+            ));
+        }
         let rounds = self.rounds;
         resolve_noise(
             self.noise_multiplier,
@@ -200,10 +215,24 @@ impl ClientLevelConfig {
             self.accountant(),
             "federated.client_level",
             |z| DpEvent::SelfComposed {
-                event: Box::new(self.sampling.round_event(population, z)),
+                event: Box::new(self.round_event(population, z)),
                 count: rounds,
             },
         )
+    }
+
+    /// One round's event at z: `PoissonSampled(q, Gaussian(z))`, or its discrete Gaussian
+    /// in secure mode (or either without amplification for fixed-size sampling).
+    pub fn round_event(&self, population: usize, z: f64) -> DpEvent {
+        let noise = match self.secure_noise {
+            true => DpEvent::DiscreteGaussian {
+                noise_multiplier: z,
+            },
+            false => DpEvent::Gaussian {
+                noise_multiplier: z,
+            },
+        };
+        self.sampling.round_event_of(population, noise)
     }
 }
 
@@ -284,19 +313,23 @@ impl<'a> ClientLevelRun<'a> {
             None => z,
         };
         let update = Update::new(expected_clients, config.server_optimizer.build(&params)?)?;
-        let server = match config.private {
-            true => Server::new(
-                params.clone(),
+        let privatizer: Box<dyn Privatizer> = match config.secure_noise {
+            true => Box::new(SecurePrivatizer::new(
+                params.iter().map(|p| p.elem_count()).sum(),
+                gradient_z,
                 config.clip_norm,
-                Box::new(GaussianPrivatizer::new(
-                    gradient_z,
-                    config.clip_norm,
-                    derive_seed(seed, 3),
-                )?),
-                update,
-            )?,
+            )?),
+            false => Box::new(GaussianPrivatizer::new(
+                gradient_z,
+                config.clip_norm,
+                derive_seed(seed, 3),
+            )?),
+        };
+        let server = match config.private {
+            true => Server::new(params.clone(), config.clip_norm, privatizer, update)?,
             false => Server::non_private(params.clone(), update),
         };
+        let sampler_seed = (!config.secure_noise).then(|| derive_seed(seed, 2));
         Ok(ClientLevelRun {
             global,
             transport,
@@ -305,9 +338,9 @@ impl<'a> ClientLevelRun<'a> {
             accountant,
             budget,
             server,
-            sampler: ClientSampler::new(config.sampling, population, Some(derive_seed(seed, 2)))?,
+            sampler: ClientSampler::new(config.sampling, population, sampler_seed)?,
             clipper,
-            round_event: config.sampling.round_event(population, z),
+            round_event: config.round_event(population, z),
             rounds: Vec::new(),
             stopped_early: None,
             wall_seconds: 0.0,

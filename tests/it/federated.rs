@@ -342,6 +342,7 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
         },
         adaptive_clipping: None,
         private: true,
+        secure_noise: false,
     };
     let global = logreg();
     let (_, accuracy_before) = dptrain::train::evaluate(&global, &test).unwrap();
@@ -579,6 +580,7 @@ fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(
         },
         adaptive_clipping: Some(AdaptiveClippingConfig::default()),
         private: true,
+        secure_noise: false,
     };
     let clients = || InProcess {
         module: logreg(),
@@ -669,6 +671,7 @@ fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
                 ..AdaptiveClippingConfig::default()
             }),
             private: true,
+            secure_noise: false,
         };
         let global = logreg();
         let mut clients = InProcess {
@@ -918,4 +921,55 @@ fn federate_runs_silos_split_by_a_csv_column() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Secure mode: clients sampled and the server's noise drawn from the OS-seeded CSPRNG (two
+/// runs of one config differ), the noise a discrete Gaussian, the ledger saying so and
+/// accounting to the summary's ε bit for bit.
+#[test]
+fn federate_in_secure_mode_draws_from_the_os_and_accounts_discrete_noise() {
+    let base = std::env::temp_dir().join(format!("dptrain-federate-secure-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let run = |name: &str| {
+        let out = base.join(name);
+        let run = dptrain(&[
+            "federate",
+            "configs/federated-mnist.toml",
+            "--set",
+            "federated.client_level.rounds=2",
+            "--set",
+            "federated.client_level.secure_noise=true",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    };
+    let (a, b) = (run("a"), run("b"));
+    let read = |dir: &std::path::Path, name: &str| std::fs::read(dir.join(name)).unwrap();
+    assert_ne!(read(&a, "model.safetensors"), read(&b, "model.safetensors"));
+    let ledger = String::from_utf8(read(&a, "ledger.csv")).unwrap();
+    assert!(ledger.contains(",2,discrete_gaussian"), "{ledger}");
+    let account = dptrain(&[
+        "account",
+        "--events",
+        a.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let accounted: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&read(&a, "summary.json")).unwrap();
+    assert_eq!(
+        summary["epsilon"].as_f64().unwrap().to_bits(),
+        accounted["epsilon"].as_f64().unwrap().to_bits()
+    );
+    let statement = String::from_utf8(read(&a, "privacy.md")).unwrap();
+    assert!(statement.contains("discrete Gaussian"), "{statement}");
+    std::fs::remove_dir_all(&base).unwrap();
 }
