@@ -160,9 +160,8 @@ pub fn read_params(params: &[Var]) -> Result<Sums> {
 
 /// Sets every parameter to `values`.
 pub fn set_params(params: &[Var], values: &Sums) -> Result<()> {
-    let mut values = values.clone();
     real!(values.dtype(), "parameters", |T| {
-        let values = values.values_mut::<T>("parameters")?;
+        let values = values.values::<T>("parameters")?;
         if values.len() != params.len() {
             return Err(Error::Tensor(format!(
                 "{} parameter tensors sent for a model of {}",
@@ -201,17 +200,18 @@ fn clipped_delta<T: SumValue>(
     global: &Sums,
     clip_norm: f64,
 ) -> Result<(Sums, f64)> {
-    let mut global = global.clone();
-    let global = global.values_mut::<T>("client update")?;
+    let global = global.values::<T>("client update")?;
     let mut delta: Vec<Vec<T>> = Vec::with_capacity(params.len());
     for (var, g) in params.iter().zip(global.iter()) {
-        let local = var.as_tensor().flatten_all()?.to_vec1::<T>()?;
-        delta.push(local.iter().zip(g).map(|(l, g)| *l - *g).collect());
+        let mut local = var.as_tensor().flatten_all()?.to_vec1::<T>()?;
+        local.iter_mut().zip(g).for_each(|(l, g)| *l -= *g);
+        delta.push(local);
     }
     let norm = l2_norm(&delta);
+    // A factor of exactly 1 (most updates within C) leaves the values as they are.
     let factor = T::of(clip_factor_of(norm, clip_norm));
-    for v in delta.iter_mut().flatten() {
-        *v *= factor;
+    if factor != T::one() {
+        delta.iter_mut().flatten().for_each(|v| *v *= factor);
     }
     Ok((T::wrap(delta), norm))
 }

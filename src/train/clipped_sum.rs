@@ -60,6 +60,18 @@ impl Sums {
         }
     }
 
+    /// The sums as `T`, read only; an error naming `op` when they are of the other
+    /// precision.
+    pub fn values<T: SumValue>(&self, op: &str) -> Result<&Vec<Vec<T>>> {
+        T::unwrap_ref(self).ok_or_else(|| {
+            Error::Tensor(format!(
+                "{op}: sums in {:?}, expected {:?}",
+                self.dtype(),
+                T::DTYPE
+            ))
+        })
+    }
+
     /// The sums as `T`; an error naming `op` when they are of the other precision.
     pub fn values_mut<T: SumValue>(&mut self, op: &str) -> Result<&mut Vec<Vec<T>>> {
         let dtype = self.dtype();
@@ -80,6 +92,8 @@ pub trait SumValue: Real {
     /// The values, when `sums` holds this type.
     fn unwrap_mut(sums: &mut Sums) -> Option<&mut Vec<Vec<Self>>>;
     /// The values, when `sums` holds this type.
+    fn unwrap_ref(sums: &Sums) -> Option<&Vec<Vec<Self>>>;
+    /// The values, when `sums` holds this type.
     fn unwrap(sums: Sums) -> Option<Vec<Vec<Self>>>;
 }
 
@@ -88,6 +102,12 @@ impl SumValue for f32 {
         Sums::F32(values)
     }
     fn unwrap_mut(sums: &mut Sums) -> Option<&mut Vec<Vec<f32>>> {
+        match sums {
+            Sums::F32(v) => Some(v),
+            Sums::F64(_) => None,
+        }
+    }
+    fn unwrap_ref(sums: &Sums) -> Option<&Vec<Vec<f32>>> {
         match sums {
             Sums::F32(v) => Some(v),
             Sums::F64(_) => None,
@@ -106,6 +126,12 @@ impl SumValue for f64 {
         Sums::F64(values)
     }
     fn unwrap_mut(sums: &mut Sums) -> Option<&mut Vec<Vec<f64>>> {
+        match sums {
+            Sums::F64(v) => Some(v),
+            Sums::F32(_) => None,
+        }
+    }
+    fn unwrap_ref(sums: &Sums) -> Option<&Vec<Vec<f64>>> {
         match sums {
             Sums::F64(v) => Some(v),
             Sums::F32(_) => None,
