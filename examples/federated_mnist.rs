@@ -40,7 +40,7 @@ fn main() -> dptrain::Result<()> {
     let model = |seed| Model::for_data(&ModelConfig::preset(kind), train, seed);
     let global = model(1)?;
     let mut clients = InProcess {
-        module: model(1)?,
+        modules: vec![model(1)?],
         data: train,
         partition: &partition,
         local: LocalTraining {

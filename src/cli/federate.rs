@@ -91,8 +91,17 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
     let module = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
     let (record, unit) = match federated.mode()? {
         FederatedMode::ClientLevel(local, privacy) => {
+            // One module per worker thread: a round's clients train in parallel.
+            let mut modules = vec![module];
+            for _ in 1..rayon::current_num_threads() {
+                modules.push(Model::for_data(
+                    &config.model,
+                    train,
+                    derive_seed(config.seed, 1),
+                )?);
+            }
             let mut clients = InProcess {
-                module,
+                modules,
                 data: train,
                 partition: &partition,
                 local: *local,

@@ -71,11 +71,17 @@ pub struct LocalTraining {
     pub optimizer: OptimizerConfig,
 }
 
-/// Virtual clients in one process: one module whose parameters are set to the request's
+/// Virtual clients in one process: modules whose parameters are set to the request's
 /// before each client trains, the clients' data as index sets into one training set.
+///
+/// With W modules, a round's clients are trained on W threads at once (contiguous shares
+/// of the round's clients, one module each); the replies come back in the clients' order
+/// and each client's training depends only on the request, its data and its seed, so the
+/// round's result is the same for any W.
 pub struct InProcess<'a, M> {
-    /// The module the clients train (its parameters are overwritten by each request).
-    pub module: M,
+    /// The modules the clients train, one per worker thread (their parameters are
+    /// overwritten by each request); at least one.
+    pub modules: Vec<M>,
     /// The training set the partition indexes.
     pub data: &'a Dataset,
     /// Each client's examples.
@@ -86,20 +92,20 @@ pub struct InProcess<'a, M> {
     pub seed: u64,
 }
 
-impl<M: DpModule> InProcess<'_, M> {
-    /// The clipped update of `client` for `request`.
-    fn compute(&self, request: &RoundRequest, client: usize) -> Result<ClientReply> {
+impl<M: DpModule + Sync> InProcess<'_, M> {
+    /// The clipped update of `client` for `request`, trained on `module`.
+    fn compute(&self, module: &M, request: &RoundRequest, client: usize) -> Result<ClientReply> {
         let examples = self.partition.clients.get(client).ok_or_else(|| {
             Error::Tensor(format!(
                 "client {client} of a partition of {}",
                 self.partition.len()
             ))
         })?;
-        let params = self.module.parameters();
+        let params = module.parameters();
         set_params(&params, &request.params)?;
         let local = self.local;
         let mut optimizer = DpOptimizer::new(
-            &self.module,
+            module,
             DpSettings {
                 optimizer: local.optimizer,
                 clipping: ClippingConfig::default(),
@@ -117,7 +123,7 @@ impl<M: DpModule> InProcess<'_, M> {
         for _ in 0..local.epochs {
             rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
             for batch in order.chunks(local.batch_size.max(1)) {
-                optimizer.step(&self.module, self.data, batch)?;
+                optimizer.step(module, self.data, batch)?;
             }
         }
         let (update, norm) = real!(
@@ -132,16 +138,43 @@ impl<M: DpModule> InProcess<'_, M> {
     }
 }
 
-impl<M: DpModule> Transport for InProcess<'_, M> {
+impl<M: DpModule + Sync> Transport for InProcess<'_, M> {
     fn exchange(
         &mut self,
         request: &RoundRequest,
         clients: &[usize],
     ) -> Vec<(usize, Result<ClientReply>)> {
-        clients
-            .iter()
-            .map(|&client| (client, self.compute(request, client)))
-            .collect()
+        let this = &*self;
+        let train = |module: &M, part: &[usize]| -> Vec<(usize, Result<ClientReply>)> {
+            part.iter()
+                .map(|&client| (client, this.compute(module, request, client)))
+                .collect()
+        };
+        let Some(first) = self.modules.first() else {
+            let none = || Error::Usage("InProcess clients without a module".into());
+            return clients.iter().map(|&c| (c, Err(none()))).collect();
+        };
+        if self.modules.len() == 1 || clients.len() < 2 {
+            return train(first, clients);
+        }
+        let share = clients.len().div_ceil(self.modules.len());
+        std::thread::scope(|scope| {
+            let running: Vec<_> = clients
+                .chunks(share)
+                .zip(&self.modules)
+                .map(|(part, module)| (part, scope.spawn(move || train(module, part))))
+                .collect();
+            running
+                .into_iter()
+                .flat_map(|(part, thread)| {
+                    thread.join().unwrap_or_else(|_| {
+                        part.iter()
+                            .map(|&c| (c, Err(Error::Usage("its training thread panicked".into()))))
+                            .collect()
+                    })
+                })
+                .collect()
+        })
     }
 }
 

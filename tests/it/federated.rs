@@ -81,7 +81,7 @@ fn the_servers_aggregate_is_fedavg_of_the_clipped_updates_plus_the_noise_drawn()
     let mut server =
         Server::new(params.clone(), clip, Box::new(privatizer.clone()), update).unwrap();
     let mut clients = InProcess {
-        module: logreg(),
+        modules: vec![logreg()],
         data: &train,
         partition: &partition,
         local: local(),
@@ -347,7 +347,7 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
     let global = logreg();
     let (_, accuracy_before) = dptrain::train::evaluate(&global, &test).unwrap();
     let mut clients = InProcess {
-        module: logreg(),
+        modules: vec![logreg()],
         data: &train,
         partition: &partition,
         local: LocalTraining {
@@ -583,7 +583,7 @@ fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(
         secure_noise: false,
     };
     let clients = || InProcess {
-        module: logreg(),
+        modules: vec![logreg()],
         data: &train,
         partition: &partition,
         local: local(),
@@ -675,7 +675,7 @@ fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
         };
         let global = logreg();
         let mut clients = InProcess {
-            module: logreg(),
+            modules: vec![logreg()],
             data: &train,
             partition: &partition,
             local: local(),
@@ -972,4 +972,44 @@ fn federate_in_secure_mode_draws_from_the_os_and_accounts_discrete_noise() {
     let statement = String::from_utf8(read(&a, "privacy.md")).unwrap();
     assert!(statement.contains("discrete Gaussian"), "{statement}");
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// InProcess clients trained on three worker threads reply exactly as on one: the same
+/// clients in the same order with the same updates, bit for bit.
+#[test]
+fn in_process_clients_reply_the_same_on_one_or_several_threads() {
+    let train = data(240);
+    let partition =
+        Partition::new(&PartitionConfig::Iid { clients: 8 }, &train.labels, None, 3).unwrap();
+    let global = logreg();
+    let request = RoundRequest {
+        round: 2,
+        params: dptrain::federated::round::read_params(&global.parameters()).unwrap(),
+        clip_norm: 0.05,
+    };
+    let replies = |modules: Vec<Model>| -> Vec<(usize, Vec<u64>, bool)> {
+        let mut clients = InProcess {
+            modules,
+            data: &train,
+            partition: &partition,
+            local: local(),
+            seed: 5,
+        };
+        clients
+            .exchange(&request, &[0, 1, 3, 4, 6, 7, 2])
+            .into_iter()
+            .map(|(client, reply)| {
+                let reply = reply.unwrap();
+                let bits = flat(&reply.update).iter().map(|v| v.to_bits()).collect();
+                (client, bits, reply.within_clip)
+            })
+            .collect()
+    };
+    let one = replies(vec![logreg()]);
+    let three = replies(vec![logreg(), logreg(), logreg()]);
+    assert_eq!(
+        one.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 3, 4, 6, 7, 2]
+    );
+    assert_eq!(one, three);
 }
