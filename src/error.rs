@@ -83,6 +83,20 @@ pub enum Error {
     /// Command-line arguments that do not fit together.
     #[error("{0}")]
     Usage(String),
+
+    /// A message that does not parse: truncated, oversized, mistagged or out of order.
+    #[error("malformed {what} message: {message}")]
+    Malformed {
+        /// The message type.
+        what: &'static str,
+        /// What is wrong, and where.
+        message: String,
+    },
+
+    /// A secure-aggregation round that cannot complete (too few survivors to unmask): it
+    /// reveals nothing.
+    #[error("secure aggregation aborted: {0}")]
+    Aborted(String),
 }
 
 /// `Result` with dptrain's [`Error`].

@@ -36,6 +36,7 @@ pub mod report;
 pub mod runtime;
 pub mod sampling;
 pub mod schedule;
+pub mod secagg;
 pub mod train;
 
 pub use error::{Error, Result};

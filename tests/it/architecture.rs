@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("privacy", 1),
     ("schedule", 1),
     ("sampling", 1),
+    ("secagg", 1),
     ("data", 2),
     ("mechanism", 2),
     ("grad_sample", 2),
@@ -26,7 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// Rooms that must not use candle: the accountant's side of the privacy claim.
-const NO_TENSORS: &[&str] = &["error", "fs", "privacy", "schedule", "sampling"];
+const NO_TENSORS: &[&str] = &["error", "fs", "privacy", "schedule", "sampling", "secagg"];
 
 fn layer(room: &str) -> u8 {
     LAYERS
