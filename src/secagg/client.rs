@@ -63,6 +63,8 @@ pub struct Client {
     keys: BTreeMap<u32, (PublicKeyBytes, PublicKeyBytes)>,
     /// Stage 2's shares held for each owner: (share of b_v, share of s_v).
     held: BTreeMap<u32, HeldShares>,
+    /// Stage 2's sealing key with each neighbour (the same key opens what it sends back).
+    seal_keys: BTreeMap<u32, Secret>,
     released: BTreeMap<u32, Released>,
     stage: Stage,
     /// Tests only: a shift of the pairwise mask shared with a peer (the same at both ends),
@@ -111,6 +113,7 @@ impl Client {
             rng,
             keys: BTreeMap::new(),
             held: BTreeMap::new(),
+            seal_keys: BTreeMap::new(),
             released: BTreeMap::new(),
             stage: Stage::Advertised,
             #[cfg(test)]
@@ -214,6 +217,7 @@ impl Client {
                 v,
                 crypto::seal(&key, &self.transcript, self.id, v, &plaintext)?,
             ));
+            self.seal_keys.insert(v, key);
         }
         self.stage = Stage::Shared;
         Ok(EncryptedShares {
@@ -248,21 +252,13 @@ impl Client {
             ));
         }
         for (owner, ciphertext) in &held.shares {
-            let Some((cipher, _)) = self.keys.get(owner) else {
+            let Some(key) = self.seal_keys.get(owner) else {
                 return Err(Error::Malformed {
                     what: "SharesForHolder",
-                    message: format!("shares from client {owner}, which sent no keys"),
+                    message: format!("shares from client {owner}, which is not a holder's peer"),
                 });
             };
-            let key = crypto::agree(
-                &self.cipher_secret,
-                cipher,
-                SEAL_LABEL,
-                &self.transcript,
-                *owner,
-                self.id,
-            )?;
-            let plaintext = crypto::open(&key, &self.transcript, *owner, self.id, ciphertext)?;
+            let plaintext = crypto::open(key, &self.transcript, *owner, self.id, ciphertext)?;
             if plaintext.len() != 8 + 2 * SHARE_BYTES
                 || plaintext[..4] != owner.to_le_bytes()
                 || plaintext[4..8] != self.id.to_le_bytes()
@@ -307,6 +303,7 @@ impl Client {
         Ok(MaskedInput {
             round: self.params.round,
             client: self.id,
+            bits: self.params.bits,
             values,
         })
     }

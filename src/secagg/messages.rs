@@ -52,13 +52,16 @@ pub struct SharesForHolder {
     pub shares: Vec<(u32, Vec<u8>)>,
 }
 
-/// Stage 3, client → server: the masked input, `words` values mod 2^b.
+/// Stage 3, client → server: the masked input, `words` values mod 2^b, packed b bits each
+/// on the wire (2.5 bytes per value at b = 20).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskedInput {
     /// The round.
     pub round: u64,
     /// The sender.
     pub client: u32,
+    /// b: each value is below 2^b.
+    pub bits: u32,
     /// y_u = x_u + PRG(b_u) + Σ ±p_uv mod 2^b.
     pub values: Vec<u32>,
 }
@@ -325,15 +328,30 @@ impl SharesForHolder {
 }
 
 impl MaskedInput {
-    /// The bytes on the wire: 4 bytes per value (a b-bit packing is a later refinement).
+    /// The bytes on the wire: the values packed `bits` bits each, least significant first
+    /// (values above 2^b − 1 lose their high bits: the client reduces them first).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG_MASKED, self.round);
         w.u32(self.client);
+        w.u32(self.bits);
         w.count(self.values.len());
-        w.0.reserve(4 * self.values.len());
-        for v in &self.values {
-            w.u32(*v);
+        let bits = self.bits.clamp(1, 32) as usize;
+        let mut packed = vec![0u8; (self.values.len() * bits).div_ceil(8)];
+        let mask = (1u64 << bits) - 1;
+        let mut at = 0usize;
+        for &v in &self.values {
+            let mut word = u64::from(v) & mask;
+            let mut left = bits;
+            while left > 0 {
+                let (byte, offset) = (at / 8, at % 8);
+                let take = (8 - offset).min(left);
+                packed[byte] |= ((word & ((1 << take) - 1)) << offset) as u8;
+                word >>= take;
+                at += take;
+                left -= take;
+            }
         }
+        w.0.extend_from_slice(&packed);
         w.0
     }
 
@@ -341,15 +359,34 @@ impl MaskedInput {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let (mut r, round) = Reader::new(bytes, TAG_MASKED, "MaskedInput")?;
         let client = r.u32()?;
-        let n = r.count(4)?;
-        let values = r
-            .take(4 * n)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let bits = r.u32()?;
+        if !(1..=32).contains(&bits) {
+            return Err(r.error(format!("{bits} bits per value (1 to 32)")));
+        }
+        let n = r.u32()? as usize;
+        let length = n
+            .checked_mul(bits as usize)
+            .map(|b| b.div_ceil(8))
+            .filter(|&len| len <= bytes.len())
+            .ok_or_else(|| r.error(format!("{n} values of {bits} bits")))?;
+        let packed = r.take(length)?;
+        let mut values = Vec::with_capacity(n);
+        let mut at = 0usize;
+        for _ in 0..n {
+            let (mut word, mut got) = (0u64, 0usize);
+            while got < bits as usize {
+                let (byte, offset) = (at / 8, at % 8);
+                let take = (8 - offset).min(bits as usize - got);
+                word |= u64::from((packed[byte] >> offset) & ((1u16 << take) - 1) as u8) << got;
+                got += take;
+                at += take;
+            }
+            values.push(word as u32);
+        }
         r.finish(MaskedInput {
             round,
             client,
+            bits,
             values,
         })
     }

@@ -226,7 +226,8 @@ impl Server {
         );
         let modulus = self.params.modulus_mask();
         for (client, message) in admitted {
-            if message.values.len() != self.params.words
+            if message.bits != self.params.bits
+                || message.values.len() != self.params.words
                 || message.values.iter().any(|&v| v > modulus)
             {
                 self.drop_client(

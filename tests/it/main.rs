@@ -22,6 +22,7 @@ mod refusals;
 mod report;
 mod resume;
 mod schedules;
+mod secagg;
 mod support;
 mod table;
 mod training;
