@@ -335,22 +335,8 @@ impl MaskedInput {
         w.u32(self.client);
         w.u32(self.bits);
         w.count(self.values.len());
-        let bits = self.bits.clamp(1, 32) as usize;
-        let mut packed = vec![0u8; (self.values.len() * bits).div_ceil(8)];
-        let mask = (1u64 << bits) - 1;
-        let mut at = 0usize;
-        for &v in &self.values {
-            let mut word = u64::from(v) & mask;
-            let mut left = bits;
-            while left > 0 {
-                let (byte, offset) = (at / 8, at % 8);
-                let take = (8 - offset).min(left);
-                packed[byte] |= ((word & ((1 << take) - 1)) << offset) as u8;
-                word >>= take;
-                at += take;
-                left -= take;
-            }
-        }
+        let bits = self.bits.clamp(1, 32);
+        let packed = pack(&self.values, bits);
         w.0.extend_from_slice(&packed);
         w.0
     }
@@ -369,20 +355,7 @@ impl MaskedInput {
             .map(|b| b.div_ceil(8))
             .filter(|&len| len <= bytes.len())
             .ok_or_else(|| r.error(format!("{n} values of {bits} bits")))?;
-        let packed = r.take(length)?;
-        let mut values = Vec::with_capacity(n);
-        let mut at = 0usize;
-        for _ in 0..n {
-            let (mut word, mut got) = (0u64, 0usize);
-            while got < bits as usize {
-                let (byte, offset) = (at / 8, at % 8);
-                let take = (8 - offset).min(bits as usize - got);
-                word |= u64::from((packed[byte] >> offset) & ((1u16 << take) - 1) as u8) << got;
-                got += take;
-                at += take;
-            }
-            values.push(word as u32);
-        }
+        let values = unpack(r.take(length)?, n, bits);
         r.finish(MaskedInput {
             round,
             client,
@@ -390,6 +363,46 @@ impl MaskedInput {
             values,
         })
     }
+}
+
+/// `values` packed `bits` bits each, least significant first, through a 64-bit
+/// accumulator (values are masked to `bits` bits).
+fn pack(values: &[u32], bits: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity((values.len() * bits as usize).div_ceil(8));
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut filled) = (0u64, 0u32);
+    for &v in values {
+        acc |= (u64::from(v) & mask) << filled;
+        filled += bits;
+        while filled >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            filled -= 8;
+        }
+    }
+    if filled > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
+/// The `n` values of `bits` bits packed in `bytes` by [`pack`] (`bytes` holds at least
+/// ⌈n·bits/8⌉ bytes).
+fn unpack(bytes: &[u8], n: usize, bits: u32) -> Vec<u32> {
+    let mask = (1u64 << bits) - 1;
+    let mut values = Vec::with_capacity(n);
+    let (mut acc, mut filled) = (0u64, 0u32);
+    let mut next = bytes.iter();
+    for _ in 0..n {
+        while filled < bits {
+            acc |= u64::from(*next.next().unwrap_or(&0)) << filled;
+            filled += 8;
+        }
+        values.push((acc & mask) as u32);
+        acc >>= bits;
+        filled -= bits;
+    }
+    values
 }
 
 impl UnmaskRequest {
