@@ -16,6 +16,7 @@ pub mod budget;
 pub mod calibration;
 pub mod conversion;
 pub mod discrete;
+pub mod distributed;
 pub mod event;
 pub mod ledger;
 pub mod loss_grid;

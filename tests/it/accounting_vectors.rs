@@ -365,3 +365,57 @@ fn every_kept_run_ledger_still_accounts_to_its_recorded_epsilon() {
     }
     assert!(checked >= 18, "only {checked} kept ledgers found");
 }
+
+/// Distributed DP (issue 15): Skellam and distributed discrete Gaussian ε, Δ₂, Δ₁ and τ
+/// against the independent reference (scripts/reference/distributed_dp_accounting.py,
+/// 60-digit arithmetic, itself within 1.2e-13 of google-research's accounting_utils.py),
+/// 12 parameter sets per mechanism, to 1e-9 relative.
+#[test]
+fn distributed_dp_epsilon_matches_the_reference_vectors() {
+    use dptrain::privacy::distributed::{DistributedMechanism, DistributedRound, epsilon};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/distributed_dp_vectors.csv");
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let close = |got: f64, want: f64, what: &str, row: &str| {
+        let scale = want.abs().max(1e-300);
+        assert!(
+            (got - want).abs() <= 1e-9 * scale,
+            "{row}: {what} {got} against {want}"
+        );
+    };
+    let mut rows = 0;
+    for record in reader.records() {
+        let record = record.unwrap();
+        let get = |name: &str| record[column(name)].parse::<f64>().unwrap();
+        let name = record[column("name")].to_string();
+        let round = DistributedRound {
+            mechanism: match &record[column("mechanism")] {
+                "skellam" => DistributedMechanism::Skellam,
+                "ddgauss" | "discrete_gaussian" | "ddg" => DistributedMechanism::DiscreteGaussian,
+                other => panic!("{name}: unknown mechanism {other}"),
+            },
+            l2_clip: get("l2_clip"),
+            dim: get("dim") as u64,
+            beta: get("beta"),
+            clients: get("num_clients") as u64,
+            local_stddev: get("local_stddev"),
+            scale: get("scale"),
+        };
+        let (l2, l1) = round.sensitivities();
+        close(l2, get("l2_sens_scaled"), "Δ₂", &name);
+        close(l1, get("l1_sens_scaled"), "Δ₁", &name);
+        let tau = get("tau");
+        if tau > 0.0 {
+            close(round.tau(), tau, "τ", &name);
+        } else {
+            assert!(round.tau() < 1e-300, "{name}: τ {}", round.tau());
+        }
+        let (eps, order) = epsilon(&round, get("q"), get("steps") as u64, get("delta")).unwrap();
+        close(eps, get("epsilon"), "ε", &name);
+        assert_eq!(f64::from(order), get("opt_order"), "{name}");
+        rows += 1;
+    }
+    assert_eq!(rows, 24);
+}
