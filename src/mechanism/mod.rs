@@ -10,6 +10,7 @@ pub mod clipping;
 pub mod discrete_gaussian;
 pub mod noise;
 pub mod secure_noise;
+pub mod shares;
 
 pub use adaptive_clip::{AdaptiveClipper, AdaptiveClippingConfig, gradient_noise_multiplier};
 pub use clipping::{

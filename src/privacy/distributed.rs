@@ -52,6 +52,22 @@ pub struct DistributedRound {
     pub scale: f64,
 }
 
+/// Δ₂ of a vector of L2 norm ≤ x (in integer units) after stochastic rounding in d
+/// dimensions (Kairouz, Liu & Steinke 2021, Thm. 1): x + √d unconditionally (β = 0), and
+/// with conditional rounding at β > 0, min(x + √d, sqrt(x² + d/4 + √(2 ln 1/β)(x + √d/2))).
+/// The quantiser (`secagg::quantise`) re-draws the rounding until the vector meets exactly
+/// this bound, so what is booked is what is enforced.
+pub fn rounded_l2_bound(x: f64, dim: u64, beta: f64) -> f64 {
+    let d = dim as f64;
+    let plain = x + d.sqrt();
+    match beta > 0.0 {
+        true => plain.min(
+            (x * x + d / 4.0 + (2.0 * (1.0 / beta).ln()).sqrt() * (x + d.sqrt() / 2.0)).sqrt(),
+        ),
+        false => plain,
+    }
+}
+
 /// The orders of the accounting: 2..=128 and 256 (integers only: Zhu & Wang's bound).
 pub fn orders() -> Vec<u32> {
     (2..=128).chain(std::iter::once(256)).collect()
@@ -86,19 +102,8 @@ impl DistributedRound {
 
     /// (Δ₂, Δ₁) of one client's rounded, scaled update (Kairouz et al. 2021, Thm. 1).
     pub fn sensitivities(&self) -> (f64, f64) {
-        let x = self.l2_clip * self.scale;
-        let root_d = (self.dim as f64).sqrt();
-        let plain = x + root_d;
-        let l2 = match self.beta > 0.0 {
-            true => plain.min(
-                (x * x
-                    + self.dim as f64 / 4.0
-                    + (2.0 * (1.0 / self.beta).ln()).sqrt() * (x + root_d / 2.0))
-                    .sqrt(),
-            ),
-            false => plain,
-        };
-        (l2, l2 * root_d.min(l2))
+        let l2 = rounded_l2_bound(self.l2_clip * self.scale, self.dim, self.beta);
+        (l2, l2 * (self.dim as f64).sqrt().min(l2))
     }
 
     /// τ: how far the sum of n discrete Gaussian shares is from one (0 for Skellam).
@@ -219,4 +224,355 @@ pub fn epsilon(round: &DistributedRound, q: f64, steps: u64, delta: f64) -> Resu
         .map(|r| r * steps as f64)
         .collect();
     Ok(epsilon_of(&rdp, delta))
+}
+
+/// The CSV header of a distributed-DP ledger (one booked round per row, in order).
+pub const DISTRIBUTED_LEDGER_HEADER: [&str; 9] = [
+    "round",
+    "sample_rate",
+    "mechanism",
+    "l2_clip",
+    "dim",
+    "beta",
+    "clients",
+    "local_stddev",
+    "scale",
+];
+
+/// One round as booked: its number, the clients' sampling rate q and what it enforced and
+/// added, with `clients` the survivors whose noise shares were actually summed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DistributedEntry {
+    /// The federated round (from 1).
+    pub round: u64,
+    /// q: each client joined the round independently with this probability.
+    pub sample_rate: f64,
+    /// The round's mechanism and parameters.
+    #[serde(flatten)]
+    pub params: DistributedRound,
+}
+
+/// The rounds of a run with distributed DP, in order: its privacy cost is a function of
+/// this list alone (written as `ledger.csv` of a `secagg_distributed_dp` run).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DistributedLedger {
+    entries: Vec<DistributedEntry>,
+}
+
+impl DistributedLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Books one round (validated).
+    pub fn push(&mut self, entry: DistributedEntry) -> Result<()> {
+        entry.params.validate()?;
+        if !(entry.sample_rate > 0.0 && entry.sample_rate <= 1.0) {
+            return Err(Error::invalid(
+                "distributed ledger sample_rate",
+                entry.sample_rate,
+                "a rate in (0, 1]",
+            ));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The booked rounds.
+    pub fn entries(&self) -> &[DistributedEntry] {
+        &self.entries
+    }
+
+    /// The total RDP at [`orders`]: the sum over rounds (rounds with equal parameters are
+    /// computed once).
+    pub fn rdp(&self) -> Vec<f64> {
+        let mut total = vec![0.0; orders().len()];
+        let mut cache: Vec<(DistributedEntry, Vec<f64>)> = Vec::new();
+        for entry in &self.entries {
+            let same = |e: &DistributedEntry| {
+                e.sample_rate == entry.sample_rate && e.params == entry.params
+            };
+            let rdp = match cache.iter().find(|(e, _)| same(e)) {
+                Some((_, rdp)) => rdp.clone(),
+                None => {
+                    let rdp = entry.params.sampled_rdp(entry.sample_rate);
+                    cache.push((*entry, rdp.clone()));
+                    rdp
+                }
+            };
+            total.iter_mut().zip(rdp).for_each(|(t, r)| *t += r);
+        }
+        total
+    }
+
+    /// (ε, best order) at δ of every booked round (0 for an empty ledger).
+    pub fn epsilon(&self, delta: f64) -> Result<(f64, u32)> {
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(Error::invalid("delta", delta, "a number in (0, 1)"));
+        }
+        Ok(epsilon_of(&self.rdp(), delta))
+    }
+
+    /// The ledger as CSV (floats written so they read back bit for bit).
+    pub fn to_csv(&self) -> String {
+        let mut out = DISTRIBUTED_LEDGER_HEADER.join(",");
+        out.push('\n');
+        for e in &self.entries {
+            let p = &e.params;
+            let mechanism = match p.mechanism {
+                DistributedMechanism::Skellam => "skellam",
+                DistributedMechanism::DiscreteGaussian => "discrete_gaussian",
+            };
+            out.push_str(&format!(
+                "{},{:?},{mechanism},{:?},{},{:?},{},{:?},{:?}\n",
+                e.round,
+                e.sample_rate,
+                p.l2_clip,
+                p.dim,
+                p.beta,
+                p.clients,
+                p.local_stddev,
+                p.scale
+            ));
+        }
+        out
+    }
+
+    /// Writes the ledger atomically.
+    pub fn write_csv(&self, path: &std::path::Path) -> Result<()> {
+        crate::fs::write_atomic(path, self.to_csv().as_bytes())
+    }
+
+    /// Whether `bytes` start with this ledger's header (as opposed to the Gaussian ledger's).
+    pub fn is_one(bytes: &[u8]) -> bool {
+        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        String::from_utf8_lossy(first).trim() == DISTRIBUTED_LEDGER_HEADER.join(",")
+    }
+
+    /// Parses ledger CSV; errors name `path`, the line and the column.
+    pub fn parse_csv(bytes: &[u8], path: &std::path::Path) -> Result<Self> {
+        let error = |line: usize, message: String| Error::Parse {
+            path: path.to_path_buf(),
+            location: format!("line {line}"),
+            message,
+        };
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| error(1, format!("not UTF-8 text ({e})")))?;
+        let mut lines = text.lines();
+        if lines.next().map(str::trim) != Some(&DISTRIBUTED_LEDGER_HEADER.join(",")) {
+            return Err(error(
+                1,
+                format!(
+                    "expected the header {}",
+                    DISTRIBUTED_LEDGER_HEADER.join(",")
+                ),
+            ));
+        }
+        let mut ledger = DistributedLedger::new();
+        for (i, line) in lines.enumerate() {
+            let at = i + 2;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            if fields.len() != DISTRIBUTED_LEDGER_HEADER.len() {
+                return Err(error(
+                    at,
+                    format!(
+                        "{} fields, expected {}",
+                        fields.len(),
+                        DISTRIBUTED_LEDGER_HEADER.len()
+                    ),
+                ));
+            }
+            let number = |k: usize| -> Result<f64> {
+                fields[k].parse::<f64>().map_err(|_| {
+                    error(
+                        at,
+                        format!(
+                            "{} = {:?} is not a number",
+                            DISTRIBUTED_LEDGER_HEADER[k], fields[k]
+                        ),
+                    )
+                })
+            };
+            let whole = |k: usize| -> Result<u64> {
+                fields[k].parse::<u64>().map_err(|_| {
+                    error(
+                        at,
+                        format!(
+                            "{} = {:?} is not a whole number",
+                            DISTRIBUTED_LEDGER_HEADER[k], fields[k]
+                        ),
+                    )
+                })
+            };
+            let mechanism = match fields[2] {
+                "skellam" => DistributedMechanism::Skellam,
+                "discrete_gaussian" => DistributedMechanism::DiscreteGaussian,
+                other => {
+                    return Err(error(
+                        at,
+                        format!("mechanism = {other:?}, expected skellam or discrete_gaussian"),
+                    ));
+                }
+            };
+            let entry = DistributedEntry {
+                round: whole(0)?,
+                sample_rate: number(1)?,
+                params: DistributedRound {
+                    mechanism,
+                    l2_clip: number(3)?,
+                    dim: whole(4)?,
+                    beta: number(5)?,
+                    clients: whole(6)?,
+                    local_stddev: number(7)?,
+                    scale: number(8)?,
+                },
+            };
+            ledger.push(entry).map_err(|e| error(at, e.to_string()))?;
+        }
+        Ok(ledger)
+    }
+
+    /// Reads a ledger file.
+    pub fn read_csv(path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_csv(&bytes, path)
+    }
+}
+
+/// The per-client noise σ (unscaled) that spends at most `target` ε at δ over `rounds`
+/// rounds with clients sampled at q, each round summing at least `min_clients` shares
+/// (more survivors only add noise, so ε can only fall): the smallest σ on a bisection in
+/// log space, to 1e-6 relative. `round` gives everything else (its `local_stddev` and
+/// `clients` are replaced); `scale_of(σ)` is the quantisation scale that σ implies.
+pub fn calibrate_local_stddev(
+    round: &DistributedRound,
+    min_clients: u64,
+    sample_rate: f64,
+    rounds: u64,
+    delta: f64,
+    target: f64,
+    scale_of: &dyn Fn(f64) -> Result<f64>,
+) -> Result<f64> {
+    let epsilon_at = |sigma: f64| -> Result<f64> {
+        let r = DistributedRound {
+            local_stddev: sigma,
+            clients: min_clients,
+            scale: scale_of(sigma)?,
+            ..*round
+        };
+        Ok(epsilon(&r, sample_rate, rounds, delta)?.0)
+    };
+    if !(target > 0.0 && target.is_finite()) {
+        return Err(Error::invalid(
+            "target_epsilon",
+            target,
+            "a finite number above 0",
+        ));
+    }
+    let (mut lo, mut hi) = (1e-6 * round.l2_clip, round.l2_clip);
+    let mut grown = 0;
+    while epsilon_at(hi)? > target {
+        lo = hi;
+        hi *= 2.0;
+        grown += 1;
+        if grown > 60 {
+            return Err(Error::invalid(
+                "target_epsilon",
+                target,
+                "an ε some finite noise reaches",
+            ));
+        }
+    }
+    while hi / lo > 1.0 + 1e-6 {
+        let mid = (lo * hi).sqrt();
+        match epsilon_at(mid)? > target {
+            true => lo = mid,
+            false => hi = mid,
+        }
+    }
+    Ok(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn round(clients: u64) -> DistributedRound {
+        DistributedRound {
+            mechanism: DistributedMechanism::Skellam,
+            l2_clip: 0.5,
+            dim: 1 << 17,
+            beta: (-0.5f64).exp(),
+            clients,
+            local_stddev: 0.06,
+            scale: 4000.0,
+        }
+    }
+
+    /// More survivors sum more shares: ε can only fall, so calibrating to the fewest
+    /// accepted is safe.
+    #[test]
+    fn more_survivors_never_cost_more() {
+        let eps = |n| epsilon(&round(n), 0.035, 100, 1e-5).unwrap().0;
+        assert!(eps(100) > eps(120), "{} {}", eps(100), eps(120));
+        assert!(eps(120) > eps(200));
+    }
+
+    /// The calibrated σ meets the target and 1% less noise does not.
+    #[test]
+    fn calibration_meets_the_target_and_no_less_noise_does() {
+        let r = round(100);
+        let scale_of = |_sigma: f64| Ok(4000.0);
+        let sigma = calibrate_local_stddev(&r, 100, 0.035, 100, 1e-5, 2.0, &scale_of).unwrap();
+        let at = |s: f64| {
+            let r = DistributedRound {
+                local_stddev: s,
+                ..r
+            };
+            epsilon(&r, 0.035, 100, 1e-5).unwrap().0
+        };
+        assert!(at(sigma) <= 2.0, "{}", at(sigma));
+        assert!(at(sigma * 0.99) > 2.0);
+    }
+
+    /// Bad ledger text is refused naming the file, the line and the field.
+    #[test]
+    fn bad_ledgers_are_refused_by_line_and_field() {
+        let header = DISTRIBUTED_LEDGER_HEADER.join(",");
+        let path = Path::new("ledger.csv");
+        let cases = [
+            (
+                format!("{header}\n1,0.1,laplace,1,8,0.5,10,0.1,100\n"),
+                "mechanism",
+            ),
+            (
+                format!("{header}\n1,0.1,skellam,1,8,0.5,ten,0.1,100\n"),
+                "clients",
+            ),
+            (
+                format!("{header}\n1,0.1,skellam,1,8,0.5,10,NaN,100\n"),
+                "local_stddev",
+            ),
+            (
+                format!("{header}\n1,1.5,skellam,1,8,0.5,10,0.1,100\n"),
+                "sample_rate",
+            ),
+            (format!("{header}\n1,0.1,skellam\n"), "fields"),
+            ("round,q\n".to_string(), "header"),
+        ];
+        for (text, what) in cases {
+            let err = DistributedLedger::parse_csv(text.as_bytes(), path).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("ledger.csv"), "{message}");
+            assert!(message.contains(what), "{what}: {message}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod crypto;
 pub mod graph;
 pub mod messages;
+pub mod quantise;
 pub mod server;
 
 pub use client::Client;

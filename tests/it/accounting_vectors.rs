@@ -372,7 +372,9 @@ fn every_kept_run_ledger_still_accounts_to_its_recorded_epsilon() {
 /// 12 parameter sets per mechanism, to 1e-9 relative.
 #[test]
 fn distributed_dp_epsilon_matches_the_reference_vectors() {
-    use dptrain::privacy::distributed::{DistributedMechanism, DistributedRound, epsilon};
+    use dptrain::privacy::distributed::{
+        DistributedEntry, DistributedLedger, DistributedMechanism, DistributedRound, epsilon,
+    };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/distributed_dp_vectors.csv");
     let mut reader = csv::Reader::from_path(&path).unwrap();
@@ -415,6 +417,27 @@ fn distributed_dp_epsilon_matches_the_reference_vectors() {
         let (eps, order) = epsilon(&round, get("q"), get("steps") as u64, get("delta")).unwrap();
         close(eps, get("epsilon"), "ε", &name);
         assert_eq!(f64::from(order), get("opt_order"), "{name}");
+        // The same rounds booked one by one in a run's ledger, written and read back.
+        let mut ledger = DistributedLedger::new();
+        for r in 0..get("steps") as u64 {
+            ledger
+                .push(DistributedEntry {
+                    round: r + 1,
+                    sample_rate: get("q"),
+                    params: round,
+                })
+                .unwrap();
+        }
+        let text = ledger.to_csv();
+        assert!(DistributedLedger::is_one(text.as_bytes()));
+        let back = DistributedLedger::parse_csv(text.as_bytes(), &path).unwrap();
+        assert_eq!(back, ledger);
+        close(
+            back.epsilon(get("delta")).unwrap().0,
+            get("epsilon"),
+            "ledger ε",
+            &name,
+        );
         rows += 1;
     }
     assert_eq!(rows, 24);

@@ -1,0 +1,393 @@
+//! A clipped update as a vector over Z_{2^b}, and the sum back (Kairouz, Liu & Steinke 2021,
+//! "The Distributed Discrete Gaussian Mechanism for Federated Learning with Secure
+//! Aggregation", Alg. 1 and 2):
+//!
+//! 1. pad to d = the next power of two and rotate: y = H·D·x/√d, D a diagonal of ±1 drawn
+//!    from a public seed (ChaCha20), H the Walsh–Hadamard matrix. The rotation is orthonormal
+//!    (norms are kept) and spreads the update evenly over the coordinates, so none wraps;
+//! 2. scale by s and round stochastically to integers, *conditionally*: re-draw until the
+//!    rounded vector's norm is at most Δ₂ (the bound the accountant books, β > 0);
+//! 3. (the caller adds its integer noise share);
+//! 4. reduce mod 2^b ("modular clipping": the wrapping arithmetic of the secure sum).
+//!
+//! The server maps the sum back: centred residues in [−2^{b−1}, 2^{b−1}), divided by s,
+//! rotated back (D·H/√d) and truncated to the model's m values.
+
+use rand::RngCore;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{Error, Result};
+use crate::privacy::distributed::rounded_l2_bound;
+
+/// Conditional rounding gives up after this many draws (TensorFlow Federated's limit too);
+/// the client then drops out of the round rather than exceed the booked bound.
+pub const MAX_ROUNDING_TRIES: usize = 1000;
+
+/// The public description of a round's quantisation: every client and the server hold the
+/// same one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantiser {
+    /// m: the update's length.
+    pub dim: usize,
+    /// c: the L2 clip of an update (before scaling).
+    pub clip: f64,
+    /// s: integer = round(s · rotated value).
+    pub scale: f64,
+    /// β of conditional rounding, in (0, 1) (Kairouz et al. use e^{−1/2}).
+    pub beta: f64,
+    /// b: values live in Z_{2^b}.
+    pub bits: u32,
+    /// D: +1 or −1 per padded coordinate.
+    signs: Vec<f64>,
+}
+
+/// The next power of two at or above `m` (the rotation's dimension d).
+pub fn padded_dim(m: usize) -> usize {
+    m.max(1).next_power_of_two()
+}
+
+/// The number of standard deviations k such that no coordinate of a d-vector wraps with
+/// probability at least 1 − p, for coordinates treated as Gaussian: P(|Z| > k) = p/d per
+/// coordinate (a union bound over the d coordinates), k = √2 · erfc⁻¹(p/d).
+pub fn wrap_stddevs(p: f64, d: usize) -> f64 {
+    std::f64::consts::SQRT_2 * statrs::function::erf::erfc_inv(p / d as f64)
+}
+
+/// The scale s that makes the sum of n clients' vectors fit Z_{2^b} (Kairouz et al. 2021,
+/// §4.4; google-research's `heuristic_scale_factor`), from
+///
+/// ```text
+/// 2^b = 2k · sqrt( (c n)²/d + (1/(4s²) + σ²) n ) · s
+///   ⇒ s = sqrt(4^b − n k²) / (2k · sqrt( c² n²/d + n σ² ))
+/// ```
+///
+/// with k = [`wrap_stddevs`]`(p, d)`: after the rotation each coordinate of the sum has
+/// standard deviation at most sqrt((cn)²/d + n/(4s²) + nσ²) (signals of norm ≤ c adding up
+/// to ≤ nc, spread evenly; rounding error variance ≤ 1/4 per client in integer units; the
+/// noise shares nσ²), and the 2^b values span ±k of them. So the sum wraps nowhere with
+/// probability about 1 − p (a heuristic: the coordinates are treated as Gaussian). Wrapping
+/// costs accuracy, never privacy: the reduction is post-processing.
+pub fn scale_for_bits(
+    bits: u32,
+    clients: u64,
+    clip: f64,
+    dim: usize,
+    local_stddev: f64,
+    p: f64,
+) -> Result<f64> {
+    let d = padded_dim(dim) as f64;
+    let n = clients as f64;
+    let k = wrap_stddevs(p, padded_dim(dim));
+    let room = 4f64.powi(bits as i32) - n * k * k;
+    let spread = clip * clip * n * n / d + n * local_stddev * local_stddev;
+    if !(room > 0.0 && spread > 0.0 && spread.is_finite()) {
+        return Err(Error::invalid(
+            "secure_aggregation.bits",
+            bits,
+            format!(
+                "enough bits that 4^b exceeds n·k² = {:.0} for {clients} clients (k = {k:.2})",
+                n * k * k
+            ),
+        ));
+    }
+    Ok(room.sqrt() / (2.0 * k * spread.sqrt()))
+}
+
+impl Quantiser {
+    /// The quantiser of a round: `dim` values clipped to `clip`, scale s, conditional
+    /// rounding at β, b bits, the rotation's signs from `rotation_seed` (public).
+    pub fn new(
+        dim: usize,
+        clip: f64,
+        scale: f64,
+        beta: f64,
+        bits: u32,
+        rotation_seed: [u8; 32],
+    ) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::invalid("quantiser.dim", dim, "at least 1 value"));
+        }
+        for (name, value) in [("quantiser.clip", clip), ("quantiser.scale", scale)] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(Error::invalid(name, value, "a finite number above 0"));
+            }
+        }
+        if !(beta > 0.0 && beta < 1.0) {
+            return Err(Error::invalid("quantiser.beta", beta, "a number in (0, 1)"));
+        }
+        if !(2..=32).contains(&bits) {
+            return Err(Error::invalid("quantiser.bits", bits, "2 to 32"));
+        }
+        let d = padded_dim(dim);
+        let mut rng = ChaCha20Rng::from_seed(rotation_seed);
+        let mut signs = Vec::with_capacity(d);
+        while signs.len() < d {
+            let word = rng.next_u64();
+            signs.extend((0..64.min(d - signs.len())).map(|i| match (word >> i) & 1 {
+                1 => -1.0,
+                _ => 1.0,
+            }));
+        }
+        Ok(Quantiser {
+            dim,
+            clip,
+            scale,
+            beta,
+            bits,
+            signs,
+        })
+    }
+
+    /// d: the padded dimension.
+    pub fn padded(&self) -> usize {
+        self.signs.len()
+    }
+
+    /// Δ₂: the L2 norm every rounded vector is held to, in integer units (the bound the
+    /// accountant books, `privacy::distributed`).
+    pub fn l2_bound(&self) -> f64 {
+        rounded_l2_bound(self.clip * self.scale, self.padded() as u64, self.beta)
+    }
+
+    /// Steps 1 and 2: `update` (L2 norm ≤ c; a larger one is scaled down to c) rotated,
+    /// scaled and rounded conditionally with randomness from `rng` (a CSPRNG in deployment:
+    /// the rounding is part of the mechanism). Errors on a non-finite value, or when
+    /// [`MAX_ROUNDING_TRIES`] draws all exceed Δ₂ (the client then sends nothing).
+    pub fn round(&self, update: &[f32], rng: &mut impl RngCore) -> Result<Vec<i64>> {
+        if update.len() != self.dim {
+            return Err(Error::invalid(
+                "quantiser input",
+                update.len(),
+                format!("{} values", self.dim),
+            ));
+        }
+        let norm = update
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() {
+            return Err(Error::invalid(
+                "quantiser input",
+                "a non-finite value",
+                "finite values",
+            ));
+        }
+        let shrink = match norm > self.clip {
+            true => self.clip / norm,
+            false => 1.0,
+        };
+        let mut y = vec![0.0f64; self.padded()];
+        for ((out, &v), sign) in y.iter_mut().zip(update).zip(&self.signs) {
+            *out = f64::from(v) * shrink * sign;
+        }
+        walsh_hadamard(&mut y);
+        let factor = self.scale / (self.padded() as f64).sqrt();
+        y.iter_mut().for_each(|v| *v *= factor);
+        let bound = self.l2_bound();
+        // Exact integer norm against Δ₂² (a hair below it, so f64 rounding of Δ₂² never
+        // admits a vector over the booked bound).
+        let limit = bound * bound * (1.0 - 1e-12);
+        let mut rounded = vec![0i64; y.len()];
+        for _ in 0..MAX_ROUNDING_TRIES {
+            let mut norm2: i128 = 0;
+            for (r, &v) in rounded.iter_mut().zip(&y) {
+                let floor = v.floor();
+                let up = unit_f64(rng) < v - floor;
+                *r = floor as i64 + i64::from(up);
+                norm2 += i128::from(*r) * i128::from(*r);
+            }
+            if (norm2 as f64) <= limit {
+                return Ok(rounded);
+            }
+        }
+        Err(Error::Aborted(format!(
+            "conditional rounding: {MAX_ROUNDING_TRIES} draws all above the bound {bound:.1}"
+        )))
+    }
+
+    /// Step 4: each value mod 2^b (two's complement wraps exactly: 2^b divides 2^64).
+    pub fn wrap(&self, values: &[i64]) -> Vec<u32> {
+        let mask = match self.bits {
+            32 => u32::MAX,
+            b => (1u32 << b) - 1,
+        };
+        values.iter().map(|&v| (v as u32) & mask).collect()
+    }
+
+    /// The server's side: a sum mod 2^b as centred residues, divided by s and rotated back,
+    /// truncated to m values.
+    pub fn decode(&self, sum: &[u32]) -> Result<Vec<f64>> {
+        if sum.len() != self.padded() {
+            return Err(Error::invalid(
+                "secure sum",
+                sum.len(),
+                format!("{} values", self.padded()),
+            ));
+        }
+        let half = 1u64 << (self.bits - 1);
+        let modulus = 1u64 << self.bits;
+        let mut y: Vec<f64> = sum
+            .iter()
+            .map(|&v| {
+                let v = u64::from(v) % modulus;
+                match v >= half {
+                    true => v as f64 - modulus as f64,
+                    false => v as f64,
+                }
+            })
+            .collect();
+        walsh_hadamard(&mut y);
+        let factor = 1.0 / (self.scale * (self.padded() as f64).sqrt());
+        let mut out: Vec<f64> = y
+            .iter()
+            .zip(&self.signs)
+            .map(|(v, sign)| v * factor * sign)
+            .collect();
+        out.truncate(self.dim);
+        Ok(out)
+    }
+}
+
+/// A uniform f64 in [0, 1) from 53 random bits.
+fn unit_f64(rng: &mut impl RngCore) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// The unnormalised Walsh–Hadamard transform in place (H·v, H² = d·I): log₂ d passes of
+/// butterflies. `values.len()` must be a power of two.
+pub fn walsh_hadamard(values: &mut [f64]) {
+    let n = values.len();
+    debug_assert!(n.is_power_of_two());
+    let mut half = 1;
+    while half < n {
+        for block in values.chunks_mut(2 * half) {
+            let (a, b) = block.split_at_mut(half);
+            for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+                let (u, v) = (*x, *y);
+                *x = u + v;
+                *y = u - v;
+            }
+        }
+        half *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(byte: u8) -> [u8; 32] {
+        [byte; 32]
+    }
+
+    /// H from its definition H[i][j] = (−1)^popcount(i & j), multiplied out naively.
+    #[test]
+    fn the_transform_is_the_hadamard_matrix() {
+        let n = 16;
+        let v: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let mut fast = v.clone();
+        walsh_hadamard(&mut fast);
+        for (i, f) in fast.iter().enumerate() {
+            let naive: f64 = (0..n)
+                .map(|j| match (i & j).count_ones() % 2 {
+                    0 => v[j],
+                    _ => -v[j],
+                })
+                .sum();
+            assert!((f - naive).abs() < 1e-12, "{i}: {f} vs {naive}");
+        }
+    }
+
+    /// Without rounding error (a huge scale) decode(round(x)) = x, and the rotation keeps
+    /// the norm.
+    #[test]
+    fn decode_inverts_round_up_to_the_rounding_error() {
+        let m = 1000;
+        let q = Quantiser::new(m, 1.0, 1e6, (-0.5f64).exp(), 32, seed(3)).unwrap();
+        assert_eq!(q.padded(), 1024);
+        let x: Vec<f32> = (0..m).map(|i| ((i as f32) * 0.1).cos() / 40.0).collect();
+        let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(norm < 1.0);
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let rounded = q.round(&x, &mut rng).unwrap();
+        let rnorm = rounded.iter().map(|&v| (v * v) as f64).sum::<f64>().sqrt() / 1e6;
+        assert!((rnorm - f64::from(norm)).abs() < 1e-4, "{rnorm} vs {norm}");
+        let back = q.decode(&q.wrap(&rounded)).unwrap();
+        for (b, v) in back.iter().zip(&x) {
+            assert!((b - f64::from(*v)).abs() < 1e-5, "{b} vs {v}");
+        }
+    }
+
+    /// The sum of n clients' wrapped vectors decodes to the sum of their updates, and
+    /// stochastic rounding is unbiased: the error of the mean over many clients shrinks.
+    #[test]
+    fn the_wrapped_sum_decodes_to_the_sum_of_the_updates() {
+        let (m, n) = (300, 50u64);
+        let clip = 0.5;
+        let scale = scale_for_bits(16, n, clip, m, 0.0, 1e-4).unwrap();
+        let q = Quantiser::new(m, clip, scale, (-0.5f64).exp(), 16, seed(9)).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let mut sum = vec![0u32; q.padded()];
+        let mut want = vec![0.0f64; m];
+        for client in 0..n {
+            let x: Vec<f32> = (0..m)
+                .map(|i| ((i as f32 + client as f32) * 0.7).sin() * 0.02)
+                .collect();
+            for (w, v) in want.iter_mut().zip(&x) {
+                *w += f64::from(*v);
+            }
+            let wrapped = q.wrap(&q.round(&x, &mut rng).unwrap());
+            let mask = (1u32 << 16) - 1;
+            for (s, v) in sum.iter_mut().zip(wrapped) {
+                *s = s.wrapping_add(v) & mask;
+            }
+        }
+        let got = q.decode(&sum).unwrap();
+        // n rounding errors of variance ≤ 1/4 each, in integer units: ≤ √n/(2s) per value.
+        let tolerance = 5.0 * (n as f64).sqrt() / (2.0 * scale);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < tolerance, "{g} vs {w} (±{tolerance})");
+        }
+    }
+
+    /// Every rounded vector is within the booked Δ₂, even for an update right at the clip
+    /// and a coarse scale where the rounding error dominates.
+    #[test]
+    fn conditional_rounding_never_exceeds_the_booked_bound() {
+        let m = 64;
+        let q = Quantiser::new(m, 1.0, 2.0, (-0.5f64).exp(), 20, seed(5)).unwrap();
+        let bound = q.l2_bound();
+        let x = vec![0.125f32; m]; // norm exactly 1
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        for _ in 0..200 {
+            let r = q.round(&x, &mut rng).unwrap();
+            let norm = r.iter().map(|&v| (v * v) as f64).sum::<f64>().sqrt();
+            assert!(norm <= bound, "{norm} > {bound}");
+        }
+        // An update above the clip is scaled to it, not refused.
+        let big = vec![1.0f32; m];
+        assert!(q.round(&big, &mut rng).is_ok());
+        assert!(q.round(&[f32::NAN; 64], &mut rng).is_err());
+        assert!(q.round(&[0.0; 3], &mut rng).is_err());
+    }
+
+    /// The scale's formula: at the returned s, 2^b is exactly 2k standard deviations of the
+    /// sum's coordinate; too few bits for n clients is refused by name.
+    #[test]
+    fn the_scale_spends_the_bits_on_2k_standard_deviations() {
+        let (bits, n, clip, m, sigma) = (18u32, 100u64, 0.3, 5000usize, 0.05);
+        let s = scale_for_bits(bits, n, clip, m, sigma, 1e-4).unwrap();
+        let d = padded_dim(m) as f64;
+        let k = wrap_stddevs(1e-4, padded_dim(m));
+        let nf = n as f64;
+        let std = (clip * clip * nf * nf / d + nf / (4.0 * s * s) + nf * sigma * sigma).sqrt() * s;
+        assert!((2.0 * k * std / 2f64.powi(bits as i32) - 1.0).abs() < 1e-12);
+        // k: P(|Z| > k) = 1e-4/d, checked against the normal tail.
+        let tail = statrs::function::erf::erfc(k / std::f64::consts::SQRT_2);
+        assert!((tail * d / 1e-4 - 1.0).abs() < 1e-9, "{tail}");
+        let err = scale_for_bits(4, 100, 1.0, m, 0.1, 1e-4).unwrap_err();
+        assert!(err.to_string().contains("secure_aggregation.bits"), "{err}");
+    }
+}
