@@ -69,6 +69,8 @@ fn main() -> dptrain::Result<()> {
         },
         adaptive_clipping: None,
         private: true,
+        aggregation: Default::default(),
+        secagg: None,
         secure_noise: false,
     };
     let start = std::time::Instant::now();

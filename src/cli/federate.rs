@@ -11,6 +11,7 @@ use super::{Output, Reporter};
 use crate::config::DataConfig;
 use crate::config::federated::{FederatedMode, FederatedRunConfig};
 use crate::error::{Error, Result};
+use crate::federated::secure::{Aggregation, SecureInProcess};
 use crate::federated::{
     ClientLevelRun, FederatedCheckpoint, FederatedRecord, FederatedRun, InProcess, METRICS_HEADER,
     Partition, PartitionConfig, RoundRecord, SiloLevelRun,
@@ -100,15 +101,32 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
                     derive_seed(config.seed, 1),
                 )?);
             }
-            let mut clients = InProcess {
+            let clients = InProcess {
                 modules,
                 data: train,
                 partition: &partition,
                 local: *local,
                 seed: derive_seed(config.seed, 5),
             };
+            // Secure aggregation: the virtual clients also run its client side.
+            let mut plain;
+            let mut secure;
+            let transport: &mut dyn crate::federated::round::Transport = match privacy.aggregation {
+                Aggregation::Plain => {
+                    plain = clients;
+                    &mut plain
+                }
+                _ => {
+                    secure = SecureInProcess::new(
+                        clients,
+                        privacy.secagg().simulated_dropout,
+                        derive_seed(config.seed, 6),
+                    );
+                    &mut secure
+                }
+            };
             let mut run =
-                ClientLevelRun::new(&global, &mut clients, partition.len(), privacy, config.seed)?;
+                ClientLevelRun::new(&global, transport, partition.len(), privacy, config.seed)?;
             let record = rounds(
                 &mut run,
                 privacy.rounds,
@@ -160,7 +178,10 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
         )
         .as_bytes(),
     )?;
-    record.ledger.write_csv(&file("ledger.csv"))?;
+    match &record.distributed_ledger {
+        Some(ledger) => ledger.write_csv(&file("ledger.csv"))?,
+        None => record.ledger.write_csv(&file("ledger.csv"))?,
+    }
     crate::train::save_model(&global, &file("model.safetensors"))?;
     let (delta, accountant, clip_norm, planned) = match federated.mode()? {
         FederatedMode::ClientLevel(_, p) => (p.delta, p.accountant(), p.clip_norm, p.rounds),
@@ -422,22 +443,32 @@ fn privacy_statement(
                  | Rounds | {done} of {planned}{stopped} |\n\
                  | Accountant | {accountant} |\n\
                  | Guarantee | ε = {eps} at δ = {delta:e} |\n\
-                 | Trust | the server sees every client's clipped update before the noise \
-                 (central DP): it must be trusted; secure aggregation is not used in this \
-                 run |\n\n{not_covered}",
+                 | Trust | {trust} |\n\n{secure_section}{not_covered}",
+                trust = trust_row(privacy),
+                secure_section = secure_section(privacy, record, clients)?,
                 name = config.name,
                 eps = record.spent.epsilon,
                 delta = privacy.delta,
                 z = record.noise_multiplier,
-                noise = match privacy.secure_noise {
-                    true =>
-                        "discrete Gaussian on a grid (secure mode, Canonne, Kamath & \
-                             Steinke 2020), accounted at integer Rényi orders",
-                    false => "Gaussian N(0, (zC)²) on the sum",
+                noise = match (privacy.aggregation, privacy.secure_noise) {
+                    (Aggregation::SecaggDistributedDp, _) => distributed_noise_row(privacy),
+                    (_, true) => "discrete Gaussian on a grid (secure mode, Canonne, Kamath & \
+                             Steinke 2020), accounted at integer Rényi orders"
+                        .into(),
+                    (_, false) => "Gaussian N(0, (zC)²) on the sum".into(),
                 },
                 done = record.rounds.len(),
                 planned = privacy.rounds,
-                accountant = privacy.accountant().describe(),
+                accountant = match privacy.aggregation {
+                    Aggregation::SecaggDistributedDp => "RDP of the distributed mechanism \
+                        (Skellam: Agarwal, Kairouz & Liu 2021; distributed discrete Gaussian: \
+                        Kairouz, Liu & Steinke 2021) at integer orders 2..128 and 256, \
+                        sensitivity inflated by rounding, Zhu & Wang 2019's subsampled bound, \
+                        Balle et al. 2020's conversion; each round booked with its realised \
+                        survivors (ledger.csv, `dptrain account --events`)"
+                        .to_string(),
+                    _ => privacy.accountant().describe(),
+                },
             )
         }
         FederatedMode::SiloLevel(privacy) => {
@@ -483,4 +514,122 @@ fn privacy_statement(
             )
         }
     })
+}
+
+/// The Trust row of a client-level run's privacy.md.
+fn trust_row(privacy: &crate::federated::ClientLevelConfig) -> &'static str {
+    match privacy.aggregation {
+        Aggregation::Plain => {
+            "the server sees every client's clipped update before the noise (central DP): it \
+             must be trusted; secure aggregation is not used in this run"
+        }
+        Aggregation::Secagg => {
+            "secure aggregation (SecAgg+): the server sees only the sum of the surviving \
+             clients' quantised updates, not any one update; it adds the noise itself after \
+             unmasking, so the sum it sees is **not** noised: the server is trusted to add \
+             the noise, not with the updates"
+        }
+        Aggregation::SecaggDistributedDp => {
+            "secure aggregation (SecAgg+) of updates each carrying its client's noise share: \
+             the server sees only the noised sum, so the guarantee holds against the server \
+             too, provided the clients follow the protocol (semi-honest: they add their \
+             shares) and fewer than t of a client's neighbours collude with the server"
+        }
+    }
+}
+
+/// The noise row under distributed DP.
+fn distributed_noise_row(privacy: &crate::federated::ClientLevelConfig) -> String {
+    let secagg = privacy.secagg();
+    let name = match secagg.mechanism {
+        crate::privacy::distributed::DistributedMechanism::Skellam => {
+            "a Skellam share (Poisson − Poisson)"
+        }
+        crate::privacy::distributed::DistributedMechanism::DiscreteGaussian => {
+            "a discrete Gaussian share"
+        }
+    };
+    format!(
+        "each surviving client adds {name} of standard deviation zC/√n_min per coordinate \
+         (after rotation and scaling, in integer units), drawn from the OS-seeded CSPRNG; the \
+         shares of n ≥ n_min survivors sum to at least the noise of one central Gaussian at z"
+    )
+}
+
+/// privacy.md's section on secure aggregation: the protocol's parameters, what the server
+/// sees, ε against the server (who knows which clients joined), and each round's dropouts.
+fn secure_section(
+    privacy: &crate::federated::ClientLevelConfig,
+    record: &FederatedRecord,
+    clients: usize,
+) -> Result<String> {
+    if privacy.aggregation == Aggregation::Plain {
+        return Ok(String::new());
+    }
+    let secagg = privacy.secagg();
+    let expected = privacy.sampling.sample_rate(clients) * clients as f64;
+    let n = expected.round().max(3.0) as u32;
+    let params = crate::secagg::RoundParams::recommended(0, n, 1, secagg.bits, [0; 32])?;
+    let n_min = secagg.min_survivors_for(expected);
+    // Against the server, who talks to the sampled clients, sampling hides nothing: the
+    // same rounds accounted with q = 1.
+    let unamplified = match &record.distributed_ledger {
+        Some(ledger) => {
+            let mut all = crate::privacy::distributed::DistributedLedger::new();
+            for entry in ledger.entries() {
+                all.push(crate::privacy::distributed::DistributedEntry {
+                    sample_rate: 1.0,
+                    ..*entry
+                })?;
+            }
+            format!(
+                "ε = {:.4} at δ = {:e} (the same rounds with q = 1)",
+                all.epsilon(privacy.delta)?.0,
+                privacy.delta
+            )
+        }
+        None => "none: the server sees the sum before its own noise".to_string(),
+    };
+    let mut rounds = String::from(
+        "| Round | Sampled | Survivors (in the sum) | Dropped or aborted |\n| --- | --- | --- | --- |\n",
+    );
+    for r in &record.rounds {
+        rounds.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            r.round,
+            r.sampled,
+            r.survivors,
+            match r.survivors {
+                0 => "aborted: nothing released".to_string(),
+                s => format!("{}", r.sampled - s),
+            }
+        ));
+    }
+    Ok(format!(
+        "## Secure aggregation\n\n\
+         | | |\n| --- | --- |\n\
+         | Protocol | SecAgg+ (Bell, Bonawitz, Gascón, Lepoint & Raykova 2020), semi-honest \
+         model: X25519 + HKDF-SHA256 pairwise masks expanded by ChaCha20, Shamir shares \
+         sealed with ChaCha20-Poly1305, a fresh public neighbour graph each round |\n\
+         | Neighbours and threshold | at {n} clients: k = {k} (each client and {nb} \
+         neighbours), t = {t}: a client's secrets are rebuilt from t of its k holders; fewer \
+         than t colluding neighbours learn nothing of them |\n\
+         | Quantisation | randomised Hadamard rotation, scale s for b = {bits} bits (no \
+         wrap with probability ≥ 1 − {p:e}), conditional stochastic rounding at β = {beta:.4} \
+         |\n\
+         | Fewest survivors | n_min = {n_min}: a round with fewer is aborted before \
+         unmasking and releases nothing |\n\
+         | Who sees what | the server: public keys, sealed shares, masked inputs and the \
+         unmasked sum mod 2^b; each client: its neighbours' public keys and the shares it \
+         holds; anyone: the released models |\n\
+         | ε against the server | {unamplified}; the ε above (with amplification by \
+         sampling) holds against anyone who sees only the released models |\n\n\
+         ### Dropouts of each round\n\n{rounds}\n",
+        k = params.degree,
+        nb = params.neighbours_per_client(),
+        t = params.threshold,
+        bits = secagg.bits,
+        p = secagg.wrap_probability,
+        beta = secagg.beta,
+    ))
 }

@@ -346,6 +346,42 @@ pub enum ConversionKind {
     Classic,
 }
 
+/// `dptrain account --events` of a distributed-DP ledger (a `secagg_distributed_dp` run's
+/// ledger.csv): ε at δ of its rounds, each with its own survivors and scale.
+fn account_distributed(args: &AccountArgs, path: &std::path::Path, bytes: &[u8]) -> Result<Output> {
+    use crate::privacy::distributed::DistributedLedger;
+    let ledger = DistributedLedger::parse_csv(bytes, path)?;
+    let delta = args.delta.ok_or_else(|| {
+        Error::Usage("a distributed-DP ledger is accounted at a δ: give --delta D".into())
+    })?;
+    if args.accountant.is_some_and(|k| k != AccountantKind::Rdp) {
+        return Err(Error::Usage(
+            "a distributed-DP ledger is accounted by RDP only (drop --accountant)".into(),
+        ));
+    }
+    let (epsilon, order) = ledger.epsilon(delta)?;
+    let rounds = ledger.entries().len();
+    Ok(Output {
+        json: json!({
+            "epsilon": epsilon,
+            "delta": delta,
+            "accountant": "rdp_distributed",
+            "order": order,
+            "steps": rounds,
+        }),
+        table: vec![
+            ("rounds".into(), format!("{rounds}")),
+            ("epsilon".into(), format!("{epsilon:.6}")),
+            ("delta".into(), format!("{delta:e}")),
+            (
+                "accountant".into(),
+                "RDP of distributed DP (Zhu & Wang subsampling, Balle et al. conversion)".into(),
+            ),
+            ("best order".into(), format!("{order}")),
+        ],
+    })
+}
+
 /// Flags of `dptrain account`.
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -545,7 +581,14 @@ fn account(args: &AccountArgs) -> Result<Output> {
                         .into(),
                 ));
             }
-            Ledger::read_csv(path)?
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if crate::privacy::distributed::DistributedLedger::is_one(&bytes) {
+                return account_distributed(args, path, &bytes);
+            }
+            Ledger::parse_csv(&bytes, path)?
         }
         None => {
             let (sample_rate, steps) = args.step.resolve()?;

@@ -47,6 +47,9 @@ pub struct FederatedState {
     /// Client-level: every round's event (empty under silo-level DP, where each silo keeps
     /// its own).
     pub ledger: Ledger,
+    /// Distributed DP: the rounds booked so far, as ledger CSV text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed_ledger: Option<String>,
     /// The client sampler's stream position (decimal u128).
     pub sampler_position: String,
     /// The server noise stream's position.
@@ -80,6 +83,7 @@ impl FederatedState {
             config,
             rounds: Vec::new(),
             ledger: Ledger::new(),
+            distributed_ledger: None,
             sampler_position: "0".into(),
             noise_position: 0,
             clipper: None,

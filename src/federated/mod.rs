@@ -16,6 +16,7 @@ pub mod clients;
 pub mod partition;
 pub mod round;
 pub mod run;
+pub mod secure;
 pub mod silo;
 
 pub use checkpoint::{FederatedCheckpoint, FederatedState};

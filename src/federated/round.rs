@@ -56,6 +56,13 @@ pub trait Transport {
         request: &RoundRequest,
         clients: &[usize],
     ) -> Vec<(usize, Result<ClientReply>)>;
+
+    /// The same clients reached through secure aggregation's stages
+    /// ([`super::secure::SecureTransport`]), if this transport runs them (None: it does not,
+    /// and a run asking for secure aggregation refuses to start).
+    fn secure(&mut self) -> Option<&mut dyn super::secure::SecureTransport> {
+        None
+    }
 }
 
 /// A client's local training: E epochs of minibatch SGD (or any inner optimizer) over its
@@ -396,12 +403,8 @@ impl Server {
         transport: &mut dyn Transport,
         clients: &[usize],
     ) -> Result<RoundOutcome> {
-        let global = read_params(&self.params)?;
-        let request = RoundRequest {
-            round: self.round + 1,
-            params: global.clone(),
-            clip_norm: self.clip_norm.unwrap_or(f64::INFINITY),
-        };
+        let request = self.request()?;
+        let global = request.params.clone();
         let replies = transport.exchange(&request, clients);
         let sizes = global.sizes();
         let mut sum = Sums::zeros(&sizes, global.dtype())?;
@@ -458,16 +461,45 @@ impl Server {
             (Some(_), true) => -1.0 / total_weight,
             _ => -1.0,
         };
-        // The server optimizer steps on the pseudo-gradient −(Σ Δ + Z)/(qN); Z is symmetric,
-        // so it is drawn onto −Σ Δ.
         real!(sum.dtype(), "aggregate", |T| scale_all::<T>(
             &mut sum, scale
         ))?;
-        let ahead = self.privatizer.draw_ahead(&sizes, sum.dtype())?;
-        self.privatizer.privatize(&mut sum, ahead)?;
-        self.update.apply(&self.params, sum)?;
-        self.round += 1;
+        self.step_on(sum)?;
         Ok(outcome)
+    }
+
+    /// What the next round sends to its clients: the global parameters and C.
+    pub fn request(&self) -> Result<RoundRequest> {
+        Ok(RoundRequest {
+            round: self.round + 1,
+            params: read_params(&self.params)?,
+            clip_norm: self.clip_norm.unwrap_or(f64::INFINITY),
+        })
+    }
+
+    /// Ends a round with the sum of the survivors' updates (clipped to C), from secure
+    /// aggregation: the privatizer's noise is added (none under distributed DP, where the
+    /// clients added it) and the server optimizer steps, as in [`Server::run_round`].
+    pub fn finish_with_sum(&mut self, mut sum: Sums) -> Result<()> {
+        real!(sum.dtype(), "aggregate", |T| scale_all::<T>(&mut sum, -1.0))?;
+        self.step_on(sum)
+    }
+
+    /// Ends a round that released nothing (secure aggregation aborted): the model stays.
+    pub fn skip_round(&mut self) {
+        self.round += 1;
+    }
+
+    /// The server optimizer steps on the pseudo-gradient −(Σ Δ + Z)/(qN) from `minus_sum`
+    /// = −Σ Δ; Z is symmetric, so it is drawn onto −Σ Δ.
+    fn step_on(&mut self, mut minus_sum: Sums) -> Result<()> {
+        let ahead = self
+            .privatizer
+            .draw_ahead(&minus_sum.sizes(), minus_sum.dtype())?;
+        self.privatizer.privatize(&mut minus_sum, ahead)?;
+        self.update.apply(&self.params, minus_sum)?;
+        self.round += 1;
+        Ok(())
     }
 }
 

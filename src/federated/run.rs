@@ -27,6 +27,9 @@ use crate::train::{
 use super::checkpoint::{FederatedCheckpoint, FederatedState};
 use super::clients::{ClientSampler, ClientSampling};
 use super::round::{Server, Transport};
+use super::secure::{Aggregation, SecAggConfig, SecurePlan, secure_round};
+use crate::privacy::distributed::{DistributedLedger, DistributedRound, calibrate_local_stddev};
+use crate::secagg::quantise::{padded_dim, scale_for_bits};
 
 /// The privacy and schedule of a client-level run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +67,16 @@ pub struct ClientLevelConfig {
     /// to compare a private run against). Default true.
     #[serde(default = "private_by_default")]
     pub private: bool,
+    /// How the updates are aggregated (issue 15): `plain` (default: the server sees each
+    /// clipped update), `secagg` (secure aggregation, central noise after unmasking) or
+    /// `secagg_distributed_dp` (secure aggregation of the clients' noised updates; z then
+    /// means the total noise over C at n_min survivors: each client adds σ = zC/√n_min).
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// Secure aggregation's settings (`[federated.client_level.secagg]`; defaults when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secagg: Option<SecAggConfig>,
 }
 
 fn private_by_default() -> bool {
@@ -126,6 +139,9 @@ pub struct FederatedRecord {
     pub noise_multiplier: f64,
     /// Silo-level: each silo's ε at δ, in the partition's order.
     pub silo_epsilons: Vec<f64>,
+    /// Under `secagg_distributed_dp`: every released round as booked (`ledger` is then
+    /// empty and `spent` is this ledger's ε).
+    pub distributed_ledger: Option<DistributedLedger>,
     /// Why the run stopped before its last round, if it did.
     pub stopped_early: Option<String>,
     /// Seconds spent in the rounds (evaluation included), over all sessions of the run.
@@ -169,6 +185,86 @@ pub(crate) fn resolve_noise(
 }
 
 impl ClientLevelConfig {
+    /// The secure aggregation settings (defaults when the table is absent).
+    pub fn secagg(&self) -> SecAggConfig {
+        self.secagg.clone().unwrap_or_default()
+    }
+
+    /// Under `secagg_distributed_dp`: n_min, the template of a round at n_min survivors
+    /// (without σ and s) and the scale at σ for the largest likely round; None otherwise.
+    fn distributed_template(
+        &self,
+        population: usize,
+        dim: usize,
+    ) -> Option<(u64, DistributedRound, u64)> {
+        if self.aggregation != Aggregation::SecaggDistributedDp {
+            return None;
+        }
+        let secagg = self.secagg();
+        let expected = self.sampling.sample_rate(population) * population as f64;
+        let n_min = secagg.min_survivors_for(expected);
+        // The scale shrinks as more clients share the 2^b values; calibrate at a round
+        // 4 standard deviations above the expected size (each round is checked again
+        // against the budget with its own scale before it runs).
+        let large = (expected + 4.0 * expected.sqrt()).ceil() as u64;
+        Some((
+            n_min,
+            DistributedRound {
+                mechanism: secagg.mechanism,
+                l2_clip: self.clip_norm,
+                dim: padded_dim(dim) as u64,
+                beta: secagg.beta,
+                clients: n_min,
+                local_stddev: 1.0,
+                scale: 1.0,
+            },
+            large.max(n_min),
+        ))
+    }
+
+    /// The clients' noise under `secagg_distributed_dp` for a model of `dim` parameters:
+    /// (z, σ = zC/√n_min), z given or calibrated so that every round at n_min survivors
+    /// meets the target ε.
+    pub fn distributed_noise(&self, population: usize, dim: usize) -> Result<Option<(f64, f64)>> {
+        let Some((n_min, template, large)) = self.distributed_template(population, dim) else {
+            return Ok(None);
+        };
+        let secagg = self.secagg();
+        let c = self.clip_norm;
+        let root = (n_min as f64).sqrt();
+        let scale_of =
+            |sigma: f64| scale_for_bits(secagg.bits, large, c, dim, sigma, secagg.wrap_probability);
+        let sigma = match (self.noise_multiplier, self.target_epsilon) {
+            (Some(z), None) if z > 0.0 && z.is_finite() => z * c / root,
+            (None, Some(target)) => calibrate_local_stddev(
+                &template,
+                n_min,
+                self.distributed_rate(population),
+                self.rounds,
+                self.delta,
+                target,
+                &scale_of,
+            )?,
+            _ => {
+                return Err(Error::invalid(
+                    "federated.client_level.noise_multiplier / target_epsilon",
+                    "both, neither or a bad z",
+                    "exactly one of them (z finite and above 0)",
+                ));
+            }
+        };
+        Ok(Some((sigma * root / c, sigma)))
+    }
+
+    /// q of the distributed ledger: the Poisson rate, or 1 (no amplification) for a fixed
+    /// number of clients per round.
+    fn distributed_rate(&self, population: usize) -> f64 {
+        match self.sampling {
+            ClientSampling::Poisson { .. } => self.sampling.sample_rate(population),
+            ClientSampling::Fixed { .. } => 1.0,
+        }
+    }
+
     /// The accountant of the run.
     pub fn accountant(&self) -> AccountantSettings {
         AccountantSettings::new(self.accountant.unwrap_or(AccountantKind::Rdp))
@@ -198,6 +294,25 @@ impl ClientLevelConfig {
                 ));
             }
             return Ok(0.0);
+        }
+        if self.aggregation != Aggregation::Plain {
+            self.secagg().validate("federated.client_level.secagg")?;
+            if self.adaptive_clipping.is_some() {
+                return Err(Error::invalid(
+                    "federated.client_level.aggregation",
+                    self.aggregation.name(),
+                    "plain with adaptive_clipping (under secure aggregation the server \
+                     cannot count the updates within C yet), or no adaptive_clipping",
+                ));
+            }
+            if self.aggregation == Aggregation::SecaggDistributedDp && self.secure_noise {
+                return Err(Error::invalid(
+                    "federated.client_level.secure_noise",
+                    true,
+                    "false under secagg_distributed_dp (the clients' shares are the noise, \
+                     drawn from a CSPRNG already)",
+                ));
+            }
         }
         if self.secure_noise && self.adaptive_clipping.is_some() {
             return Err(Error::invalid(
@@ -274,6 +389,10 @@ pub struct ClientLevelRun<'a> {
     sampler: ClientSampler,
     clipper: Option<AdaptiveClipper>,
     round_event: DpEvent,
+    /// Secure aggregation's plan (None: plain aggregation).
+    secure: Option<SecurePlan>,
+    /// Distributed DP: the rounds booked so far and their sampling rate.
+    distributed: Option<(DistributedLedger, f64)>,
     rounds: Vec<RoundRecord>,
     stopped_early: Option<String>,
     wall_seconds: f64,
@@ -290,13 +409,18 @@ impl<'a> ClientLevelRun<'a> {
         config: &ClientLevelConfig,
         seed: u64,
     ) -> Result<Self> {
-        let z = config.noise_multiplier(population)?;
+        let mut z = config.noise_multiplier(population)?;
+        let params = global.parameters();
+        let dim: usize = params.iter().map(|p| p.elem_count()).sum();
+        let distributed_noise = config.distributed_noise(population, dim)?;
+        if let Some((distributed_z, _)) = distributed_noise {
+            z = distributed_z;
+        }
         let accountant = Accountant::new(config.accountant())?;
         let budget = match config.target_epsilon {
             Some(target) => Some(PrivacyBudget::new(target, config.delta)?),
             None => None,
         };
-        let params = global.parameters();
         let expected_clients = config.sampling.sample_rate(population) * population as f64;
         let clipper = match config.adaptive_clipping {
             Some(adaptive) => Some(AdaptiveClipper::new(
@@ -325,10 +449,42 @@ impl<'a> ClientLevelRun<'a> {
                 derive_seed(seed, 3),
             )?),
         };
+        // Distributed DP: the clients' shares are the noise; the server adds none.
+        let privatizer: Box<dyn Privatizer> = match distributed_noise {
+            Some(_) => Box::new(crate::train::NoNoise),
+            None => privatizer,
+        };
         let server = match config.private {
             true => Server::new(params.clone(), config.clip_norm, privatizer, update)?,
             false => Server::non_private(params.clone(), update),
         };
+        let secure = match config.aggregation {
+            Aggregation::Plain => None,
+            aggregation => {
+                let secagg = config.secagg();
+                transport.secure().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "aggregation = \"{}\" needs a transport that runs secure \
+                         aggregation's stages",
+                        aggregation.name()
+                    ))
+                })?;
+                Some(SecurePlan {
+                    aggregation,
+                    min_survivors: secagg.min_survivors_for(expected_clients),
+                    config: secagg,
+                    clip_norm: config.clip_norm,
+                    dim,
+                    local_stddev: distributed_noise.map_or(0.0, |(_, sigma)| sigma),
+                })
+            }
+        };
+        let distributed = distributed_noise.map(|_| {
+            (
+                DistributedLedger::new(),
+                config.distributed_rate(population),
+            )
+        });
         let sampler_seed = (!config.secure_noise).then(|| derive_seed(seed, 2));
         Ok(ClientLevelRun {
             global,
@@ -341,6 +497,8 @@ impl<'a> ClientLevelRun<'a> {
             sampler: ClientSampler::new(config.sampling, population, sampler_seed)?,
             clipper,
             round_event: config.round_event(population, z),
+            secure,
+            distributed,
             rounds: Vec::new(),
             stopped_early: None,
             wall_seconds: 0.0,
@@ -373,6 +531,7 @@ impl FederatedRun for ClientLevelRun<'_> {
             return Ok(None);
         }
         if self.config.private
+            && self.distributed.is_none()
             && let Some(budget) = self.budget
             && !budget.admits_event(&mut self.accountant, &self.round_event)?
         {
@@ -393,11 +552,49 @@ impl FederatedRun for ClientLevelRun<'_> {
             None if self.config.private => self.config.clip_norm,
             None => f64::INFINITY,
         };
-        if self.config.private {
+        if self.config.private && self.distributed.is_none() {
             self.accountant.compose_event(&self.round_event)?;
         }
         let clients = self.sampler.sample();
-        let outcome = self.server.run_round(self.transport, &clients)?;
+        // Distributed DP: the round is checked against the budget at its worst case (n_min
+        // shares summed, its own scale) before it runs, and booked with its realised
+        // survivors after.
+        if let (Some((ledger, q)), Some(plan), Some(budget)) =
+            (&self.distributed, &self.secure, self.budget)
+        {
+            let mut tentative = ledger.clone();
+            if let Some(worst) = plan.booked(clients.len() as u64, plan.min_survivors)? {
+                tentative.push(crate::privacy::distributed::DistributedEntry {
+                    round,
+                    sample_rate: *q,
+                    params: worst,
+                })?;
+            }
+            if tentative.epsilon(budget.delta)?.0 > budget.target_epsilon {
+                self.stopped_early = Some(format!(
+                    "round {round} would exceed the budget ε = {}",
+                    budget.target_epsilon
+                ));
+                return Ok(None);
+            }
+        }
+        let outcome = match &self.secure {
+            None => self.server.run_round(self.transport, &clients)?,
+            Some(plan) => {
+                let transport = self.transport.secure().ok_or_else(|| {
+                    Error::Usage("the transport no longer runs secure aggregation".into())
+                })?;
+                let secure = secure_round(&mut self.server, transport, &clients, plan)?;
+                if let (Some(booked), Some((ledger, q))) = (secure.booked, &mut self.distributed) {
+                    ledger.push(crate::privacy::distributed::DistributedEntry {
+                        round,
+                        sample_rate: *q,
+                        params: booked,
+                    })?;
+                }
+                secure.outcome
+            }
+        };
         if let Some(clipper) = &mut self.clipper {
             clipper.update(outcome.within_clip, outcome.survivors);
         }
@@ -410,9 +607,10 @@ impl FederatedRun for ClientLevelRun<'_> {
             clip_norm,
             test_loss,
             test_accuracy,
-            epsilon: match self.config.private {
-                true => self.accountant.epsilon(self.config.delta)?.epsilon,
-                false => f64::INFINITY,
+            epsilon: match (&self.distributed, self.config.private) {
+                (Some((ledger, _)), _) => ledger.epsilon(self.config.delta)?.0,
+                (None, true) => self.accountant.epsilon(self.config.delta)?.epsilon,
+                (None, false) => f64::INFINITY,
             },
             seconds,
         };
@@ -426,6 +624,7 @@ impl FederatedRun for ClientLevelRun<'_> {
         let mut state = FederatedState::new(config);
         state.rounds = self.rounds.clone();
         state.ledger = self.accountant.ledger().clone();
+        state.distributed_ledger = self.distributed.as_ref().map(|(l, _)| l.to_csv());
         state.sampler_position = self.sampler.position().to_string();
         state.noise_position = noise_position;
         state.clipper = self.clipper.as_ref().map(|c| {
@@ -463,15 +662,38 @@ impl FederatedRun for ClientLevelRun<'_> {
             }
         }
         self.accountant = Accountant::from_ledger(self.config.accountant(), &state.ledger)?;
+        match (&mut self.distributed, &state.distributed_ledger) {
+            (Some((ledger, _)), Some(text)) => {
+                *ledger = DistributedLedger::parse_csv(
+                    text.as_bytes(),
+                    std::path::Path::new("checkpoint/state.json"),
+                )?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Usage(
+                    "the checkpoint and the config disagree on distributed DP".into(),
+                ));
+            }
+        }
         self.rounds = state.rounds.clone();
         self.wall_seconds = state.wall_seconds;
         Ok(())
     }
 
     fn finish(&mut self) -> Result<FederatedRecord> {
-        let spent = match self.config.private {
-            true => self.accountant.epsilon(self.config.delta)?,
-            false => PrivacySpent {
+        let spent = match (&self.distributed, self.config.private) {
+            (Some((ledger, _)), _) => {
+                let (epsilon, order) = ledger.epsilon(self.config.delta)?;
+                PrivacySpent {
+                    epsilon,
+                    delta: self.config.delta,
+                    order: f64::from(order),
+                    steps: ledger.entries().len() as u64,
+                }
+            }
+            (None, true) => self.accountant.epsilon(self.config.delta)?,
+            (None, false) => PrivacySpent {
                 epsilon: f64::INFINITY,
                 delta: self.config.delta,
                 order: 0.0,
@@ -484,6 +706,7 @@ impl FederatedRun for ClientLevelRun<'_> {
             rounds: self.rounds.clone(),
             noise_multiplier: self.z,
             silo_epsilons: Vec::new(),
+            distributed_ledger: self.distributed.as_ref().map(|(l, _)| l.clone()),
             stopped_early: self.stopped_early.clone(),
             wall_seconds: self.wall_seconds,
         })

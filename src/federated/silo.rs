@@ -478,6 +478,7 @@ impl<M: DpModule> FederatedRun for SiloLevelRun<'_, M> {
             spent,
             noise_multiplier: self.sigma,
             silo_epsilons: epsilons.iter().map(|e| e.epsilon).collect(),
+            distributed_ledger: None,
             stopped_early: self.stopped_early.clone(),
             wall_seconds: self.wall_seconds,
         })

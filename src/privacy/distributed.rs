@@ -68,6 +68,29 @@ pub fn rounded_l2_bound(x: f64, dim: u64, beta: f64) -> f64 {
     }
 }
 
+/// The largest scaled clip x whose rounded bound [`rounded_l2_bound`]`(x, d, β)` is at
+/// most `bound` (bisection to 1e-12 relative, rounding down): secure aggregation with
+/// *central* noise clips each update to x/s so that, after rounding, it still has norm ≤ C
+/// and the Gaussian's booked sensitivity C holds. Errors when even x = 0 exceeds it.
+pub fn clip_within(bound: f64, dim: u64, beta: f64) -> Result<f64> {
+    if rounded_l2_bound(0.0, dim, beta) >= bound {
+        return Err(Error::invalid(
+            "secure_aggregation.bits",
+            "too few",
+            format!("a scale at which rounding {dim} values leaves room for the clip"),
+        ));
+    }
+    let (mut lo, mut hi) = (0.0, bound);
+    while hi - lo > 1e-12 * bound {
+        let mid = 0.5 * (lo + hi);
+        match rounded_l2_bound(mid, dim, beta) <= bound {
+            true => lo = mid,
+            false => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
 /// The orders of the accounting: 2..=128 and 256 (integers only: Zhu & Wang's bound).
 pub fn orders() -> Vec<u32> {
     (2..=128).chain(std::iter::once(256)).collect()

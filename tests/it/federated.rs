@@ -342,6 +342,8 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
         },
         adaptive_clipping: None,
         private: true,
+        aggregation: Default::default(),
+        secagg: None,
         secure_noise: false,
     };
     let global = logreg();
@@ -580,6 +582,8 @@ fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(
         },
         adaptive_clipping: Some(AdaptiveClippingConfig::default()),
         private: true,
+        aggregation: Default::default(),
+        secagg: None,
         secure_noise: false,
     };
     let clients = || InProcess {
@@ -671,6 +675,8 @@ fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
                 ..AdaptiveClippingConfig::default()
             }),
             private: true,
+            aggregation: Default::default(),
+            secagg: None,
             secure_noise: false,
         };
         let global = logreg();
@@ -1012,4 +1018,186 @@ fn in_process_clients_reply_the_same_on_one_or_several_threads() {
         [0, 1, 3, 4, 6, 7, 2]
     );
     assert_eq!(one, three);
+}
+
+/// Secure aggregation (issue 15) moves the model as the plain round does, up to the
+/// quantisation error: the same clients, the same request, no noise; the server of the
+/// secure round saw only bytes.
+#[test]
+fn a_secure_round_moves_the_model_as_the_plain_round_up_to_quantisation() {
+    use dptrain::federated::secure::{
+        Aggregation, SecAggConfig, SecureInProcess, SecurePlan, secure_round,
+    };
+    let train = data(240);
+    let partition =
+        Partition::new(&PartitionConfig::Iid { clients: 8 }, &train.labels, None, 3).unwrap();
+    let clip = 0.05;
+    let fedavg = ServerOptimizerConfig::FedAvgM {
+        learning_rate: 1.0,
+        momentum: 0.0,
+    };
+    let server_of = |model: &Model| {
+        let params = model.parameters();
+        let update = Update::new(3.0, fedavg.build(&params).unwrap()).unwrap();
+        Server::new(params, clip, Box::new(dptrain::train::NoNoise), update).unwrap()
+    };
+    let clients = || InProcess {
+        modules: vec![logreg()],
+        data: &train,
+        partition: &partition,
+        local: local(),
+        seed: 5,
+    };
+    let sampled = [0usize, 2, 3, 5, 6, 7];
+    let (plain_model, secure_model) = (logreg(), logreg());
+    let before = values(&plain_model.parameters());
+    let mut plain = server_of(&plain_model);
+    plain.run_round(&mut clients(), &sampled).unwrap();
+    let mut secure = server_of(&secure_model);
+    let mut transport = SecureInProcess::new(clients(), 0.0, 1);
+    let dim = before.len();
+    let plan = SecurePlan {
+        aggregation: Aggregation::Secagg,
+        config: SecAggConfig::default(),
+        clip_norm: clip,
+        dim,
+        min_survivors: 3,
+        local_stddev: 0.0,
+    };
+    let outcome = secure_round(&mut secure, &mut transport, &sampled, &plan).unwrap();
+    assert!(outcome.aborted.is_none(), "{:?}", outcome.aborted);
+    assert_eq!(outcome.outcome.survivors, sampled.len());
+    assert!(outcome.booked.is_none());
+    let (a, b) = (
+        values(&plain_model.parameters()),
+        values(&secure_model.parameters()),
+    );
+    let moved: f64 = a.iter().zip(&before).map(|(x, y)| (x - y).abs()).sum();
+    let gap: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum();
+    assert!(moved > 1e-3, "the round did not move the model ({moved})");
+    // 20 bits over ±2k standard deviations: the gap is a small fraction of the step.
+    assert!(
+        gap < 0.01 * moved,
+        "secure and plain differ by {gap} (step {moved})"
+    );
+    assert!(
+        gap > 0.0,
+        "no quantisation at all: the secure path was not taken"
+    );
+}
+
+/// A `secagg_distributed_dp` run with clients dropping out at every stage: each released
+/// round is booked with its realised survivors, aborted rounds book nothing, the summary's ε
+/// is its ledger's by `dptrain account --events`, and privacy.md states the trust model and
+/// every round's dropouts.
+#[test]
+fn federate_with_distributed_dp_books_each_rounds_survivors() {
+    let out = std::env::temp_dir().join(format!("dptrain-skellam-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = dptrain(&[
+        "federate",
+        "configs/federated-mnist-skellam.toml",
+        "--set",
+        "federated.client_level.rounds=3",
+        "--set",
+        "federated.partition.clients=300",
+        "--set",
+        "federated.client_level.sampling.expected_clients=30",
+        "--set",
+        "federated.client_level.secagg.min_survivors=20",
+        "--set",
+        "federated.client_level.secagg.simulated_dropout=0.05",
+        "--set",
+        "federated.client_level.secagg.mechanism=\"discrete_gaussian\"",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let survivors: Vec<u64> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(survivors.len(), 3);
+    let ledger_text = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
+    let booked: Vec<u64> = ledger_text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(6).unwrap().parse().unwrap())
+        .collect();
+    let released: Vec<u64> = survivors.iter().copied().filter(|&s| s > 0).collect();
+    assert_eq!(booked, released, "{ledger_text}\n{metrics}");
+    assert!(ledger_text.contains("discrete_gaussian"));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let account = dptrain(&[
+        "account",
+        "--events",
+        out.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert!(account.status.success());
+    let accounted: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    assert_eq!(
+        summary["epsilon"].as_f64().unwrap().to_bits(),
+        accounted["epsilon"].as_f64().unwrap().to_bits()
+    );
+    assert!(summary["epsilon"].as_f64().unwrap() <= 1.9861145998784593);
+    let statement = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    for needle in [
+        "Dropouts of each round",
+        "ε against the server",
+        "noise share",
+        "n_min = 20",
+    ] {
+        assert!(statement.contains(needle), "{needle}: {statement}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Secure aggregation's settings are checked by key, and the combinations it cannot serve
+/// are refused before anything runs.
+#[test]
+fn bad_secure_aggregation_settings_are_refused_naming_the_key() {
+    let cases = [
+        ("federated.client_level.secagg.bits=40", "secagg.bits"),
+        (
+            "federated.client_level.secagg.min_survivors=1",
+            "min_survivors",
+        ),
+        (
+            "federated.client_level.secagg.simulated_dropout=1.5",
+            "simulated_dropout",
+        ),
+        (
+            "federated.client_level.adaptive_clipping={ target_quantile = 0.5, learning_rate = 0.2 }",
+            "aggregation",
+        ),
+        (
+            "federated.client_level.aggregation=\"homomorphic\"",
+            "`plain`, `secagg`, `secagg_distributed_dp`",
+        ),
+    ];
+    for (set, key) in cases {
+        let run = dptrain(&[
+            "federate",
+            "configs/federated-mnist-skellam.toml",
+            "--set",
+            set,
+            "--out",
+            "/dev/null/never",
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{set} was accepted");
+        assert!(stderr.contains(key), "{set}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -1,0 +1,521 @@
+//! Client-level rounds through secure aggregation (issue 15): the server learns only the sum
+//! of the surviving clients' quantised updates (SecAgg+, `crate::secagg`), and under
+//! distributed DP not even that without noise, because every client adds a share of it.
+//!
+//! `aggregation` in `[federated.client_level]`:
+//! - `plain`: the server receives every clipped update and adds N(0, z²C²) (issue 14);
+//! - `secagg`: clients quantise their updates (`secagg::quantise`) and mask them; the server
+//!   unmasks the sum, maps it back and adds the same central Gaussian. Each update is clipped
+//!   to a C' slightly under C such that it is still within C once rounded, so the Gaussian's
+//!   booked sensitivity holds and the ledger is the plain run's;
+//! - `secagg_distributed_dp`: each client also adds a Skellam (or discrete Gaussian) share
+//!   calibrated to the fewest survivors the round accepts, n_min; the server adds nothing. A
+//!   round with fewer than n_min survivors is aborted before unmasking. The ledger
+//!   (`privacy::distributed`) books each round with its realised survivors.
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::round::{ClientReply, InProcess, RoundOutcome, RoundRequest, Server, Transport};
+use crate::error::{Error, Result};
+use crate::mechanism::shares::ShareNoise;
+use crate::model::DpModule;
+use crate::privacy::distributed::{DistributedMechanism, DistributedRound, clip_within};
+use crate::real::Real;
+use crate::real::real;
+use crate::sampling::secure_rng::secure_rng;
+use crate::secagg::messages::{NeighbourKeys, SharesForHolder, UnmaskRequest};
+use crate::secagg::quantise::{Quantiser, padded_dim, scale_for_bits};
+use crate::secagg::server::Inbox;
+use crate::secagg::{Client, Graph, RoundParams, crypto};
+use crate::train::SumValue;
+
+/// How a client-level run aggregates the clients' updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// The server sees each clipped update and adds central noise.
+    #[default]
+    Plain,
+    /// Secure aggregation; the server sees the sum only and adds central noise.
+    Secagg,
+    /// Secure aggregation with the clients' noise shares; the server adds nothing.
+    SecaggDistributedDp,
+}
+
+impl Aggregation {
+    /// The name in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Plain => "plain",
+            Aggregation::Secagg => "secagg",
+            Aggregation::SecaggDistributedDp => "secagg_distributed_dp",
+        }
+    }
+}
+
+/// `[federated.client_level.secagg]`: the settings of secure aggregation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecAggConfig {
+    /// b: the sum lives in Z_{2^b} (Kairouz et al. 2021 find 16 bits match central DP);
+    /// 2.5 bytes per parameter on the wire at 20. Default 20.
+    #[serde(default = "default_bits")]
+    pub bits: u32,
+    /// β of conditional rounding. Default e^{−1/2} (Kairouz et al. 2021).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// The probability the sum may wrap around somewhere (sets the scale). Default 1e-4.
+    #[serde(default = "default_wrap")]
+    pub wrap_probability: f64,
+    /// n_min: a round with fewer survivors is aborted before unmasking (nothing released);
+    /// the distributed noise is calibrated to it. Default ⌈0.8 × expected clients⌉, at
+    /// least 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_survivors: Option<u64>,
+    /// The clients' noise shares under `secagg_distributed_dp`. Default skellam.
+    #[serde(default = "default_mechanism")]
+    pub mechanism: DistributedMechanism,
+    /// Simulation only: the probability that a virtual client goes silent at each stage
+    /// of the protocol (keys, shares, masked input, unmasking). Default 0.
+    #[serde(default)]
+    pub simulated_dropout: f64,
+}
+
+fn default_bits() -> u32 {
+    20
+}
+
+fn default_beta() -> f64 {
+    (-0.5f64).exp()
+}
+
+fn default_wrap() -> f64 {
+    1e-4
+}
+
+fn default_mechanism() -> DistributedMechanism {
+    DistributedMechanism::Skellam
+}
+
+impl Default for SecAggConfig {
+    fn default() -> Self {
+        SecAggConfig {
+            bits: default_bits(),
+            beta: default_beta(),
+            wrap_probability: default_wrap(),
+            min_survivors: None,
+            mechanism: default_mechanism(),
+            simulated_dropout: 0.0,
+        }
+    }
+}
+
+impl SecAggConfig {
+    /// Checks the settings; `key` names the table in errors.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        if !(2..=32).contains(&self.bits) {
+            return Err(Error::invalid(format!("{key}.bits"), self.bits, "2 to 32"));
+        }
+        if !(self.beta > 0.0 && self.beta < 1.0) {
+            return Err(Error::invalid(
+                format!("{key}.beta"),
+                self.beta,
+                "a number in (0, 1)",
+            ));
+        }
+        if !(self.wrap_probability > 0.0 && self.wrap_probability < 1.0) {
+            return Err(Error::invalid(
+                format!("{key}.wrap_probability"),
+                self.wrap_probability,
+                "a probability in (0, 1)",
+            ));
+        }
+        if let Some(n) = self.min_survivors
+            && n < 3
+        {
+            return Err(Error::invalid(
+                format!("{key}.min_survivors"),
+                n,
+                "at least 3 (a sum of fewer clients is too close to one client's update)",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.simulated_dropout) {
+            return Err(Error::invalid(
+                format!("{key}.simulated_dropout"),
+                self.simulated_dropout,
+                "a probability in [0, 1)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// n_min for `expected_clients` per round.
+    pub fn min_survivors_for(&self, expected_clients: f64) -> u64 {
+        self.min_survivors
+            .unwrap_or_else(|| ((0.8 * expected_clients).ceil() as u64).max(3))
+    }
+}
+
+/// The public setup of one secure round, known to the server and every client of it.
+#[derive(Debug, Clone)]
+pub struct SecureSetup {
+    /// SecAgg+'s parameters (clients 0..n are the round's sampled clients in order).
+    pub params: RoundParams,
+    /// How an update becomes a vector over Z_{2^b}.
+    pub quantiser: Quantiser,
+    /// Each client's noise share (distributed DP), None with central noise.
+    pub noise: Option<ShareNoise>,
+}
+
+/// The clients of a secure round, stage by stage: the server's messages out, the clients'
+/// answers back as bytes (what a network would carry). A client that fails or goes silent
+/// is simply absent from the answer.
+pub trait SecureTransport {
+    /// Stage 1: the clients train on `request`, quantise their update, add their noise share
+    /// and answer with their public keys. `clients[i]` is SecAgg+ client i.
+    fn begin(&mut self, request: &RoundRequest, setup: &SecureSetup, clients: &[usize]) -> Inbox;
+    /// Stage 2: each client's neighbours' keys in; sealed shares out.
+    fn share_keys(&mut self, keys: &BTreeMap<u32, NeighbourKeys>) -> Inbox;
+    /// Stage 3: the shares each client holds in; masked inputs out.
+    fn masked_input(&mut self, held: &BTreeMap<u32, SharesForHolder>) -> Inbox;
+    /// Stage 4: the unmask request in; the survivors' shares out.
+    fn unmask(&mut self, request: &UnmaskRequest) -> Inbox;
+}
+
+/// [`InProcess`] virtual clients that also run secure aggregation's client side: each keeps
+/// its SecAgg+ state and its quantised, noised input between stages, and (in simulation)
+/// goes silent at a stage with probability `dropout`.
+pub struct SecureInProcess<'a, M> {
+    /// The clients' training.
+    pub inner: InProcess<'a, M>,
+    dropout: f64,
+    dropout_rng: ChaCha8Rng,
+    clients: BTreeMap<u32, (Client, Vec<u32>)>,
+}
+
+impl<'a, M> SecureInProcess<'a, M> {
+    /// Secure rounds over `inner`'s clients; each goes silent at each stage with
+    /// probability `dropout` (a seeded simulation of unreliable clients).
+    pub fn new(inner: InProcess<'a, M>, dropout: f64, seed: u64) -> Self {
+        SecureInProcess {
+            inner,
+            dropout,
+            dropout_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5ec_a99),
+            clients: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a client stays for this stage (simulated dropout).
+    fn stays(&mut self) -> bool {
+        self.dropout == 0.0 || self.dropout_rng.random::<f64>() >= self.dropout
+    }
+}
+
+impl<M: DpModule + Sync> Transport for SecureInProcess<'_, M> {
+    fn exchange(
+        &mut self,
+        request: &RoundRequest,
+        clients: &[usize],
+    ) -> Vec<(usize, Result<ClientReply>)> {
+        self.inner.exchange(request, clients)
+    }
+
+    fn secure(&mut self) -> Option<&mut dyn SecureTransport> {
+        Some(self)
+    }
+}
+
+/// A client after stage 1: its SecAgg+ state, its input over Z_{2^b}, its encoded keys.
+type Prepared = (Client, Vec<u32>, Vec<u8>);
+
+/// A client's stage-1 work after training: its update as a vector over Z_{2^b} with its
+/// noise share, and its SecAgg+ state.
+fn prepare(reply: &ClientReply, setup: &SecureSetup, graph: &Graph, id: u32) -> Result<Prepared> {
+    let update: Vec<f32> = reply
+        .update
+        .to_f64()
+        .into_iter()
+        .flatten()
+        .map(|v| v as f32)
+        .collect();
+    let mut rng = secure_rng()?;
+    let mut rounded = setup.quantiser.round(&update, &mut rng)?;
+    if let Some(noise) = &setup.noise {
+        noise.add_to(&mut rounded, &mut rng)?;
+    }
+    let input = setup.quantiser.wrap(&rounded);
+    let (client, keys) = Client::new(&setup.params, graph, id, &*crypto::os_seed()?)?;
+    Ok((client, input, keys.encode()))
+}
+
+impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
+    fn begin(&mut self, request: &RoundRequest, setup: &SecureSetup, clients: &[usize]) -> Inbox {
+        self.clients.clear();
+        let Ok(graph) = Graph::new(&setup.params) else {
+            return Inbox::new();
+        };
+        let replies = self.inner.exchange(request, clients);
+        let trained: Vec<(u32, ClientReply)> = replies
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (_, reply))| Some((i as u32, reply.ok()?)))
+            .collect();
+        let prepared: Vec<(u32, Result<Prepared>)> = trained
+            .par_iter()
+            .map(|(id, reply)| (*id, prepare(reply, setup, &graph, *id)))
+            .collect();
+        let mut inbox = Inbox::new();
+        for (id, result) in prepared {
+            match result {
+                Ok((client, input, keys)) => {
+                    self.clients.insert(id, (client, input));
+                    if self.stays() {
+                        inbox.push((id, keys));
+                    }
+                }
+                Err(e) => tracing::info!("secure round: client {id} sends nothing: {e}"),
+            }
+        }
+        inbox
+    }
+
+    fn share_keys(&mut self, keys: &BTreeMap<u32, NeighbourKeys>) -> Inbox {
+        let mut inbox = Inbox::new();
+        for (id, message) in keys {
+            if !self.stays() {
+                continue;
+            }
+            if let Some((client, _)) = self.clients.get_mut(id)
+                && let Ok(shares) = client.share_keys(message)
+            {
+                inbox.push((*id, shares.encode()));
+            }
+        }
+        inbox
+    }
+
+    fn masked_input(&mut self, held: &BTreeMap<u32, SharesForHolder>) -> Inbox {
+        let mut inbox = Inbox::new();
+        for (id, message) in held {
+            if !self.stays() {
+                continue;
+            }
+            if let Some((client, input)) = self.clients.get_mut(id)
+                && let Ok(masked) = client.masked_input(message, input)
+            {
+                inbox.push((*id, masked.encode()));
+            }
+        }
+        inbox
+    }
+
+    fn unmask(&mut self, request: &UnmaskRequest) -> Inbox {
+        let mut inbox = Inbox::new();
+        for id in &request.survivors {
+            if !self.stays() {
+                continue;
+            }
+            if let Some((client, _)) = self.clients.get_mut(id)
+                && let Ok(shares) = client.unmask(request)
+            {
+                inbox.push((*id, shares.encode()));
+            }
+        }
+        self.clients.clear();
+        inbox
+    }
+}
+
+/// The aggregation of a client-level run, fixed for the run.
+#[derive(Debug, Clone)]
+pub struct SecurePlan {
+    /// `secagg` or `secagg_distributed_dp`.
+    pub aggregation: Aggregation,
+    /// The settings.
+    pub config: SecAggConfig,
+    /// C.
+    pub clip_norm: f64,
+    /// m: the model's parameter count.
+    pub dim: usize,
+    /// n_min.
+    pub min_survivors: u64,
+    /// σ: each client's noise standard deviation (unscaled; 0 with central noise).
+    pub local_stddev: f64,
+}
+
+impl SecurePlan {
+    /// The scale s of a round of `clients` sampled clients.
+    pub fn scale(&self, clients: u64) -> Result<f64> {
+        scale_for_bits(
+            self.config.bits,
+            clients,
+            self.clip_norm,
+            self.dim,
+            self.local_stddev,
+            self.config.wrap_probability,
+        )
+    }
+
+    /// The round as the distributed ledger books it with `survivors` shares summed, for a
+    /// round of `sampled` clients (None with central noise).
+    pub fn booked(&self, sampled: u64, survivors: u64) -> Result<Option<DistributedRound>> {
+        if self.aggregation != Aggregation::SecaggDistributedDp {
+            return Ok(None);
+        }
+        let scale = self.scale(sampled)?;
+        let noise = self.noise(scale)?;
+        Ok(Some(DistributedRound {
+            mechanism: self.config.mechanism,
+            l2_clip: self.clip_norm,
+            dim: padded_dim(self.dim) as u64,
+            beta: self.config.beta,
+            clients: survivors,
+            local_stddev: noise.stddev() / scale,
+            scale,
+        }))
+    }
+
+    fn noise(&self, scale: f64) -> Result<ShareNoise> {
+        ShareNoise::with_stddev(
+            self.config.mechanism == DistributedMechanism::Skellam,
+            self.local_stddev * scale,
+        )
+    }
+
+    /// The public setup of round `round` with `clients` sampled: fresh public seeds for the
+    /// neighbour graph and the rotation.
+    pub fn setup(&self, round: u64, clients: u64) -> Result<SecureSetup> {
+        let scale = self.scale(clients)?;
+        let d = padded_dim(self.dim);
+        let (noise, clip) = match self.aggregation {
+            Aggregation::SecaggDistributedDp => (Some(self.noise(scale)?), self.clip_norm),
+            // Central noise: clip so that the rounded vector stays within C·s.
+            _ => (
+                None,
+                clip_within(self.clip_norm * scale, d as u64, self.config.beta)? / scale,
+            ),
+        };
+        let quantiser = Quantiser::new(
+            self.dim,
+            clip,
+            scale,
+            self.config.beta,
+            self.config.bits,
+            *crypto::os_seed()?,
+        )?;
+        let clients = u32::try_from(clients)
+            .map_err(|_| Error::invalid("secure round clients", clients, "at most 2^32 − 1"))?;
+        let params =
+            RoundParams::recommended(round, clients, d, self.config.bits, *crypto::os_seed()?)?;
+        Ok(SecureSetup {
+            params,
+            quantiser,
+            noise,
+        })
+    }
+}
+
+/// What a secure round did.
+#[derive(Debug, Clone)]
+pub struct SecureOutcome {
+    /// Sampled, survivors (clients whose masked input was unmasked in the sum), dropped.
+    pub outcome: RoundOutcome,
+    /// Why nothing was released, if so (the model did not move).
+    pub aborted: Option<String>,
+    /// The distributed ledger's entry (distributed DP, a released round).
+    pub booked: Option<DistributedRound>,
+}
+
+/// One client-level round of `server` with the sampled `clients` through secure
+/// aggregation over `transport`.
+///
+/// # Privacy
+/// The server receives public keys, sealed shares, masked inputs and unmasking shares; it
+/// learns the survivors' sum mod 2^b and nothing else (semi-honest model: a secret needs t
+/// shares, the masks are uniform). A round with fewer than n_min clients sampled, or fewer
+/// than n_min survivors, is aborted before the sum is computed. Under distributed DP the sum
+/// carries every survivor's noise share; the entry booked holds the realised survivors.
+pub fn secure_round(
+    server: &mut Server,
+    transport: &mut dyn SecureTransport,
+    clients: &[usize],
+    plan: &SecurePlan,
+) -> Result<SecureOutcome> {
+    let mut outcome = RoundOutcome {
+        sampled: clients.len(),
+        survivors: 0,
+        within_clip: 0,
+        dropped: Vec::new(),
+    };
+    let sampled = clients.len() as u64;
+    let abort = |server: &mut Server, outcome: RoundOutcome, why: String| {
+        tracing::info!("secure round {} aborted: {why}", server.round() + 1);
+        server.skip_round();
+        Ok(SecureOutcome {
+            outcome,
+            aborted: Some(why),
+            booked: None,
+        })
+    };
+    if sampled < plan.min_survivors {
+        let why = format!(
+            "{sampled} clients sampled, fewer than the {} the round needs",
+            plan.min_survivors
+        );
+        return abort(server, outcome, why);
+    }
+    let request = server.request()?;
+    let setup = plan.setup(request.round, sampled)?;
+    let mut secagg = crate::secagg::Server::new(&setup.params)?;
+    let keys = secagg.collect_keys(transport.begin(&request, &setup, clients))?;
+    let held = secagg.collect_shares(transport.share_keys(&keys))?;
+    let unmask = match secagg.collect_masked(transport.masked_input(&held)) {
+        Ok(unmask) => unmask,
+        Err(e) => return abort(server, outcome, e.to_string()),
+    };
+    let survivors = unmask.survivors.len() as u64;
+    outcome.dropped = secagg
+        .dropped()
+        .iter()
+        .filter_map(|(id, why)| Some((*clients.get(*id as usize)?, why.clone())))
+        .collect();
+    if survivors < plan.min_survivors {
+        let why = format!(
+            "{survivors} masked inputs arrived, fewer than the {} the round needs",
+            plan.min_survivors
+        );
+        return abort(server, outcome, why);
+    }
+    let sum = match secagg.unmask(transport.unmask(&unmask)) {
+        Ok(sum) => sum,
+        Err(e) => return abort(server, outcome, e.to_string()),
+    };
+    let values = setup.quantiser.decode(&sum)?;
+    let sizes = request.params.sizes();
+    let sum = real!(request.params.dtype(), "secure sum", |T| Ok(T::wrap(
+        split(&values, &sizes)
+            .map(|part| part.iter().map(|&v| T::of(v)).collect())
+            .collect()
+    )))?;
+    server.finish_with_sum(sum)?;
+    outcome.survivors = survivors as usize;
+    Ok(SecureOutcome {
+        outcome,
+        aborted: None,
+        booked: plan.booked(sampled, survivors)?,
+    })
+}
+
+/// `values` cut into consecutive pieces of `sizes`.
+fn split<'v>(values: &'v [f64], sizes: &'v [usize]) -> impl Iterator<Item = &'v [f64]> + 'v {
+    sizes.iter().scan(0usize, move |at, &size| {
+        let part = &values[*at..*at + size];
+        *at += size;
+        Some(part)
+    })
+}
