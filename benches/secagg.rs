@@ -6,7 +6,10 @@
 
 use std::time::Instant;
 
+use dptrain::mechanism::shares::ShareNoise;
+use dptrain::sampling::secure_rng::secure_rng;
 use dptrain::secagg::messages::{NeighbourKeys, SharesForHolder};
+use dptrain::secagg::quantise::{Quantiser, scale_for_bits};
 use dptrain::secagg::{Client, Graph, RoundParams, Server};
 
 fn params(round: u64, words: usize) -> RoundParams {
@@ -26,6 +29,12 @@ fn seed(round: u64, id: u32) -> [u8; 32] {
     s[..8].copy_from_slice(&round.to_le_bytes());
     s[8..12].copy_from_slice(&id.to_le_bytes());
     s
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn stats(mut v: Vec<f64>) -> String {
@@ -141,7 +150,42 @@ fn main() {
     {
         println!("client {name:<13} {}", stats(times));
     }
-    println!("client total         {}", stats(totals));
+    println!("client total         {}", stats(totals.clone()));
+    // Quantisation of a clipped update (rotation, scaling, conditional rounding, wrapping)
+    // at the same b, and a Skellam noise share, per round; the masked vector then has the
+    // padded length d.
+    let update: Vec<f32> = (0..words)
+        .map(|i| ((i as f32) * 0.37).sin() / (words as f32).sqrt())
+        .collect();
+    let scale = scale_for_bits(20, 100, 1.0, words, 0.0, 1e-4).unwrap();
+    let quantiser = Quantiser::new(words, 1.0, scale, (-0.5f64).exp(), 20, [7; 32]).unwrap();
+    let noise = ShareNoise::with_stddev(true, 1000.0).unwrap();
+    let mut rng = secure_rng().unwrap();
+    let (mut quantise, mut shares) = (Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        let start = Instant::now();
+        let mut rounded = quantiser.round(&update, &mut rng).unwrap();
+        let wrapped = quantiser.wrap(&rounded);
+        quantise.push(start.elapsed().as_secs_f64());
+        assert_eq!(wrapped.len(), quantiser.padded());
+        let start = Instant::now();
+        noise.add_to(&mut rounded, &mut rng).unwrap();
+        shares.push(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "client quantise      {} (d = {})",
+        stats(quantise.clone()),
+        quantiser.padded()
+    );
+    println!(
+        "client Skellam share {} (σ = 1000 integer units)",
+        stats(shares)
+    );
+    println!(
+        "client total + quantise: median {:.2} ms; upload of the quantised update {:.3} bytes per parameter",
+        1e3 * (median(&totals) + median(&quantise)),
+        2.5 * quantiser.padded() as f64 / words as f64
+    );
     println!(
         "client upload        {upload} bytes = {:.3} bytes per parameter",
         upload as f64 / words as f64

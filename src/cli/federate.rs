@@ -432,9 +432,9 @@ fn privacy_statement(
                  below.\n\n\
                  | | |\n| --- | --- |\n\
                  | Mechanism | DP-FedAvg (McMahan, Ramage, Talwar & Zhang 2018): each sampled \
-                 client trains locally and clips its whole update to C; the server adds \
-                 Gaussian noise to the sum once per round and divides by the expected number \
-                 of clients (never the realised one) |\n\
+                 client trains locally and clips its whole update to C; {how}, once per \
+                 round, and the server divides by the expected number of clients (never the \
+                 realised one) |\n\
                  | Unit of privacy | one client's whole data; neighbouring federations differ \
                  by adding or removing one client |\n\
                  | Sampling | {sampling} |\n\
@@ -445,6 +445,16 @@ fn privacy_statement(
                  | Guarantee | ε = {eps} at δ = {delta:e} |\n\
                  | Trust | {trust} |\n\n{secure_section}{not_covered}",
                 trust = trust_row(privacy),
+                how = match privacy.aggregation {
+                    Aggregation::Plain => "the server adds Gaussian noise to the sum",
+                    Aggregation::Secagg =>
+                        "the clients quantise and mask their updates, the server unmasks their \
+                         sum (secure aggregation) and adds Gaussian noise to it",
+                    Aggregation::SecaggDistributedDp =>
+                        "each client quantises its update and adds its own share of the noise, \
+                         masks it, and the server unmasks only the noised sum (secure \
+                         aggregation with distributed DP; the server adds nothing)",
+                },
                 secure_section = secure_section(privacy, record, clients)?,
                 name = config.name,
                 eps = record.spent.epsilon,
@@ -550,9 +560,10 @@ fn distributed_noise_row(privacy: &crate::federated::ClientLevelConfig) -> Strin
         }
     };
     format!(
-        "each surviving client adds {name} of standard deviation zC/√n_min per coordinate \
-         (after rotation and scaling, in integer units), drawn from the OS-seeded CSPRNG; the \
-         shares of n ≥ n_min survivors sum to at least the noise of one central Gaussian at z"
+        "each client adds {name} to every coordinate of its rotated, scaled update, of \
+         standard deviation σ·s in integer units with σ = zC/√n_min (s the round's scale), \
+         drawn from the OS-seeded CSPRNG; the shares of n ≥ n_min survivors sum to noise of \
+         standard deviation at least zC, that of one central Gaussian at z"
     )
 }
 
