@@ -30,6 +30,7 @@ pub mod fs;
 pub mod grad_sample;
 pub mod mechanism;
 pub mod model;
+pub mod mpc;
 pub mod privacy;
 pub mod real;
 pub mod report;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("schedule", 1),
     ("sampling", 1),
     ("secagg", 1),
+    ("mpc", 1),
     ("data", 2),
     ("mechanism", 2),
     ("grad_sample", 2),
@@ -27,7 +28,9 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// Rooms that must not use candle: the accountant's side of the privacy claim.
-const NO_TENSORS: &[&str] = &["error", "fs", "privacy", "schedule", "sampling", "secagg"];
+const NO_TENSORS: &[&str] = &[
+    "error", "fs", "privacy", "schedule", "sampling", "secagg", "mpc",
+];
 
 fn layer(room: &str) -> u8 {
     LAYERS
