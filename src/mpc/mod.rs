@@ -13,5 +13,6 @@
 pub mod share;
 
 pub use share::{
-    Dealer, FRAC_BITS, MatrixTriple, Party, Triple, decode, encode, reconstruct, share_vec,
+    Dealer, FRAC_BITS, MatrixTriple, Party, SquarePair, Triple, decode, encode, reconstruct,
+    share_vec,
 };

@@ -19,10 +19,12 @@ use crate::error::{Error, Result};
 /// f: fractional bits of the fixed-point encoding.
 pub const FRAC_BITS: u32 = 16;
 
-/// The largest |x| encoded: 2^20, leaving 64 − 16 − 21 = 27 bits of headroom, so a product
-/// of two encoded values (2^40 · 2^32) stays within 2^63 and truncation fails with
-/// probability at most 2^{−22} per value.
-pub const MAX_ABS: f64 = (1u64 << 20) as f64;
+/// The largest |x| encoded: 2^15, so an encoded value is below 2^31 and a product of two
+/// (2f = 32 fractional bits) below 2^62: it never wraps. Truncation needs more room: it
+/// fails (a wrong result, not a wrap) with probability 2^{ℓ+1−64} when the product is below
+/// 2^ℓ in fixed point, e.g. 2^{−20} for |x·y| < 2^11. The inference code must keep its
+/// products that small, and says so where it multiplies.
+pub const MAX_ABS: f64 = (1u64 << 15) as f64;
 
 /// `x` in fixed point; refuses a non-finite value or |x| > [`MAX_ABS`].
 pub fn encode(x: f64) -> Result<u64> {
@@ -167,6 +169,57 @@ impl<R: RngCore> Dealer<R> {
     }
 }
 
+impl<R: RngCore> Dealer<R> {
+    /// Shares of `len` square pairs (a, a²) for x² (the polynomial activation), cheaper
+    /// than a triple: one opened word per value instead of two.
+    pub fn square(&mut self, len: usize) -> (SquarePair, SquarePair) {
+        let a = self.uniform(len);
+        let c: Vec<u64> = a.iter().map(|x| x.wrapping_mul(*x)).collect();
+        let (a0, a1) = share_vec(&a, &mut self.rng);
+        let (c0, c1) = share_vec(&c, &mut self.rng);
+        (SquarePair { a: a0, c: c0 }, SquarePair { a: a1, c: c1 })
+    }
+}
+
+/// One party's shares of square pairs c = a².
+#[derive(Debug, Clone, PartialEq)]
+pub struct SquarePair {
+    /// Shares of a.
+    pub a: Vec<u64>,
+    /// Shares of c = a².
+    pub c: Vec<u64>,
+}
+
+/// Squaring step 1: this party's x_i − a_i, sent to the other party.
+pub fn square_open(x: &[u64], pair: &SquarePair) -> Result<Vec<u64>> {
+    same_len(x.len(), pair.a.len(), "square input")?;
+    Ok(sub(x, &pair.a))
+}
+
+/// Squaring step 2: this party's share of x² from the opened e = x − a:
+/// x² = (e + a)² = e² + 2e·a + a², so z_i = c_i + 2e·a_i (+ e² for party 0).
+pub fn square_finish(party: Party, e: &[u64], pair: &SquarePair) -> Result<Vec<u64>> {
+    same_len(e.len(), pair.c.len(), "opened e")?;
+    Ok((0..e.len())
+        .map(|i| {
+            let mut z = pair.c[i].wrapping_add(e[i].wrapping_mul(pair.a[i]).wrapping_mul(2));
+            if party == Party::Zero {
+                z = z.wrapping_add(e[i].wrapping_mul(e[i]));
+            }
+            z
+        })
+        .collect())
+}
+
+/// Shares times a public fixed-point constant, then truncated: each party alone (average
+/// pooling's 1/k², a layer's scale). The result carries the truncation's ±1 ulp.
+pub fn scale_public(party: Party, shares: &mut [u64], constant: f64) -> Result<()> {
+    let k = encode(constant)?;
+    shares.iter_mut().for_each(|v| *v = v.wrapping_mul(k));
+    truncate(party, shares, FRAC_BITS);
+    Ok(())
+}
+
 /// (rows × inner)·(inner × cols) over Z_{2^64}, row-major.
 pub fn matmul(a: &[u64], b: &[u64], rows: usize, inner: usize, cols: usize) -> Vec<u64> {
     let mut out = vec![0u64; rows * cols];
@@ -275,7 +328,7 @@ mod tests {
     fn beaver_products_of_shared_values_match_the_plaintext_product() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let n = 10_000;
-        let (x, y) = (values(&mut rng, n, 300.0), values(&mut rng, n, 300.0));
+        let (x, y) = (values(&mut rng, n, 40.0), values(&mut rng, n, 40.0));
         let (x0, x1) = share_vec(&enc(&x), &mut rng);
         let (y0, y1) = share_vec(&enc(&y), &mut rng);
         let mut dealer = Dealer::new(ChaCha20Rng::seed_from_u64(2));
@@ -346,10 +399,44 @@ mod tests {
         assert!((9_500..10_500).contains(&ones), "{ones}");
     }
 
+    /// Shared squares and a public scale (x² / 4, as an activation then a 2×2 average
+    /// pool's factor would give) within the rounding bound of the plaintext.
+    #[test]
+    fn shared_squares_and_public_scales_match_the_plaintext() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let n = 5_000;
+        let x = values(&mut rng, n, 40.0);
+        let (x0, x1) = share_vec(&enc(&x), &mut rng);
+        let (p0, p1) = Dealer::new(ChaCha20Rng::seed_from_u64(8)).square(n);
+        let e = reconstruct(
+            &square_open(&x0, &p0).unwrap(),
+            &square_open(&x1, &p1).unwrap(),
+        )
+        .unwrap();
+        let mut z0 = square_finish(Party::Zero, &e, &p0).unwrap();
+        let mut z1 = square_finish(Party::One, &e, &p1).unwrap();
+        truncate(Party::Zero, &mut z0, FRAC_BITS);
+        truncate(Party::One, &mut z1, FRAC_BITS);
+        scale_public(Party::Zero, &mut z0, 0.25).unwrap();
+        scale_public(Party::One, &mut z1, 0.25).unwrap();
+        let z = reconstruct(&z0, &z1).unwrap();
+        let ulp = 1.0 / f64::from(1u32 << FRAC_BITS);
+        for i in 0..n {
+            let want = x[i] * x[i] / 4.0;
+            let tolerance = x[i].abs() * ulp / 4.0 + 3.0 * ulp;
+            assert!(
+                (decode(z[i]) - want).abs() <= tolerance,
+                "{i}: {} vs {want}",
+                decode(z[i])
+            );
+        }
+    }
+
     #[test]
     fn bad_inputs_are_refused() {
         assert!(encode(f64::NAN).is_err());
         assert!(encode(2.0 * MAX_ABS).is_err());
+        assert!(encode(MAX_ABS).is_ok());
         assert!(reconstruct(&[1, 2], &[1]).is_err());
         let (t0, _) = Dealer::new(ChaCha20Rng::seed_from_u64(6)).triple(3);
         assert!(beaver_open(&[1, 2], &[1, 2, 3], &t0).is_err());
