@@ -93,6 +93,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A connection to another party failed or stalled (disconnected, timed out): the
+    /// protocol stops with nothing revealed.
+    #[error("connection: {0}")]
+    Link(String),
+
     /// A secure-aggregation round that cannot complete (too few survivors to unmask): it
     /// reveals nothing.
     #[error("secure aggregation aborted: {0}")]

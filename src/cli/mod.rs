@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 mod audit;
 mod federate;
+mod mpc;
 mod plan;
 mod progress;
 mod train;
@@ -70,6 +71,9 @@ pub enum Command {
     /// A privacy budget report before training: ε against epochs for several noise
     /// multipliers, and the noise multiplier each target ε needs.
     Plan(PlanArgs),
+    /// Secret-shared inference of a trained model (x² activations, average pooling) on its
+    /// test set: model owner, client and dealer as three processes on loopback.
+    MpcInfer(MpcInferArgs),
     /// Models: `model show CONFIG` prints the expanded layer table.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -92,6 +96,47 @@ pub struct ModelShowArgs {
     /// Override a config value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// Which party a `mpc-infer` child process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MpcRole {
+    /// Hands out Beaver triples.
+    Dealer,
+    /// Party 0: holds the weights.
+    Owner,
+    /// Party 1: holds the inputs, learns the logits.
+    Client,
+}
+
+/// Flags of `dptrain mpc-infer`.
+#[derive(Debug, Args)]
+pub struct MpcInferArgs {
+    /// A trained run directory (config.toml and model.safetensors), e.g. of
+    /// configs/mnist-cnn-poly-eps3.toml.
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Infer the first N test examples (default: all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Where the report goes (default: RUN_DIR/mpc-infer).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Seconds any party waits for a connection or a message before it gives up.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Internal: the role of a child process.
+    #[arg(long, hide = true)]
+    pub role: Option<MpcRole>,
+    /// Internal: the dealer's address.
+    #[arg(long, hide = true)]
+    pub dealer: Option<String>,
+    /// Internal: the owner's address.
+    #[arg(long, hide = true)]
+    pub owner: Option<String>,
 }
 
 /// Flags of `dptrain plan`.
@@ -475,6 +520,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args, &reporter),
         Command::Federate(args) => federate::run(args, &reporter),
+        Command::MpcInfer(args) => mpc::run(args),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {
             Some(dir) => train::report(dir),

@@ -278,6 +278,11 @@ impl Sequential {
         self.layer(LayerSpec::Sigmoid {})
     }
 
+    /// x².
+    pub fn square(self) -> Self {
+        self.layer(LayerSpec::Square {})
+    }
+
     /// Flatten.
     pub fn flatten(self) -> Self {
         self.layer(LayerSpec::Flatten {})

@@ -50,6 +50,9 @@ pub enum ModelKind {
     /// Conv(1→16, k8, s2, p3) → tanh → MaxPool(2, s1) → Conv(16→32, k4, s2) → tanh →
     /// MaxPool(2, s1) → flatten → Linear(512 → 32) → tanh → Linear(32 → classes).
     Cnn,
+    /// The cnn for secret-shared inference: Conv(1→16, k8, s2, p3) → x² → AvgPool(2) →
+    /// Conv(16→32, k4) → x² → flatten → Linear(512 → 32) → x² → Linear(32 → classes).
+    CnnPoly,
 }
 
 impl ModelKind {
@@ -59,6 +62,7 @@ impl ModelKind {
             ModelKind::Logreg => include_str!("../../configs/models/logreg.toml"),
             ModelKind::Mlp => include_str!("../../configs/models/mlp.toml"),
             ModelKind::Cnn => include_str!("../../configs/models/cnn.toml"),
+            ModelKind::CnnPoly => include_str!("../../configs/models/cnn-poly.toml"),
         }
     }
 }
@@ -181,7 +185,7 @@ impl ModelConfig {
             (ModelKind::Mlp, Some(0)) => {
                 return Err(Error::invalid("model.hidden", 0, "at least 1 hidden unit"));
             }
-            (ModelKind::Logreg | ModelKind::Cnn, Some(hidden)) => {
+            (ModelKind::Logreg | ModelKind::Cnn | ModelKind::CnnPoly, Some(hidden)) => {
                 return Err(Error::invalid(
                     "model.hidden",
                     hidden,

@@ -74,6 +74,19 @@ const CASES: &[Case] = &[
 ]"#,
     },
     Case {
+        name: "conv2d, square, avg_pool2d (the cnn-poly of secret-shared inference)",
+        input: Input::Dense(&[1, 8, 8]),
+        model: r#"layers = [
+  { kind = "conv2d", out_channels = 3, kernel = 3, stride = 2, padding = 1 },
+  { kind = "square" },
+  { kind = "avg_pool2d", kernel = 2 },
+  { kind = "flatten" },
+  { kind = "linear", out_features = 4 },
+  { kind = "square" },
+  { kind = "linear", out_features = "$classes" },
+]"#,
+    },
+    Case {
         name: "conv1d (padding, stride, groups), sigmoid",
         input: Input::Dense(&[3, 9]),
         model: r#"layers = [

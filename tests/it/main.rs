@@ -17,6 +17,7 @@ mod federated;
 mod fuzz;
 mod grad_sample;
 mod layers;
+mod mpc;
 mod private;
 mod refusals;
 mod report;

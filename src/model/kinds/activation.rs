@@ -1,5 +1,7 @@
 //! Parameter-free element-wise kinds: `relu`, `tanh`, `gelu` (the exact, erf form, as
-//! PyTorch's default), `sigmoid`. Their backward is local to each value, so no example's
+//! PyTorch's default), `sigmoid`, and `square` (x², the polynomial activation of
+//! CryptoNets, Gilad-Bachrach et al. 2016, which secret-shared inference computes with one
+//! multiplication). Their backward is local to each value, so no example's
 //! gradient touches another's.
 
 use candle_core::Tensor;
@@ -22,6 +24,8 @@ pub enum Function {
     Gelu,
     /// 1 / (1 + e^−x).
     Sigmoid,
+    /// x².
+    Square,
 }
 
 /// An element-wise activation.
@@ -76,6 +80,7 @@ impl Layer for Activation {
             Function::Tanh => "tanh",
             Function::Gelu => "gelu",
             Function::Sigmoid => "sigmoid",
+            Function::Square => "square",
         }
     }
 
@@ -95,6 +100,7 @@ impl Layer for Activation {
                 (x * cdf)?
             }
             Function::Sigmoid => candle_nn::ops::sigmoid(x)?,
+            Function::Square => x.sqr()?,
         })
     }
 
@@ -112,9 +118,9 @@ impl Layer for Activation {
             Function::Gelu => x.gelu_erf()?,
             _ => self.forward(x, ctx)?,
         };
-        // ReLU and GELU need the input, tanh and sigmoid their output.
+        // ReLU, GELU and x² need the input, tanh and sigmoid their output.
         let keep = match self.function {
-            Function::Relu | Function::Gelu => x.clone(),
+            Function::Relu | Function::Gelu | Function::Square => x.clone(),
             Function::Tanh | Function::Sigmoid => y.clone(),
         };
         Ok((y, Box::new(keep)))
@@ -135,6 +141,7 @@ impl Layer for Activation {
             Function::Relu => relu_backward(&grad, &kept)?,
             Function::Tanh => tanh::tanh_backward(&grad, &kept)?,
             Function::Sigmoid => (&grad * (&kept * (1.0 - &kept)?)?)?,
+            Function::Square => (&grad * (&kept * 2.0)?)?,
             Function::Gelu => {
                 // d/dx x·Φ(x) = Φ(x) + x·φ(x).
                 let cdf = ((&kept / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;

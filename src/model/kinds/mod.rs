@@ -188,6 +188,8 @@ pub enum LayerSpec {
     Gelu {},
     /// 1/(1 + e^−x).
     Sigmoid {},
+    /// x² (a polynomial activation, for secret-shared inference).
+    Square {},
     /// (d1, d2, ...) → (d1·d2·...).
     Flatten {},
     /// Max over k×k windows.
@@ -238,6 +240,7 @@ pub const KINDS: &[&str] = &[
     "tanh",
     "gelu",
     "sigmoid",
+    "square",
     "flatten",
     "max_pool2d",
     "avg_pool2d",
@@ -434,6 +437,7 @@ pub fn build(
         LayerSpec::Tanh {} => Arc::new(Activation::new(Function::Tanh, shape)),
         LayerSpec::Gelu {} => Arc::new(Activation::new(Function::Gelu, shape)),
         LayerSpec::Sigmoid {} => Arc::new(Activation::new(Function::Sigmoid, shape)),
+        LayerSpec::Square {} => Arc::new(Activation::new(Function::Square, shape)),
         LayerSpec::Flatten {} => Arc::new(flatten::Flatten::new(shape)),
         LayerSpec::MaxPool2d { kernel, stride } => Arc::new(pool::MaxPool2d::new(
             image()?,
