@@ -28,6 +28,7 @@ pub mod error;
 pub mod federated;
 pub mod fs;
 pub mod grad_sample;
+pub mod he;
 pub mod mechanism;
 pub mod model;
 pub mod mpc;

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sampling", 1),
     ("secagg", 1),
     ("mpc", 1),
+    ("he", 1),
     ("data", 2),
     ("mechanism", 2),
     ("grad_sample", 2),
@@ -29,7 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Rooms that must not use candle: the accountant's side of the privacy claim.
 const NO_TENSORS: &[&str] = &[
-    "error", "fs", "privacy", "schedule", "sampling", "secagg", "mpc",
+    "error", "fs", "privacy", "schedule", "sampling", "secagg", "mpc", "he",
 ];
 
 fn layer(room: &str) -> u8 {
