@@ -71,6 +71,7 @@ fn main() -> dptrain::Result<()> {
         private: true,
         aggregation: Default::default(),
         secagg: None,
+        he: None,
         secure_noise: false,
     };
     let start = std::time::Instant::now();

@@ -373,16 +373,17 @@ fn privacy_statement(
         .stopped_early
         .as_ref()
         .map_or(String::new(), |why| format!(" (stopped early: {why})"));
-    let secure =
-        matches!(config.federated.mode()?, FederatedMode::ClientLevel(_, p) if p.secure_noise);
+    let secure = matches!(config.federated.mode()?,
+        FederatedMode::ClientLevel(_, p) if p.secure_noise || p.aggregation.distributed());
     let not_covered = format!(
         "## Not covered by this guarantee\n\n\
          - Hyper-parameter search: runs tried before this one are not accounted.\n{}",
         match secure {
             true =>
-                "- Secure mode: the clients are sampled and the server's discrete Gaussian \
-                     noise drawn from the OS-seeded CSPRNG (not reproducible); the clients' \
-                     local training itself is not private and needs none.\n",
+                "- Secure mode or distributed DP: the noise (the server's discrete Gaussian, or \
+                     the clients' shares) is drawn from the OS-seeded CSPRNG (not \
+                     reproducible); the clients' local training itself is not private and \
+                     needs none.\n",
             false =>
                 "- The simulation's noise is seeded (fast mode, floating point): \
                       reproducible, **not hardened against floating-point attacks**.\n",
@@ -454,6 +455,11 @@ fn privacy_statement(
                         "each client quantises its update and adds its own share of the noise, \
                          masks it, and the server unmasks only the noised sum (secure \
                          aggregation with distributed DP; the server adds nothing)",
+                    Aggregation::HeThreshold =>
+                        "each client quantises its update, adds its own share of the noise and \
+                         encrypts it under the committee's threshold key; the server adds the \
+                         ciphertexts and t committee members decrypt only the noised sum \
+                         (homomorphic aggregation with distributed DP; the server adds nothing)",
                 },
                 secure_section = secure_section(privacy, record, clients)?,
                 name = config.name,
@@ -461,7 +467,7 @@ fn privacy_statement(
                 delta = privacy.delta,
                 z = record.noise_multiplier,
                 noise = match (privacy.aggregation, privacy.secure_noise) {
-                    (Aggregation::SecaggDistributedDp, _) => distributed_noise_row(privacy),
+                    (a, _) if a.distributed() => distributed_noise_row(privacy),
                     (_, true) => "discrete Gaussian on a grid (secure mode, Canonne, Kamath & \
                              Steinke 2020), accounted at integer Rényi orders"
                         .into(),
@@ -470,7 +476,7 @@ fn privacy_statement(
                 done = record.rounds.len(),
                 planned = privacy.rounds,
                 accountant = match privacy.aggregation {
-                    Aggregation::SecaggDistributedDp => "RDP of the distributed mechanism \
+                    a if a.distributed() => "RDP of the distributed mechanism \
                         (Skellam: Agarwal, Kairouz & Liu 2021; distributed discrete Gaussian: \
                         Kairouz, Liu & Steinke 2021) at integer orders 2..128 and 256, \
                         sensitivity inflated by rounding, Zhu & Wang 2019's subsampled bound, \
@@ -527,8 +533,9 @@ fn privacy_statement(
 }
 
 /// The Trust row of a client-level run's privacy.md.
-fn trust_row(privacy: &crate::federated::ClientLevelConfig) -> &'static str {
-    match privacy.aggregation {
+fn trust_row(privacy: &crate::federated::ClientLevelConfig) -> String {
+    let he = privacy.he();
+    let text = match privacy.aggregation {
         Aggregation::Plain => {
             "the server sees every client's clipped update before the noise (central DP): it \
              must be trusted; secure aggregation is not used in this run"
@@ -545,7 +552,21 @@ fn trust_row(privacy: &crate::federated::ClientLevelConfig) -> &'static str {
              too, provided the clients follow the protocol (semi-honest: they add their \
              shares) and fewer than t of a client's neighbours collude with the server"
         }
-    }
+        Aggregation::HeThreshold => {
+            return format!(
+                "homomorphic aggregation: each client's noised update is encrypted under a \
+                 {t}-of-{n} committee key (BFV); the server adds ciphertexts it cannot read and \
+                 sees only the decrypted, noised sum, so the guarantee holds against the server \
+                 together with up to t − 1 = {below} committee members, provided the clients \
+                 follow the protocol (semi-honest: they add their shares and encrypt \
+                 honestly); {t} colluding members could decrypt single uploads",
+                t = he.threshold,
+                n = he.committee,
+                below = he.threshold - 1,
+            );
+        }
+    };
+    text.to_string()
 }
 
 /// The noise row under distributed DP.
@@ -578,6 +599,24 @@ fn secure_section(
         return Ok(String::new());
     }
     let secagg = privacy.secagg();
+    let rounds_table = || {
+        let mut rounds = String::from(
+            "| Round | Sampled | Survivors (in the sum) | Dropped or aborted |\n| --- | --- | --- | --- |\n",
+        );
+        for r in &record.rounds {
+            rounds.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                r.round,
+                r.sampled,
+                r.survivors,
+                match r.survivors {
+                    0 => "aborted: nothing released".to_string(),
+                    s => format!("{}", r.sampled - s),
+                }
+            ));
+        }
+        rounds
+    };
     let expected = privacy.sampling.sample_rate(clients) * clients as f64;
     let n = expected.round().max(3.0) as u32;
     let params = crate::secagg::RoundParams::recommended(0, n, 1, secagg.bits, [0; 32])?;
@@ -601,19 +640,43 @@ fn secure_section(
         }
         None => "none: the server sees the sum before its own noise".to_string(),
     };
-    let mut rounds = String::from(
-        "| Round | Sampled | Survivors (in the sum) | Dropped or aborted |\n| --- | --- | --- | --- |\n",
-    );
-    for r in &record.rounds {
-        rounds.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            r.round,
-            r.sampled,
-            r.survivors,
-            match r.survivors {
-                0 => "aborted: nothing released".to_string(),
-                s => format!("{}", r.sampled - s),
-            }
+    let rounds = rounds_table();
+    if privacy.aggregation == Aggregation::HeThreshold {
+        let he = privacy.he();
+        return Ok(format!(
+            "## Homomorphic aggregation\n\n\
+             | | |\n| --- | --- |\n\
+             | Scheme | BFV (Fan & Vercauteren 2012) through the `fhe` crate 0.1.1: ring degree \
+             4096, ciphertext modulus ≈ 2^109 (the 128-bit security limit at this degree), \
+             plaintext modulus t = 8,380,417, 4,096 values per ciphertext |\n\
+             | Committee | {n} members, threshold {t}: the secret key exists only as Shamir \
+             shares (generated without a dealer; Mouchet, Bertrand & Hubaux 2023); {t} \
+             members decrypt, fewer learn nothing |\n\
+             | Decryption shares | flooded with uniform noise for statistical security \
+             λ = {lambda} bits over the key's whole use (Asharov et al. 2012); each member \
+             counts the coefficients it has decrypted and the committee makes a new key \
+             when the budget would run out |\n\
+             | Quantisation | as secure aggregation's: randomised Hadamard rotation in \
+             blocks of 4,096, conditional stochastic rounding at β = {beta:.4}; the scale keeps \
+             each client's values within (t − 1)/2 divided by the round's clients, so no \
+             sum can wrap; a client whose values do not fit is refused before encrypting \
+             (probability about {p:e}) |\n\
+             | Fewest survivors | n_min = {n_min}: with fewer valid uploads nothing is \
+             decrypted and the round releases nothing; members refuse a sum of fewer |\n\
+             | Who sees what | the server: ciphertexts and the decrypted noised sum; each \
+             member: its key share, the sum's ciphertexts and the decrypted sum; anyone: the \
+             released models |\n\
+             | ε against the server | {unamplified}; the ε above (with amplification by \
+             sampling) holds against anyone who sees only the released models |\n\
+             | Not covered | a client that encrypts a malformed or very noisy ciphertext can \
+             spoil a round's decryption (there are no proofs of well-formedness); the \
+             committee runs in this process in the simulation |\n\n\
+             ### Dropouts of each round\n\n{rounds}\n",
+            n = he.committee,
+            t = he.threshold,
+            lambda = he.lambda,
+            beta = secagg.beta,
+            p = secagg.wrap_probability,
         ));
     }
     Ok(format!(

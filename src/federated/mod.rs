@@ -9,10 +9,12 @@
 //!   checkpointable round by round;
 //! - [`silo`]: silo-level DP (each silo's own DP-SGD steps and ledger; the server takes the
 //!   weighted mean), [`SiloLevelRun`];
+//! - [`he`]: rounds through homomorphic aggregation under a committee's threshold key;
 //! - [`checkpoint`]: what a run keeps after each round to resume bit for bit.
 
 pub mod checkpoint;
 pub mod clients;
+pub mod he;
 pub mod partition;
 pub mod round;
 pub mod run;

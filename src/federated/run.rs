@@ -26,8 +26,11 @@ use crate::train::{
 
 use super::checkpoint::{FederatedCheckpoint, FederatedState};
 use super::clients::{ClientSampler, ClientSampling};
+use super::he::{IntegerAggregator, ThresholdHe, he_round};
 use super::round::{Server, Transport};
-use super::secure::{Aggregation, SecAggConfig, SecurePlan, secure_round};
+use super::secure::{
+    Aggregation, HeConfig, SecAggConfig, SecurePlan, he_padded_dim, he_scale, secure_round,
+};
 use crate::privacy::distributed::{DistributedLedger, DistributedRound, calibrate_local_stddev};
 use crate::secagg::quantise::{padded_dim, scale_for_bits};
 
@@ -74,9 +77,13 @@ pub struct ClientLevelConfig {
     #[serde(default)]
     pub aggregation: Aggregation,
     /// Secure aggregation's settings (`[federated.client_level.secagg]`; defaults when
-    /// absent).
+    /// absent). Under `he_threshold` its quantisation and noise settings apply, not `bits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secagg: Option<SecAggConfig>,
+    /// The decryption committee under `aggregation = "he_threshold"`
+    /// (`[federated.client_level.he]`; defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub he: Option<HeConfig>,
 }
 
 fn private_by_default() -> bool {
@@ -190,14 +197,30 @@ impl ClientLevelConfig {
         self.secagg.clone().unwrap_or_default()
     }
 
-    /// Under `secagg_distributed_dp`: n_min, the template of a round at n_min survivors
+    /// The committee's settings (defaults when the table is absent).
+    pub fn he(&self) -> HeConfig {
+        self.he.unwrap_or_default()
+    }
+
+    /// The most clients a round is likely to sample: 4 standard deviations above the
+    /// expected number under Poisson sampling (the scale is set for it; a homomorphic round
+    /// with more is aborted), the fixed number otherwise.
+    fn large_round(&self, population: usize) -> u64 {
+        let expected = self.sampling.sample_rate(population) * population as f64;
+        match self.sampling {
+            ClientSampling::Fixed { .. } => expected.round() as u64,
+            ClientSampling::Poisson { .. } => (expected + 4.0 * expected.sqrt()).ceil() as u64,
+        }
+    }
+
+    /// Under distributed DP: n_min, the template of a round at n_min survivors
     /// (without σ and s) and the scale at σ for the largest likely round; None otherwise.
     fn distributed_template(
         &self,
         population: usize,
         dim: usize,
     ) -> Option<(u64, DistributedRound, u64)> {
-        if self.aggregation != Aggregation::SecaggDistributedDp {
+        if !self.aggregation.distributed() {
             return None;
         }
         let secagg = self.secagg();
@@ -206,13 +229,20 @@ impl ClientLevelConfig {
         // The scale shrinks as more clients share the 2^b values; calibrate at a round
         // 4 standard deviations above the expected size (each round is checked again
         // against the budget with its own scale before it runs).
-        let large = (expected + 4.0 * expected.sqrt()).ceil() as u64;
+        let large = match self.aggregation {
+            Aggregation::HeThreshold => self.large_round(population),
+            _ => (expected + 4.0 * expected.sqrt()).ceil() as u64,
+        };
+        let dim = match self.aggregation {
+            Aggregation::HeThreshold => he_padded_dim(dim),
+            _ => padded_dim(dim),
+        };
         Some((
             n_min,
             DistributedRound {
                 mechanism: secagg.mechanism,
                 l2_clip: self.clip_norm,
-                dim: padded_dim(dim) as u64,
+                dim: dim as u64,
                 beta: secagg.beta,
                 clients: n_min,
                 local_stddev: 1.0,
@@ -232,8 +262,11 @@ impl ClientLevelConfig {
         let secagg = self.secagg();
         let c = self.clip_norm;
         let root = (n_min as f64).sqrt();
-        let scale_of =
-            |sigma: f64| scale_for_bits(secagg.bits, large, c, dim, sigma, secagg.wrap_probability);
+        let he = self.aggregation == Aggregation::HeThreshold;
+        let scale_of = |sigma: f64| match he {
+            true => he_scale(large, c, dim, sigma, secagg.wrap_probability),
+            false => scale_for_bits(secagg.bits, large, c, dim, sigma, secagg.wrap_probability),
+        };
         let sigma = match (self.noise_multiplier, self.target_epsilon) {
             (Some(z), None) if z > 0.0 && z.is_finite() => z * c / root,
             (None, Some(target)) => calibrate_local_stddev(
@@ -305,12 +338,32 @@ impl ClientLevelConfig {
                      cannot count the updates within C yet), or no adaptive_clipping",
                 ));
             }
-            if self.aggregation == Aggregation::SecaggDistributedDp && self.secure_noise {
+            if self.aggregation.distributed() && self.secure_noise {
                 return Err(Error::invalid(
                     "federated.client_level.secure_noise",
                     true,
-                    "false under secagg_distributed_dp (the clients' shares are the noise, \
-                     drawn from a CSPRNG already)",
+                    format!(
+                        "false under {} (the clients' shares are the noise, drawn from a \
+                         CSPRNG already)",
+                        self.aggregation.name()
+                    ),
+                ));
+            }
+            if self.aggregation == Aggregation::HeThreshold {
+                let he = self.he();
+                crate::he::CommitteeSpec {
+                    members: he.committee,
+                    threshold: he.threshold,
+                    lambda: he.lambda,
+                    max_clients: 2,
+                    min_clients: 2,
+                }
+                .validate("federated.client_level.he")?;
+            } else if self.he.is_some() {
+                return Err(Error::invalid(
+                    "federated.client_level.he",
+                    "given",
+                    "nothing unless aggregation = \"he_threshold\"",
                 ));
             }
         }
@@ -376,6 +429,9 @@ pub trait FederatedRun {
     fn finish(&mut self) -> Result<FederatedRecord>;
 }
 
+/// Homomorphic aggregation's server side and the clients' reproducibility seed.
+type HeState = (Box<dyn IntegerAggregator>, Option<[u8; 32]>);
+
 /// A client-level DP-FedAvg run, one round at a time: the server, the client sampler, the
 /// accountant and the rounds so far, checkpointable after any round.
 pub struct ClientLevelRun<'a> {
@@ -391,6 +447,9 @@ pub struct ClientLevelRun<'a> {
     round_event: DpEvent,
     /// Secure aggregation's plan (None: plain aggregation).
     secure: Option<SecurePlan>,
+    /// Homomorphic aggregation's server side and the clients' reproducibility seed (None in
+    /// runs from configs: the clients draw from the OS).
+    he: Option<HeState>,
     /// Distributed DP: the rounds booked so far and their sampling rate.
     distributed: Option<(DistributedLedger, f64)>,
     rounds: Vec<RoundRecord>,
@@ -479,6 +538,17 @@ impl<'a> ClientLevelRun<'a> {
                 })
             }
         };
+        let he: Option<HeState> = match &secure {
+            Some(plan) if plan.aggregation == Aggregation::HeThreshold => Some((
+                Box::new(ThresholdHe::new(
+                    config.he(),
+                    config.large_round(population),
+                    plan.min_survivors,
+                )?),
+                None,
+            )),
+            _ => None,
+        };
         let distributed = distributed_noise.map(|_| {
             (
                 DistributedLedger::new(),
@@ -498,11 +568,41 @@ impl<'a> ClientLevelRun<'a> {
             clipper,
             round_event: config.round_event(population, z),
             secure,
+            he,
             distributed,
             rounds: Vec::new(),
             stopped_early: None,
             wall_seconds: 0.0,
         })
+    }
+}
+
+impl ClientLevelRun<'_> {
+    /// Under `he_threshold`: replaces the server's aggregation (e.g. by
+    /// [`super::he::PlainIntegers`], the reference a homomorphic run must equal) and, with
+    /// `client_seed`, draws the clients' rounding, noise and rotation from it instead of the
+    /// OS. For tests and benchmarks: a seeded run's noise is known to whoever knows the seed.
+    pub fn replace_he_aggregation(
+        &mut self,
+        aggregator: Option<Box<dyn IntegerAggregator>>,
+        client_seed: Option<[u8; 32]>,
+    ) -> Result<()> {
+        let Some((current, seed)) = &mut self.he else {
+            return Err(Error::Usage(
+                "the run does not aggregate homomorphically (aggregation = \"he_threshold\")"
+                    .into(),
+            ));
+        };
+        if let Some(aggregator) = aggregator {
+            *current = aggregator;
+        }
+        *seed = client_seed;
+        Ok(())
+    }
+
+    /// Under `he_threshold`: what the aggregation has cost so far.
+    pub fn he_cost(&self) -> Option<&super::he::AggregationCost> {
+        self.he.as_ref().map(|(aggregator, _)| aggregator.cost())
     }
 }
 
@@ -584,7 +684,17 @@ impl FederatedRun for ClientLevelRun<'_> {
                 let transport = self.transport.secure().ok_or_else(|| {
                     Error::Usage("the transport no longer runs secure aggregation".into())
                 })?;
-                let secure = secure_round(&mut self.server, transport, &clients, plan)?;
+                let secure = match &mut self.he {
+                    Some((aggregator, seed)) => he_round(
+                        &mut self.server,
+                        transport,
+                        &clients,
+                        plan,
+                        aggregator.as_mut(),
+                        *seed,
+                    )?,
+                    None => secure_round(&mut self.server, transport, &clients, plan)?,
+                };
                 if let (Some(booked), Some((ledger, q))) = (secure.booked, &mut self.distributed) {
                     ledger.push(crate::privacy::distributed::DistributedEntry {
                         round,

@@ -45,6 +45,9 @@ pub enum Aggregation {
     Secagg,
     /// Secure aggregation with the clients' noise shares; the server adds nothing.
     SecaggDistributedDp,
+    /// The clients' noised, quantised updates encrypted under a committee's threshold key
+    /// (`crate::he`); the server adds ciphertexts and t committee members decrypt the sum.
+    HeThreshold,
 }
 
 impl Aggregation {
@@ -54,8 +57,88 @@ impl Aggregation {
             Aggregation::Plain => "plain",
             Aggregation::Secagg => "secagg",
             Aggregation::SecaggDistributedDp => "secagg_distributed_dp",
+            Aggregation::HeThreshold => "he_threshold",
         }
     }
+
+    /// Whether the clients' noise shares are the noise (distributed DP).
+    pub fn distributed(self) -> bool {
+        matches!(
+            self,
+            Aggregation::SecaggDistributedDp | Aggregation::HeThreshold
+        )
+    }
+}
+
+/// `[federated.client_level.he]`: the decryption committee of `he_threshold`. The
+/// quantisation (β, wrap probability, n_min, the noise's mechanism) is read from
+/// `[federated.client_level.secagg]`; its `bits` does not apply (the plaintext modulus
+/// t = 8,380,417 sets the range).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeConfig {
+    /// n: committee members holding key shares. Default 3.
+    #[serde(default = "default_committee")]
+    pub committee: u32,
+    /// t: members needed to decrypt; fewer learn nothing. Default 2.
+    #[serde(default = "default_threshold")]
+    pub threshold: u32,
+    /// λ: statistical security of the decryption shares' flooding, 40 to 128. Default 40.
+    #[serde(default = "default_lambda")]
+    pub lambda: u32,
+}
+
+fn default_committee() -> u32 {
+    3
+}
+
+fn default_threshold() -> u32 {
+    2
+}
+
+fn default_lambda() -> u32 {
+    40
+}
+
+impl Default for HeConfig {
+    fn default() -> Self {
+        HeConfig {
+            committee: default_committee(),
+            threshold: default_threshold(),
+            lambda: default_lambda(),
+        }
+    }
+}
+
+/// Values per block of the rotation under homomorphic aggregation: one ciphertext's.
+pub fn he_block(dim: usize) -> usize {
+    padded_dim(dim.max(1)).min(crate::he::DEGREE)
+}
+
+/// The padded dimension under homomorphic aggregation: a multiple of [`he_block`].
+pub fn he_padded_dim(dim: usize) -> usize {
+    dim.div_ceil(he_block(dim)) * he_block(dim)
+}
+
+/// The scale s under homomorphic aggregation of `clients` uploads: each client's every
+/// coordinate must stay within B = ⌊(t − 1)/2 / clients⌋ (so that no sum can wrap mod t, and
+/// a client whose vector does not is refused), with probability about 1 − p. After the
+/// block rotation a coordinate has standard deviation at most √(c²/block + σ²)·s plus the
+/// rounding's 1/2, so k of them must fit B, k = [`wrap_stddevs`]`(p, d)`:
+/// s = √((B/k)² − 1/4) / √(c²/block + σ²).
+pub fn he_scale(clients: u64, clip: f64, dim: usize, sigma: f64, wrap: f64) -> Result<f64> {
+    let bound = crate::he::Bfv::value_bound(clients) as f64;
+    let k = crate::secagg::quantise::wrap_stddevs(wrap, he_padded_dim(dim));
+    let room = (bound / k).powi(2) - 0.25;
+    let spread = clip * clip / he_block(dim) as f64 + sigma * sigma;
+    if !(room > 0.0 && spread > 0.0) {
+        return Err(Error::invalid(
+            "federated.client_level.he",
+            format!("{clients} clients per round"),
+            "few enough that each client's values have room below (t − 1)/2 / clients",
+        ));
+    }
+    Ok(room.sqrt() / spread.sqrt())
 }
 
 /// `[federated.client_level.secagg]`: the settings of secure aggregation.
@@ -172,6 +255,18 @@ pub struct SecureSetup {
     pub noise: Option<ShareNoise>,
 }
 
+/// The public setup of one homomorphic round.
+#[derive(Debug, Clone)]
+pub struct HeSetup {
+    /// How an update becomes integers (padded to a multiple of 4,096, block rotation).
+    pub quantiser: Quantiser,
+    /// Each client's noise share.
+    pub noise: ShareNoise,
+    /// B: the largest |value| a client may send; the sum of the round's clients cannot
+    /// wrap mod t. A client whose noised vector exceeds it sends nothing.
+    pub bound: i64,
+}
+
 /// The clients of a secure round, stage by stage: the server's messages out, the clients'
 /// answers back as bytes (what a network would carry). A client that fails or goes silent
 /// is simply absent from the answer.
@@ -185,6 +280,18 @@ pub trait SecureTransport {
     fn masked_input(&mut self, held: &BTreeMap<u32, SharesForHolder>) -> Inbox;
     /// Stage 4: the unmask request in; the survivors' shares out.
     fn unmask(&mut self, request: &UnmaskRequest) -> Inbox;
+    /// Homomorphic aggregation's one stage: the clients train on `request`, quantise their
+    /// update, add their noise share and seal the integers with `sealer` (encrypt under the
+    /// committee's key); the sealed uploads out. `client_seed` (tests and benchmarks only)
+    /// makes the rounding and the noise reproducible; None draws them from the OS.
+    fn sealed_updates(
+        &mut self,
+        request: &RoundRequest,
+        setup: &HeSetup,
+        sealer: &dyn super::he::Sealer,
+        clients: &[usize],
+        client_seed: Option<[u8; 32]>,
+    ) -> Inbox;
 }
 
 /// [`InProcess`] virtual clients that also run secure aggregation's client side: each keeps
@@ -314,6 +421,44 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
         inbox
     }
 
+    fn sealed_updates(
+        &mut self,
+        request: &RoundRequest,
+        setup: &HeSetup,
+        sealer: &dyn super::he::Sealer,
+        clients: &[usize],
+        client_seed: Option<[u8; 32]>,
+    ) -> Inbox {
+        self.clients.clear();
+        let replies = self.inner.exchange(request, clients);
+        let trained: Vec<(u32, ClientReply)> = replies
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (_, reply))| Some((i as u32, reply.ok()?)))
+            .collect();
+        let sealed: Vec<(u32, Result<Vec<u8>>)> = trained
+            .par_iter()
+            .map(|(id, reply)| {
+                let result = super::he::seal_update(
+                    reply,
+                    setup,
+                    sealer,
+                    client_seed.map(|seed| super::he::client_seed(&seed, request.round, *id)),
+                );
+                (*id, result)
+            })
+            .collect();
+        let mut inbox = Inbox::new();
+        for (id, result) in sealed {
+            match result {
+                Ok(upload) if self.stays() => inbox.push((id, upload)),
+                Ok(_) => {}
+                Err(e) => tracing::info!("homomorphic round: client {id} sends nothing: {e}"),
+            }
+        }
+        inbox
+    }
+
     fn unmask(&mut self, request: &UnmaskRequest) -> Inbox {
         let mut inbox = Inbox::new();
         for id in &request.survivors {
@@ -351,6 +496,15 @@ pub struct SecurePlan {
 impl SecurePlan {
     /// The scale s of a round of `clients` sampled clients.
     pub fn scale(&self, clients: u64) -> Result<f64> {
+        if self.aggregation == Aggregation::HeThreshold {
+            return he_scale(
+                clients,
+                self.clip_norm,
+                self.dim,
+                self.local_stddev,
+                self.config.wrap_probability,
+            );
+        }
         scale_for_bits(
             self.config.bits,
             clients,
@@ -364,7 +518,7 @@ impl SecurePlan {
     /// The round as the distributed ledger books it with `survivors` shares summed, for a
     /// round of `sampled` clients (None with central noise).
     pub fn booked(&self, sampled: u64, survivors: u64) -> Result<Option<DistributedRound>> {
-        if self.aggregation != Aggregation::SecaggDistributedDp {
+        if !self.aggregation.distributed() {
             return Ok(None);
         }
         let scale = self.scale(sampled)?;
@@ -372,12 +526,40 @@ impl SecurePlan {
         Ok(Some(DistributedRound {
             mechanism: self.config.mechanism,
             l2_clip: self.clip_norm,
-            dim: padded_dim(self.dim) as u64,
+            dim: self.padded() as u64,
             beta: self.config.beta,
             clients: survivors,
             local_stddev: noise.stddev() / scale,
             scale,
         }))
+    }
+
+    /// d: the padded dimension the round's quantiser rotates.
+    pub fn padded(&self) -> usize {
+        match self.aggregation {
+            Aggregation::HeThreshold => he_padded_dim(self.dim),
+            _ => padded_dim(self.dim),
+        }
+    }
+
+    /// The quantiser and the noise shares of a homomorphic round of `clients` sampled
+    /// clients, the rotation's signs from `rotation_seed` (public).
+    pub fn he_setup(&self, clients: u64, rotation_seed: [u8; 32]) -> Result<HeSetup> {
+        let scale = self.scale(clients)?;
+        let quantiser = Quantiser::blocked(
+            self.dim,
+            he_block(self.dim),
+            self.clip_norm,
+            scale,
+            self.config.beta,
+            32,
+            rotation_seed,
+        )?;
+        Ok(HeSetup {
+            quantiser,
+            noise: self.noise(scale)?,
+            bound: crate::he::Bfv::value_bound(clients),
+        })
     }
 
     fn noise(&self, scale: f64) -> Result<ShareNoise> {
@@ -512,7 +694,10 @@ pub fn secure_round(
 }
 
 /// `values` cut into consecutive pieces of `sizes`.
-fn split<'v>(values: &'v [f64], sizes: &'v [usize]) -> impl Iterator<Item = &'v [f64]> + 'v {
+pub(crate) fn split<'v>(
+    values: &'v [f64],
+    sizes: &'v [usize],
+) -> impl Iterator<Item = &'v [f64]> + 'v {
     sizes.iter().scan(0usize, move |at, &size| {
         let part = &values[*at..*at + size];
         *at += size;

@@ -344,6 +344,7 @@ fn a_client_level_run_calibrates_accounts_every_round_and_learns() {
         private: true,
         aggregation: Default::default(),
         secagg: None,
+        he: None,
         secure_noise: false,
     };
     let global = logreg();
@@ -584,6 +585,7 @@ fn a_client_level_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(
         private: true,
         aggregation: Default::default(),
         secagg: None,
+        he: None,
         secure_noise: false,
     };
     let clients = || InProcess {
@@ -677,6 +679,7 @@ fn adaptive_clipping_moves_c_towards_the_median_update_norm() {
             private: true,
             aggregation: Default::default(),
             secagg: None,
+            he: None,
             secure_noise: false,
         };
         let global = logreg();
@@ -1200,4 +1203,187 @@ fn bad_secure_aggregation_settings_are_refused_naming_the_key() {
         assert!(stderr.contains(key), "{set}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// Homomorphic aggregation (issue 17): a run whose clients encrypt under a 2-of-3 committee
+/// key ends with the model, bit for bit, of the same run summing the same integers in the
+/// clear (the clients' rounding and noise seeded alike); another seed ends elsewhere, so the
+/// comparison can fail.
+#[test]
+fn a_homomorphic_run_ends_as_plain_integer_aggregation_bit_for_bit() {
+    use dptrain::federated::he::PlainIntegers;
+    use dptrain::federated::secure::{Aggregation, SecAggConfig, SecureInProcess};
+    use dptrain::federated::{ClientLevelConfig, ClientLevelRun, ClientSampling, FederatedRun};
+    let train = data(600);
+    let test = data(200);
+    let partition = Partition::new(
+        &PartitionConfig::Iid { clients: 30 },
+        &train.labels,
+        None,
+        3,
+    )
+    .unwrap();
+    let config = ClientLevelConfig {
+        rounds: 3,
+        sampling: ClientSampling::Poisson {
+            expected_clients: 10,
+        },
+        clip_norm: 0.5,
+        noise_multiplier: Some(0.8),
+        target_epsilon: None,
+        delta: 1e-5,
+        accountant: None,
+        server_optimizer: ServerOptimizerConfig::FedAvgM {
+            learning_rate: 1.0,
+            momentum: 0.9,
+        },
+        adaptive_clipping: None,
+        private: true,
+        aggregation: Aggregation::HeThreshold,
+        secagg: Some(SecAggConfig {
+            min_survivors: Some(3),
+            ..SecAggConfig::default()
+        }),
+        he: None,
+        secure_noise: false,
+    };
+    let run = |plain: bool, seed: u8| {
+        let global = logreg();
+        let mut transport = SecureInProcess::new(
+            InProcess {
+                modules: vec![logreg()],
+                data: &train,
+                partition: &partition,
+                local: local(),
+                seed: 5,
+            },
+            0.0,
+            1,
+        );
+        let mut run = ClientLevelRun::new(&global, &mut transport, 30, &config, 7).unwrap();
+        let aggregator: Option<Box<dyn dptrain::federated::he::IntegerAggregator>> = match plain {
+            true => Some(Box::new(PlainIntegers::default())),
+            false => None,
+        };
+        run.replace_he_aggregation(aggregator, Some([seed; 32]))
+            .unwrap();
+        let mut survivors = Vec::new();
+        while let Some(record) = run.next_round(&test).unwrap() {
+            survivors.push(record.survivors);
+        }
+        let cost = run.he_cost().unwrap();
+        let uploads = cost.uploads.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes = cost.upload_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        drop(run);
+        let bits: Vec<u64> = values(&global.parameters())
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        (bits, survivors, uploads, bytes)
+    };
+    let (he, he_survivors, uploads, bytes) = run(false, 9);
+    let (plain, plain_survivors, _, _) = run(true, 9);
+    let (other, _, _, _) = run(false, 10);
+    assert_eq!(he_survivors.len(), 3);
+    assert!(he_survivors.iter().all(|&s| s >= 3), "{he_survivors:?}");
+    assert_eq!(he_survivors, plain_survivors);
+    assert_eq!(
+        he, plain,
+        "the homomorphic run's model differs from the plain integer sum's"
+    );
+    assert_ne!(he, other, "a different noise seed gave the same model");
+    let initial: Vec<u64> = values(&logreg().parameters())
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_ne!(he, initial, "the run did not move the model");
+    // 7,850 parameters: two ciphertexts of 4,096 values each (blocks of 4,096, not 8,192).
+    let per_upload = bytes / uploads;
+    assert!(
+        (200_000..240_000).contains(&per_upload),
+        "{per_upload} bytes per upload"
+    );
+}
+
+/// `federate` with `he_threshold`: privacy.md states the committee and the trust model, and
+/// the summary's ε is its ledger's; bad committee settings are refused naming the key.
+#[test]
+fn federate_with_homomorphic_aggregation_and_its_refusals() {
+    let out = std::env::temp_dir().join(format!("dptrain-he-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = dptrain(&[
+        "federate",
+        "configs/federated-mnist-he.toml",
+        "--set",
+        "federated.client_level.rounds=2",
+        "--set",
+        "federated.partition.clients=400",
+        "--set",
+        "federated.client_level.sampling.expected_clients=8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let privacy = std::fs::read_to_string(out.join("privacy.md")).unwrap();
+    for needle in [
+        "## Homomorphic aggregation",
+        "2-of-3 committee key",
+        "λ = 40",
+        "ε against the server",
+    ] {
+        assert!(privacy.contains(needle), "privacy.md lacks {needle}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let account = dptrain(&[
+        "account",
+        "--events",
+        out.join("ledger.csv").to_str().unwrap(),
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    assert!(
+        account.status.success(),
+        "{}",
+        String::from_utf8_lossy(&account.stderr)
+    );
+    let accounted: serde_json::Value = serde_json::from_slice(&account.stdout).unwrap();
+    assert_eq!(accounted["epsilon"], summary["epsilon"]);
+    let _ = std::fs::remove_dir_all(&out);
+
+    let cases = [
+        ("federated.client_level.he.threshold=4", "he.threshold"),
+        ("federated.client_level.he.lambda=30", "he.lambda"),
+        ("federated.client_level.he.committee=1", "he.committee"),
+        ("federated.client_level.secure_noise=true", "secure_noise"),
+    ];
+    for (set, key) in cases {
+        let run = dptrain(&[
+            "federate",
+            "configs/federated-mnist-he.toml",
+            "--set",
+            set,
+            "--out",
+            "/dev/null/never",
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{set} was accepted");
+        assert!(stderr.contains(key), "{set}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let run = dptrain(&[
+        "federate",
+        "configs/federated-mnist-skellam.toml",
+        "--set",
+        "federated.client_level.he={ committee = 3 }",
+        "--out",
+        "/dev/null/never",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("client_level.he"),
+        "{stderr}"
+    );
 }
