@@ -162,7 +162,7 @@ impl Bfv {
     pub fn poly_bytes(&self) -> usize {
         MODULI
             .iter()
-            .map(|q| DEGREE * (64 - (q - 1).leading_zeros() as usize) / 8)
+            .map(|&q| DEGREE * residue_bits(q) as usize / 8)
             .sum()
     }
 
@@ -176,12 +176,23 @@ impl Bfv {
         UPLOAD_HEADER + Self::chunks(values) * self.ciphertext_bytes()
     }
 
-    /// Appends `poly` (NTT form) residue by residue.
+    /// Appends `poly` (NTT form): per prime qᵢ, its 4,096 residues in ⌈log₂ qᵢ⌉ bits each,
+    /// least significant bit first.
     pub(crate) fn write_poly(&self, poly: &Poly, out: &mut Vec<u8>) {
         let coefficients = poly.coefficients();
-        for (row, modulus) in coefficients.outer_iter().zip(&self.moduli) {
-            let row: Vec<u64> = row.iter().copied().collect();
-            out.extend_from_slice(&modulus.serialize_vec(&row));
+        for (row, q) in coefficients.outer_iter().zip(MODULI) {
+            let bits = residue_bits(q);
+            let (mut acc, mut held) = (0u128, 0u32);
+            for &r in row.iter() {
+                acc |= u128::from(r) << held;
+                held += bits;
+                if held >= 64 {
+                    out.extend_from_slice(&(acc as u64).to_le_bytes());
+                    acc >>= 64;
+                    held -= 64;
+                }
+            }
+            out.extend_from_slice(&(acc as u64).to_le_bytes()[..held.div_ceil(8) as usize]);
         }
     }
 
@@ -195,28 +206,15 @@ impl Bfv {
                 format!("{} bytes", self.poly_bytes()),
             ));
         }
-        let mut residues = Vec::with_capacity(2 * DEGREE);
-        let mut at = 0;
-        for (q, modulus) in MODULI.iter().zip(&self.moduli) {
-            let len = DEGREE * (64 - (q - 1).leading_zeros() as usize) / 8;
-            let row = modulus.deserialize_vec(&bytes[at..at + len]);
-            if row.len() != DEGREE || row.iter().any(|r| r >= q) {
-                return Err(Error::invalid(
-                    what,
-                    "a residue out of range",
-                    format!("{DEGREE} residues below {q:#x}"),
-                ));
-            }
-            residues.extend(row);
-            at += len;
-        }
+        let mut residues = vec![0u64; 2 * DEGREE];
+        unpack_poly(bytes, &mut residues, what)?;
         Poly::try_convert_from(residues, &self.ctx, false, Representation::Ntt)
             .map_err(|e| Error::invalid(what, e, "a polynomial of the parameter set"))
     }
 
-    /// Reads an upload: its header (magic, version, parameter id, epoch), its length, and
-    /// every ciphertext. Returns the ciphertexts and the number of values.
-    pub fn read_upload(&self, bytes: &[u8], epoch: u32) -> Result<(Vec<Ciphertext>, usize)> {
+    /// Checks an upload's header (magic, version, parameter id, epoch) and length; returns
+    /// the number of values and the ciphertexts' bytes.
+    fn upload_body<'b>(&self, bytes: &'b [u8], epoch: u32) -> Result<(usize, &'b [u8])> {
         let what = "HE upload";
         if bytes.len() < UPLOAD_HEADER {
             return Err(Error::invalid(
@@ -243,18 +241,77 @@ impl Bfv {
                 format!("{expected} bytes for {chunks} ciphertexts"),
             ));
         }
+        Ok((values, &bytes[UPLOAD_HEADER..]))
+    }
+
+    /// Reads an upload: its header, its length, and every ciphertext. Returns the
+    /// ciphertexts and the number of values.
+    pub fn read_upload(&self, bytes: &[u8], epoch: u32) -> Result<(Vec<Ciphertext>, usize)> {
+        let (values, body) = self.upload_body(bytes, epoch)?;
         let poly = self.poly_bytes();
-        let cts = bytes[UPLOAD_HEADER..]
+        let cts = body
             .chunks(2 * poly)
             .map(|ct| {
-                let c0 = self.read_poly(&ct[..poly], what)?;
-                let c1 = self.read_poly(&ct[poly..], what)?;
+                let c0 = self.read_poly(&ct[..poly], "HE upload")?;
+                let c1 = self.read_poly(&ct[poly..], "HE upload")?;
                 Ciphertext::new(vec![c0, c1], &self.par)
-                    .map_err(|e| Error::invalid(what, e, "a BFV ciphertext"))
+                    .map_err(|e| Error::invalid("HE upload", e, "a BFV ciphertext"))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((cts, values))
     }
+}
+
+/// Unpacks one polynomial's residues (q₀'s 4,096, then q₁'s) into `out` (2·4,096 words),
+/// checking each against its prime.
+fn unpack_poly(bytes: &[u8], out: &mut [u64], what: &'static str) -> Result<()> {
+    const BITS: [u32; 2] = [residue_bits(MODULI[0]), residue_bits(MODULI[1])];
+    let split = DEGREE * BITS[0] as usize / 8;
+    let (low, high) = out.split_at_mut(DEGREE);
+    let bad = unpack_row::<{ BITS[0] as usize }>(&bytes[..split], low, MODULI[0])
+        | unpack_row::<{ BITS[1] as usize }>(&bytes[split..], high, MODULI[1]);
+    match bad {
+        true => Err(Error::invalid(
+            what,
+            "a residue out of range",
+            format!(
+                "{DEGREE} residues below their primes {:#x}, {:#x}",
+                MODULI[0], MODULI[1]
+            ),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Unpacks 4,096 residues of `BITS` bits (least significant first) from `row`; true when
+/// one is not below `q`. Eight residues take exactly `BITS` bytes, so each group of eight
+/// is a fixed pattern of unaligned 8-byte loads and shifts (BITS + 7 ≤ 64), which the
+/// compiler unrolls; the last group reads through a zero-padded copy.
+fn unpack_row<const BITS: usize>(row: &[u8], out: &mut [u64], q: u64) -> bool {
+    let mask = (1u64 << BITS) - 1;
+    let mut bad = false;
+    let mut group = |bytes: &[u8], out: &mut [u64]| {
+        for (i, r) in out.iter_mut().enumerate() {
+            let offset = i * BITS;
+            let at = offset / 8;
+            let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+            *r = (word >> (offset % 8)) & mask;
+            bad |= *r >= q;
+        }
+    };
+    let groups = out.len() / 8;
+    for (g, out) in out.chunks_exact_mut(8).enumerate().take(groups - 1) {
+        group(&row[g * BITS..g * BITS + BITS + 8], out);
+    }
+    let mut tail = [0u8; 72];
+    tail[..BITS].copy_from_slice(&row[(groups - 1) * BITS..groups * BITS]);
+    group(&tail, &mut out[(groups - 1) * 8..]);
+    bad
+}
+
+/// Bits of a residue mod q: ⌈log₂ q⌉ (54 and 55 for [`MODULI`]).
+const fn residue_bits(q: u64) -> u32 {
+    64 - (q - 1).leading_zeros()
 }
 
 /// Checks magic, version, parameter id and epoch of a message.
@@ -298,42 +355,43 @@ pub(crate) fn check_header(
     Ok(())
 }
 
-/// The aggregator's running sum of uploads: it holds no key and reads nothing.
+/// The aggregator's running sum of uploads: it holds no key and reads nothing. The sum is
+/// kept as residues and added as each upload is parsed (no polynomial is built per upload).
 #[derive(Debug, Clone)]
 pub struct CiphertextSum {
     bfv: Bfv,
     epoch: u32,
     values: usize,
-    sum: Vec<Ciphertext>,
+    /// Per ciphertext, c₀ then c₁, each q₀'s 4,096 residues then q₁'s (NTT form).
+    acc: Vec<u64>,
+    scratch: Vec<u64>,
     clients: u64,
     digests: Vec<[u8; 32]>,
+    digest: std::sync::OnceLock<[u8; 32]>,
+    ciphertexts: std::sync::OnceLock<Vec<Ciphertext>>,
 }
 
 impl CiphertextSum {
     /// An empty sum of uploads of `values` integers made under epoch `epoch`'s key.
     pub fn new(bfv: &Bfv, epoch: u32, values: usize) -> Self {
+        let words = Bfv::chunks(values) * 4 * DEGREE;
         CiphertextSum {
             bfv: bfv.clone(),
             epoch,
             values,
-            sum: Vec::new(),
+            acc: vec![0; words],
+            scratch: vec![0; words],
             clients: 0,
             digests: Vec::new(),
+            digest: std::sync::OnceLock::new(),
+            ciphertexts: std::sync::OnceLock::new(),
         }
     }
 
-    /// Adds one upload after checking all of it (header, length, residues); a bad or
+    /// Adds one upload after checking all of it (header, length, every residue); a bad or
     /// repeated upload is refused and the sum is unchanged.
     pub fn add(&mut self, upload: &[u8]) -> Result<()> {
-        let digest: [u8; 32] = Sha256::digest(upload).into();
-        if self.digests.contains(&digest) {
-            return Err(Error::invalid(
-                "HE upload",
-                "a repeat of an upload already summed",
-                "one upload per client",
-            ));
-        }
-        let (cts, values) = self.bfv.read_upload(upload, self.epoch)?;
+        let (values, body) = self.bfv.upload_body(upload, self.epoch)?;
         if values != self.values {
             return Err(Error::invalid(
                 "HE upload",
@@ -341,12 +399,50 @@ impl CiphertextSum {
                 format!("{} values", self.values),
             ));
         }
-        match self.sum.is_empty() {
-            true => self.sum = cts,
-            false => self.sum.iter_mut().zip(&cts).for_each(|(s, c)| *s += c),
+        // A replay repeats the first ciphertext, whose c₁ = u·a + e₂ is fresh and uniform
+        // in every encryption: its first kilobyte (about 150 residues) finds repeats at a
+        // fraction of hashing the whole upload.
+        let c1 = self.bfv.poly_bytes();
+        let digest: [u8; 32] = Sha256::digest(&body[c1..c1 + 1024]).into();
+        if self.digests.contains(&digest) {
+            return Err(Error::invalid(
+                "HE upload",
+                "a repeat of an upload already summed",
+                "one upload per client",
+            ));
+        }
+        let poly = self.bfv.poly_bytes();
+        // The first upload is the sum itself: unpacked in place (a refused one leaves
+        // residues that the next first upload overwrites).
+        let first = self.clients == 0;
+        let target = match first {
+            true => &mut self.acc,
+            false => &mut self.scratch,
+        };
+        for (bytes, out) in body
+            .chunks_exact(poly)
+            .zip(target.chunks_exact_mut(2 * DEGREE))
+        {
+            unpack_poly(bytes, out, "HE upload")?;
+        }
+        if !first {
+            // Rows alternate q₀ and q₁ (c₀'s two rows, then c₁'s).
+            let rows = self
+                .acc
+                .chunks_exact_mut(DEGREE)
+                .zip(self.scratch.chunks_exact(DEGREE));
+            for (row, (sum, add)) in rows.enumerate() {
+                let q = MODULI[row % 2];
+                for (s, &a) in sum.iter_mut().zip(add) {
+                    let t = *s + a;
+                    *s = if t >= q { t - q } else { t };
+                }
+            }
         }
         self.digests.push(digest);
         self.clients += 1;
+        self.digest = std::sync::OnceLock::new();
+        self.ciphertexts = std::sync::OnceLock::new();
         Ok(())
     }
 
@@ -367,16 +463,44 @@ impl CiphertextSum {
 
     /// The summed ciphertexts (empty before the first upload).
     pub fn ciphertexts(&self) -> &[Ciphertext] {
-        &self.sum
+        if self.clients == 0 {
+            return &[];
+        }
+        self.ciphertexts.get_or_init(|| {
+            self.acc
+                .chunks_exact(4 * DEGREE)
+                .map(|ct| {
+                    let poly = |words: &[u64]| {
+                        Poly::try_convert_from(
+                            words.to_vec(),
+                            &self.bfv.ctx,
+                            false,
+                            Representation::Ntt,
+                        )
+                        .expect("residues below their primes in NTT form")
+                    };
+                    Ciphertext::new(
+                        vec![poly(&ct[..2 * DEGREE]), poly(&ct[2 * DEGREE..])],
+                        &self.bfv.par,
+                    )
+                    .expect("two polynomials of the parameter set")
+                })
+                .collect()
+        })
     }
 
-    /// SHA-256 of the sum's serialised ciphertexts: decryption shares are bound to it.
+    /// SHA-256 of the sum's residues: decryption shares are bound to it.
     pub fn digest(&self) -> [u8; 32] {
-        let mut bytes = Vec::with_capacity(self.sum.len() * self.bfv.ciphertext_bytes());
-        for ct in &self.sum {
-            self.bfv.write_poly(&ct[0], &mut bytes);
-            self.bfv.write_poly(&ct[1], &mut bytes);
-        }
-        Sha256::digest(&bytes).into()
+        *self.digest.get_or_init(|| {
+            let mut hash = Sha256::new();
+            let mut buffer = [0u8; 8 * 512];
+            for words in self.acc.chunks(512) {
+                for (bytes, word) in buffer.chunks_exact_mut(8).zip(words) {
+                    bytes.copy_from_slice(&word.to_le_bytes());
+                }
+                hash.update(&buffer[..8 * words.len()]);
+            }
+            hash.finalize().into()
+        })
     }
 }

@@ -820,7 +820,7 @@ mod tests {
             })
             .collect();
         let mut rng = ChaCha20Rng::from_seed([6u8; 32]);
-        let (key, _) = generate(&bfv, spec, 4, &mut rng).unwrap();
+        let (key, mut own) = generate(&bfv, spec, 4, &mut rng).unwrap();
         let upload = key.encrypt(&bfv, &[3; 100], 10, &mut rng).unwrap();
         let mut target = CiphertextSum::new(&bfv, 4, 100);
         let mut mutants: Vec<Vec<u8>> = Vec::new();
@@ -849,6 +849,24 @@ mod tests {
         assert_eq!(target.clients(), 0);
         target.add(&upload).unwrap();
         assert!(target.add(&upload).is_err(), "a repeated upload is refused");
+        // The refused messages left nothing behind: with one more upload the sum decrypts
+        // to 3 + 4 everywhere.
+        target
+            .add(&key.encrypt(&bfv, &[4; 100], 10, &mut rng).unwrap())
+            .unwrap();
+        let set = [1u32, 2, 3];
+        let own_shares: Vec<_> = set
+            .iter()
+            .map(|&k| {
+                own[k as usize - 1]
+                    .decryption_shares(&bfv, &target, &set)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            combine(&bfv, &spec, &target, &own_shares).unwrap(),
+            vec![7; 100]
+        );
 
         let share = &shares[0][0];
         let mut bad_shares = Vec::new();
