@@ -6,20 +6,21 @@
 //!    mlp's (407,050) encryption and upload;
 //! 2. a federated MNIST run (`configs/federated-mnist-he.toml`, ROUNDS rounds) with HE
 //!    aggregation against the same run summing the same integers in the clear
-//!    (`PlainIntegers`), the clients' rounding and noise seeded alike, run one after the other
-//!    (alternating, REPEATS times): the models must be equal bit for bit; the ratio of wall
+//!    (`PlainIntegers`), the clients' rounding and noise seeded alike, in lockstep (their
+//!    rounds alternate, REPEATS times): the models must be equal bit for bit; the ratio of wall
 //!    times is HE's added cost.
 //!
-//!   cargo bench --bench he -- [ROUNDS] [REPEATS] [OUT_DIR]
+//!   cargo bench --bench he -- [ROUNDS] [REPEATS] [OUT_DIR] [KEY=VALUE ...]
 //!
-//! Prints a table and, with OUT_DIR, writes he-bench.json there. Timings are medians.
+//! Prints a table and, with OUT_DIR (`-` for none), writes he-bench.json there; KEY=VALUE
+//! are `--set` overrides of the federated config. Timings are medians.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use dptrain::config::federated::FederatedMode;
 use dptrain::config::federated::FederatedRunConfig;
-use dptrain::federated::he::{IntegerAggregator, PlainIntegers};
+use dptrain::federated::he::PlainIntegers;
 use dptrain::federated::secure::SecureInProcess;
 use dptrain::federated::{ClientLevelRun, FederatedRun, InProcess, Partition};
 use dptrain::he::{Bfv, CiphertextSum, CommitteeSpec, combine, generate, os_rng};
@@ -63,12 +64,19 @@ fn crypto(out: &mut serde_json::Map<String, serde_json::Value>) -> dptrain::erro
         let inputs: Vec<Vec<i64>> = (0..clients)
             .map(|_| (0..dim).map(|_| rng.random_range(-bound..=bound)).collect())
             .collect();
+        // One untimed encryption first (page faults, caches), then each client's, twice.
+        key.encrypt(&bfv, &inputs[0], bound, &mut rng)?;
         let mut encrypt = Vec::new();
         let mut uploads = Vec::new();
-        for input in &inputs {
-            let start = Instant::now();
-            uploads.push(key.encrypt(&bfv, input, bound, &mut rng)?);
-            encrypt.push(ms(start));
+        for pass in 0..2 {
+            for input in &inputs {
+                let start = Instant::now();
+                let upload = key.encrypt(&bfv, input, bound, &mut rng)?;
+                encrypt.push(ms(start));
+                if pass == 0 {
+                    uploads.push(upload);
+                }
+            }
         }
         let upload_bytes = uploads[0].len();
         let mut sums = Vec::new();
@@ -124,12 +132,11 @@ fn crypto(out: &mut serde_json::Map<String, serde_json::Value>) -> dptrain::erro
     Ok(())
 }
 
-/// Part 2: one federated run, HE or plain integers; (model bits, wall seconds, HE seal,
-/// sum, share and combine milliseconds in all).
-fn federated(
-    config: &FederatedRunConfig,
-    plain: bool,
-) -> dptrain::error::Result<(Vec<u64>, f64, [f64; 4])> {
+/// Part 2: the federated run twice in lockstep, HE and plain integers, their rounds
+/// alternating (which goes first alternates too), so that the machine's drift hits both
+/// alike. Returns (models equal bit for bit, HE round seconds, plain round seconds, HE
+/// seal, sum, share and combine milliseconds in all).
+fn federated(config: &FederatedRunConfig) -> dptrain::error::Result<(bool, f64, f64, [f64; 4])> {
     let splits = config.data.load()?;
     let (train, test) = (&splits.train, &splits.test);
     let partition = Partition::new(
@@ -141,35 +148,60 @@ fn federated(
     let FederatedMode::ClientLevel(local, privacy) = config.federated.mode()? else {
         return Err(dptrain::error::Error::Usage("a client-level config".into()));
     };
-    let global = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
-    let modules = (0..rayon::current_num_threads())
-        .map(|_| Model::for_data(&config.model, train, derive_seed(config.seed, 1)))
-        .collect::<dptrain::error::Result<Vec<_>>>()?;
-    let clients = InProcess {
-        modules,
-        data: train,
-        partition: &partition,
-        local: *local,
-        seed: derive_seed(config.seed, 5),
+    let model = || Model::for_data(&config.model, train, derive_seed(config.seed, 1));
+    let transport = || -> dptrain::error::Result<SecureInProcess<'_, Model>> {
+        let modules = (0..rayon::current_num_threads())
+            .map(|_| model())
+            .collect::<dptrain::error::Result<Vec<_>>>()?;
+        let clients = InProcess {
+            modules,
+            data: train,
+            partition: &partition,
+            local: *local,
+            seed: derive_seed(config.seed, 5),
+        };
+        Ok(SecureInProcess::new(
+            clients,
+            0.0,
+            derive_seed(config.seed, 6),
+        ))
     };
-    let mut transport = SecureInProcess::new(clients, 0.0, derive_seed(config.seed, 6));
-    let mut run = ClientLevelRun::new(
-        &global,
-        &mut transport,
+    let (he_global, plain_global) = (model()?, model()?);
+    let (mut he_transport, mut plain_transport) = (transport()?, transport()?);
+    let mut he = ClientLevelRun::new(
+        &he_global,
+        &mut he_transport,
         partition.len(),
         privacy,
         config.seed,
     )?;
-    let aggregator: Option<Box<dyn IntegerAggregator>> = match plain {
-        true => Some(Box::new(PlainIntegers::default())),
-        false => None,
-    };
-    run.replace_he_aggregation(aggregator, Some([3; 32]))?;
-    let mut seconds = 0.0;
-    while let Some(record) = run.next_round(test)? {
-        seconds += record.seconds;
+    he.replace_he_aggregation(None, Some([3; 32]))?;
+    let mut plain = ClientLevelRun::new(
+        &plain_global,
+        &mut plain_transport,
+        partition.len(),
+        privacy,
+        config.seed,
+    )?;
+    plain.replace_he_aggregation(Some(Box::new(PlainIntegers::default())), Some([3; 32]))?;
+    let (mut he_seconds, mut plain_seconds) = (0.0, 0.0);
+    for round in 0.. {
+        let mut both = [(&mut he, &mut he_seconds), (&mut plain, &mut plain_seconds)];
+        if round % 2 == 1 {
+            both.reverse();
+        }
+        let mut done = false;
+        for (run, seconds) in both {
+            match run.next_round(test)? {
+                Some(record) => *seconds += record.seconds,
+                None => done = true,
+            }
+        }
+        if done {
+            break;
+        }
     }
-    let cost = run.he_cost().expect("an he run");
+    let cost = he.he_cost().expect("an he run");
     let total = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e6;
     let phases = [
         total(&cost.seal_nanos),
@@ -177,14 +209,23 @@ fn federated(
         total(&cost.share_nanos),
         total(&cost.combine_nanos),
     ];
-    drop(run);
-    let bits = dptrain::federated::round::read_params(&global.parameters())?
-        .to_f64()
-        .concat()
-        .iter()
-        .map(|v| v.to_bits())
-        .collect();
-    Ok((bits, seconds, phases))
+    drop((he, plain));
+    let bits = |global: &Model| -> dptrain::error::Result<Vec<u64>> {
+        Ok(
+            dptrain::federated::round::read_params(&global.parameters())?
+                .to_f64()
+                .concat()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+        )
+    };
+    Ok((
+        bits(&he_global)? == bits(&plain_global)?,
+        he_seconds,
+        plain_seconds,
+        phases,
+    ))
 }
 
 fn main() -> dptrain::error::Result<()> {
@@ -196,46 +237,37 @@ fn main() -> dptrain::error::Result<()> {
         .collect();
     let rounds: u64 = args.first().and_then(|r| r.parse().ok()).unwrap_or(10);
     let repeats: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
-    let out_dir = args.get(2).map(std::path::PathBuf::from);
+    let out_dir = args
+        .get(2)
+        .filter(|d| *d != "-")
+        .map(std::path::PathBuf::from);
+    let overrides: Vec<String> = args.iter().skip(3).cloned().collect();
     let mut out = serde_json::Map::new();
     crypto(&mut out)?;
 
     let config = FederatedRunConfig::load(
         std::path::Path::new("configs/federated-mnist-he.toml"),
-        &[format!("federated.client_level.rounds={rounds}")],
+        &[
+            vec![format!("federated.client_level.rounds={rounds}")],
+            overrides.clone(),
+        ]
+        .concat(),
     )?;
     let (mut he_times, mut plain_times) = (Vec::new(), Vec::new());
     let mut phases = Vec::new();
     let mut equal = true;
     for repeat in 0..repeats {
-        // Alternate the order so that neither always runs on a warmer machine.
-        let order = match repeat % 2 {
-            0 => [false, true],
-            _ => [true, false],
-        };
-        let mut models = Vec::new();
-        for plain in order {
-            let (bits, seconds, phase) = federated(&config, plain)?;
-            match plain {
-                true => plain_times.push(seconds),
-                false => {
-                    he_times.push(seconds);
-                    phases.push(phase);
-                }
-            }
-            models.push(bits);
-        }
-        equal &= models[0] == models[1];
-        println!(
-            "repeat {repeat}: he {:.3} s, plain {:.3} s, models equal: {}",
-            he_times.last().unwrap(),
-            plain_times.last().unwrap(),
-            models[0] == models[1]
-        );
+        let (same, he, plain, phase) = federated(&config)?;
+        he_times.push(he);
+        plain_times.push(plain);
+        phases.push(phase);
+        equal &= same;
+        println!("repeat {repeat}: he {he:.3} s, plain {plain:.3} s, models equal: {same}");
     }
     let (he, plain) = (median(he_times.clone()), median(plain_times.clone()));
     let federated = serde_json::json!({
         "config": "configs/federated-mnist-he.toml",
+        "overrides": overrides,
         "rounds": rounds,
         "repeats": repeats,
         "he_round_seconds_total": he_times,
@@ -243,6 +275,7 @@ fn main() -> dptrain::error::Result<()> {
         "he_median_s": he,
         "plain_median_s": plain,
         "added": he / plain - 1.0,
+        "added_per_repeat": he_times.iter().zip(&plain_times).map(|(h, p)| h / p - 1.0).collect::<Vec<_>>(),
         "models_equal_bit_for_bit": equal,
         "he_phase_ms_seal_sum_share_combine": phases,
     });

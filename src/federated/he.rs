@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::round::{ClientReply, RoundOutcome, Server};
@@ -217,13 +218,23 @@ impl IntegerAggregator for ThresholdHe {
         }
         let set = self.next_set();
         self.decryptions += 1;
-        let mut shares = Vec::with_capacity(set.len());
-        for &k in &set {
-            let start = Instant::now();
-            shares.push(self.members[k as usize - 1].decryption_shares(&self.bfv, &sum, &set)?);
-            AggregationCost::add(&self.cost.share_nanos, start);
-            self.cost.shares.fetch_add(1, Ordering::Relaxed);
-        }
+        // The members of the set work independently (in a deployment, on their own
+        // machines): one per worker thread here.
+        let (bfv, cost) = (&self.bfv, &self.cost);
+        let digest = sum.digest(); // computed once, before the members read it in parallel
+        debug_assert_eq!(digest, sum.digest());
+        let shares = self
+            .members
+            .par_iter_mut()
+            .filter(|member| set.contains(&member.index()))
+            .map(|member| {
+                let start = Instant::now();
+                let share = member.decryption_shares(bfv, &sum, &set);
+                AggregationCost::add(&cost.share_nanos, start);
+                cost.shares.fetch_add(1, Ordering::Relaxed);
+                share
+            })
+            .collect::<Result<Vec<_>>>()?;
         let start = Instant::now();
         opened.sum = Some(crate::he::combine(&self.bfv, &self.spec, &sum, &shares)?);
         AggregationCost::add(&self.cost.combine_nanos, start);
@@ -386,7 +397,12 @@ pub fn he_round(
         return abort(server, outcome, e.to_string());
     }
     let uploads = transport.sealed_updates(&request, &setup, aggregator.sealer(), clients, seed);
-    let opened = aggregator.open_sum(&uploads, values, plan.min_survivors)?;
+    // A decryption that fails (a member refuses, a share does not check) releases nothing:
+    // the round is aborted, the run goes on.
+    let opened = match aggregator.open_sum(&uploads, values, plan.min_survivors) {
+        Ok(opened) => opened,
+        Err(e) => return abort(server, outcome, format!("decryption failed: {e}")),
+    };
     let arrived: Vec<u32> = uploads.iter().map(|(id, _)| *id).collect();
     outcome.dropped = (0..sampled as u32)
         .filter(|id| !opened.summed.contains(id))

@@ -547,21 +547,24 @@ pub fn combine(
     // (c₀ + Σ d_k, 0) decrypts under any key to the same plaintext: the key drops out.
     let mut rng = os_rng()?;
     let any_key = SecretKey::random(&bfv.par, &mut rng);
-    let mut values = Vec::with_capacity(chunks * DEGREE);
-    for c0 in c0 {
-        let ct = Ciphertext::new(
-            vec![c0, Poly::zero(&bfv.ctx, Representation::Ntt)],
-            &bfv.par,
-        )
-        .map_err(|e| Error::Usage(format!("HE decryption: {e}")))?;
-        let plain: Plaintext = any_key
-            .try_decrypt(&ct)
+    // The ciphertexts decrypt independently: one per worker thread.
+    use rayon::prelude::*;
+    let decoded = c0
+        .into_par_iter()
+        .map(|c0| {
+            let ct = Ciphertext::new(
+                vec![c0, Poly::zero(&bfv.ctx, Representation::Ntt)],
+                &bfv.par,
+            )
             .map_err(|e| Error::Usage(format!("HE decryption: {e}")))?;
-        values.extend(
+            let plain: Plaintext = any_key
+                .try_decrypt(&ct)
+                .map_err(|e| Error::Usage(format!("HE decryption: {e}")))?;
             Vec::<i64>::try_decode(&plain, Encoding::poly())
-                .map_err(|e| Error::Usage(format!("HE decoding: {e}")))?,
-        );
-    }
+                .map_err(|e| Error::Usage(format!("HE decoding: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut values = decoded.concat();
     values.truncate(sum.values());
     Ok(values)
 }
