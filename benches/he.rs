@@ -4,7 +4,7 @@
 //!    clients, a committee of 3 (threshold 2), n = 4096 with flooding at λ = 40: client
 //!    encryption, upload bytes, the server's sum, each decryption share, the combiner; and the
 //!    mlp's (407,050) encryption and upload;
-//! 2. a federated MNIST run (`configs/federated-mnist-he.toml`, ROUNDS rounds) with HE
+//! 2. a federated MNIST run (`configs/bench/he-cross-silo.toml`, ROUNDS rounds) with HE
 //!    aggregation against the same run summing the same integers in the clear
 //!    (`PlainIntegers`), the clients' rounding and noise seeded alike, in lockstep (their
 //!    rounds alternate, REPEATS times): the models must be equal bit for bit; the ratio of wall
@@ -246,7 +246,7 @@ fn main() -> dptrain::error::Result<()> {
     crypto(&mut out)?;
 
     let config = FederatedRunConfig::load(
-        std::path::Path::new("configs/federated-mnist-he.toml"),
+        std::path::Path::new("configs/bench/he-cross-silo.toml"),
         &[
             vec![format!("federated.client_level.rounds={rounds}")],
             overrides.clone(),
@@ -266,7 +266,7 @@ fn main() -> dptrain::error::Result<()> {
     }
     let (he, plain) = (median(he_times.clone()), median(plain_times.clone()));
     let federated = serde_json::json!({
-        "config": "configs/federated-mnist-he.toml",
+        "config": "configs/bench/he-cross-silo.toml",
         "overrides": overrides,
         "rounds": rounds,
         "repeats": repeats,

@@ -1313,7 +1313,7 @@ fn federate_with_homomorphic_aggregation_and_its_refusals() {
     let _ = std::fs::remove_dir_all(&out);
     let run = dptrain(&[
         "federate",
-        "configs/federated-mnist-he.toml",
+        "configs/bench/he-cross-silo.toml",
         "--set",
         "federated.client_level.rounds=2",
         "--set",
@@ -1362,7 +1362,7 @@ fn federate_with_homomorphic_aggregation_and_its_refusals() {
     for (set, key) in cases {
         let run = dptrain(&[
             "federate",
-            "configs/federated-mnist-he.toml",
+            "configs/bench/he-cross-silo.toml",
             "--set",
             set,
             "--out",
