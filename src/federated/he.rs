@@ -19,13 +19,13 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::round::{ClientReply, RoundOutcome, Server};
-use super::secure::{HeConfig, HeSetup, SecureOutcome, SecurePlan, SecureTransport};
+use super::secure::{
+    HeConfig, HeSetup, SecureOutcome, SecurePlan, SecureTransport, abort_round, release_round,
+    update_values,
+};
 use crate::error::{Error, Result};
 use crate::he::{Bfv, CiphertextSum, CommitteeKey, CommitteeSpec, Member};
-use crate::real::Real;
-use crate::real::real;
 use crate::secagg::server::Inbox;
-use crate::train::SumValue;
 
 /// The client's side of an [`IntegerAggregator`]: seals one client's integers.
 pub trait Sealer: Sync {
@@ -141,16 +141,6 @@ impl ThresholdHe {
         })
     }
 
-    /// The committee's settings.
-    pub fn spec(&self) -> CommitteeSpec {
-        self.spec
-    }
-
-    /// The current key epoch (0 for the first key).
-    pub fn epoch(&self) -> u32 {
-        self.key.epoch
-    }
-
     /// The next decryption's set: t members, starting one further each time.
     fn next_set(&self) -> Vec<u32> {
         let n = self.spec.members as u64;
@@ -221,8 +211,6 @@ impl IntegerAggregator for ThresholdHe {
         // The members of the set work independently (in a deployment, on their own
         // machines): one per worker thread here.
         let (bfv, cost) = (&self.bfv, &self.cost);
-        let digest = sum.digest(); // computed once, before the members read it in parallel
-        debug_assert_eq!(digest, sum.digest());
         let shares = self
             .members
             .par_iter_mut()
@@ -330,13 +318,7 @@ pub fn seal_update(
     sealer: &dyn Sealer,
     seed: Option<[u8; 32]>,
 ) -> Result<Vec<u8>> {
-    let update: Vec<f32> = reply
-        .update
-        .to_f64()
-        .into_iter()
-        .flatten()
-        .map(|v| v as f32)
-        .collect();
+    let update = update_values(reply);
     let mut rng = match seed {
         Some(seed) => ChaCha20Rng::from_seed(seed),
         None => crate::he::os_rng()?,
@@ -370,15 +352,8 @@ pub fn he_round(
         dropped: Vec::new(),
     };
     let sampled = clients.len() as u64;
-    let abort = |server: &mut Server, outcome: RoundOutcome, why: String| {
-        tracing::info!("homomorphic round {} aborted: {why}", server.round() + 1);
-        server.skip_round();
-        Ok(SecureOutcome {
-            outcome,
-            aborted: Some(why),
-            booked: None,
-        })
-    };
+    let abort =
+        |server: &mut Server, outcome, why| abort_round(server, outcome, "homomorphic", why);
     if sampled < plan.min_survivors {
         let why = format!(
             "{sampled} clients sampled, fewer than the {} the round needs",
@@ -425,13 +400,7 @@ pub fn he_round(
     };
     let survivors = opened.summed.len() as u64;
     let decoded = setup.quantiser.decode_centred(&sum)?;
-    let sizes = request.params.sizes();
-    let sum = real!(request.params.dtype(), "homomorphic sum", |T| Ok(T::wrap(
-        super::secure::split(&decoded, &sizes)
-            .map(|part| part.iter().map(|&v| T::of(v)).collect())
-            .collect()
-    )))?;
-    server.finish_with_sum(sum)?;
+    release_round(server, &request, &decoded)?;
     outcome.survivors = survivors as usize;
     Ok(SecureOutcome {
         outcome,

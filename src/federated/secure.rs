@@ -317,6 +317,20 @@ impl<'a, M> SecureInProcess<'a, M> {
         }
     }
 
+    /// The clients' training on `request`: the replies that arrived, by position in
+    /// `clients` (the round's protocol ids).
+    fn trained(&mut self, request: &RoundRequest, clients: &[usize]) -> Vec<(u32, ClientReply)>
+    where
+        M: DpModule + Sync,
+    {
+        self.inner
+            .exchange(request, clients)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (_, reply))| Some((i as u32, reply.ok()?)))
+            .collect()
+    }
+
     /// Whether a client stays for this stage (simulated dropout).
     fn stays(&mut self) -> bool {
         self.dropout == 0.0 || self.dropout_rng.random::<f64>() >= self.dropout
@@ -337,19 +351,24 @@ impl<M: DpModule + Sync> Transport for SecureInProcess<'_, M> {
     }
 }
 
+/// A client's update as one vector of f32 (what the quantiser takes).
+pub(crate) fn update_values(reply: &ClientReply) -> Vec<f32> {
+    reply
+        .update
+        .to_f64()
+        .into_iter()
+        .flatten()
+        .map(|v| v as f32)
+        .collect()
+}
+
 /// A client after stage 1: its SecAgg+ state, its input over Z_{2^b}, its encoded keys.
 type Prepared = (Client, Vec<u32>, Vec<u8>);
 
 /// A client's stage-1 work after training: its update as a vector over Z_{2^b} with its
 /// noise share, and its SecAgg+ state.
 fn prepare(reply: &ClientReply, setup: &SecureSetup, graph: &Graph, id: u32) -> Result<Prepared> {
-    let update: Vec<f32> = reply
-        .update
-        .to_f64()
-        .into_iter()
-        .flatten()
-        .map(|v| v as f32)
-        .collect();
+    let update = update_values(reply);
     let mut rng = secure_rng()?;
     let mut rounded = setup.quantiser.round(&update, &mut rng)?;
     if let Some(noise) = &setup.noise {
@@ -366,12 +385,7 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
         let Ok(graph) = Graph::new(&setup.params) else {
             return Inbox::new();
         };
-        let replies = self.inner.exchange(request, clients);
-        let trained: Vec<(u32, ClientReply)> = replies
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, (_, reply))| Some((i as u32, reply.ok()?)))
-            .collect();
+        let trained = self.trained(request, clients);
         let prepared: Vec<(u32, Result<Prepared>)> = trained
             .par_iter()
             .map(|(id, reply)| (*id, prepare(reply, setup, &graph, *id)))
@@ -430,12 +444,7 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
         client_seed: Option<[u8; 32]>,
     ) -> Inbox {
         self.clients.clear();
-        let replies = self.inner.exchange(request, clients);
-        let trained: Vec<(u32, ClientReply)> = replies
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, (_, reply))| Some((i as u32, reply.ok()?)))
-            .collect();
+        let trained = self.trained(request, clients);
         let sealed: Vec<(u32, Result<Vec<u8>>)> = trained
             .par_iter()
             .map(|(id, reply)| {
@@ -635,15 +644,7 @@ pub fn secure_round(
         dropped: Vec::new(),
     };
     let sampled = clients.len() as u64;
-    let abort = |server: &mut Server, outcome: RoundOutcome, why: String| {
-        tracing::info!("secure round {} aborted: {why}", server.round() + 1);
-        server.skip_round();
-        Ok(SecureOutcome {
-            outcome,
-            aborted: Some(why),
-            booked: None,
-        })
-    };
+    let abort = |server: &mut Server, outcome, why| abort_round(server, outcome, "secure", why);
     if sampled < plan.min_survivors {
         let why = format!(
             "{sampled} clients sampled, fewer than the {} the round needs",
@@ -678,13 +679,7 @@ pub fn secure_round(
         Err(e) => return abort(server, outcome, e.to_string()),
     };
     let values = setup.quantiser.decode(&sum)?;
-    let sizes = request.params.sizes();
-    let sum = real!(request.params.dtype(), "secure sum", |T| Ok(T::wrap(
-        split(&values, &sizes)
-            .map(|part| part.iter().map(|&v| T::of(v)).collect())
-            .collect()
-    )))?;
-    server.finish_with_sum(sum)?;
+    release_round(server, &request, &values)?;
     outcome.survivors = survivors as usize;
     Ok(SecureOutcome {
         outcome,
@@ -693,11 +688,40 @@ pub fn secure_round(
     })
 }
 
+/// Ends a `kind` round that releases nothing (the model stays), with the reason.
+pub(crate) fn abort_round(
+    server: &mut Server,
+    outcome: RoundOutcome,
+    kind: &str,
+    why: String,
+) -> Result<SecureOutcome> {
+    tracing::info!("{kind} round {} aborted: {why}", server.round() + 1);
+    server.skip_round();
+    Ok(SecureOutcome {
+        outcome,
+        aborted: Some(why),
+        booked: None,
+    })
+}
+
+/// Steps the server with a round's decoded sum `values` (the model's parameters in order,
+/// cut to their sizes).
+pub(crate) fn release_round(
+    server: &mut Server,
+    request: &RoundRequest,
+    values: &[f64],
+) -> Result<()> {
+    let sizes = request.params.sizes();
+    let sum = real!(request.params.dtype(), "aggregate sum", |T| Ok(T::wrap(
+        split(values, &sizes)
+            .map(|part| part.iter().map(|&v| T::of(v)).collect())
+            .collect()
+    )))?;
+    server.finish_with_sum(sum)
+}
+
 /// `values` cut into consecutive pieces of `sizes`.
-pub(crate) fn split<'v>(
-    values: &'v [f64],
-    sizes: &'v [usize],
-) -> impl Iterator<Item = &'v [f64]> + 'v {
+fn split<'v>(values: &'v [f64], sizes: &'v [usize]) -> impl Iterator<Item = &'v [f64]> + 'v {
     sizes.iter().scan(0usize, move |at, &size| {
         let part = &values[*at..*at + size];
         *at += size;

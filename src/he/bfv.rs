@@ -243,23 +243,6 @@ impl Bfv {
         }
         Ok((values, &bytes[UPLOAD_HEADER..]))
     }
-
-    /// Reads an upload: its header, its length, and every ciphertext. Returns the
-    /// ciphertexts and the number of values.
-    pub fn read_upload(&self, bytes: &[u8], epoch: u32) -> Result<(Vec<Ciphertext>, usize)> {
-        let (values, body) = self.upload_body(bytes, epoch)?;
-        let poly = self.poly_bytes();
-        let cts = body
-            .chunks(2 * poly)
-            .map(|ct| {
-                let c0 = self.read_poly(&ct[..poly], "HE upload")?;
-                let c1 = self.read_poly(&ct[poly..], "HE upload")?;
-                Ciphertext::new(vec![c0, c1], &self.par)
-                    .map_err(|e| Error::invalid("HE upload", e, "a BFV ciphertext"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((cts, values))
-    }
 }
 
 /// Unpacks one polynomial's residues (q₀'s 4,096, then q₁'s) into `out` (2·4,096 words),

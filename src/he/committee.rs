@@ -604,10 +604,7 @@ pub fn known_answer_test(bfv: &Bfv) -> Result<()> {
         .map(|i| inputs.iter().map(|v| v[i]).sum())
         .collect();
     for set in [[1u32, 2], [2, 3]] {
-        let shares = set
-            .iter()
-            .map(|&k| members[k as usize - 1].decryption_shares(bfv, &sum, &set))
-            .collect::<Result<Vec<_>>>()?;
+        let shares = shares_of(bfv, &mut members, &sum, &set)?;
         if combine(bfv, &spec, &sum, &shares)? != truth {
             return Err(Error::Usage(
                 "HE known-answer test failed: the parameter set decrypts a known sum wrongly; \
@@ -617,6 +614,19 @@ pub fn known_answer_test(bfv: &Bfv) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The decryption shares of every member of `set` (index k is `members[k − 1]`), in the
+/// set's order.
+fn shares_of(
+    bfv: &Bfv,
+    members: &mut [Member],
+    sum: &CiphertextSum,
+    set: &[u32],
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    set.iter()
+        .map(|&k| members[k as usize - 1].decryption_shares(bfv, sum, set))
+        .collect()
 }
 
 impl CommitteeKey {
@@ -684,14 +694,7 @@ mod tests {
             let mut set: Vec<u32> = (1..=spec.members).collect();
             set.rotate_left(trial as usize % spec.members as usize);
             set.truncate(spec.threshold as usize);
-            let shares: Vec<_> = set
-                .iter()
-                .map(|&k| {
-                    members[k as usize - 1]
-                        .decryption_shares(&bfv, &sum, &set)
-                        .unwrap()
-                })
-                .collect();
+            let shares = shares_of(&bfv, &mut members, &sum, &set).unwrap();
             assert_eq!(
                 combine(&bfv, &spec, &sum, &shares).unwrap(),
                 truth,
@@ -720,14 +723,7 @@ mod tests {
     fn fewer_shares_than_the_threshold_do_not_decrypt() {
         let (bfv, spec, sum, mut members, truth) = one_sum(3);
         let set = [1u32, 3, 5];
-        let shares: Vec<_> = set
-            .iter()
-            .map(|&k| {
-                members[k as usize - 1]
-                    .decryption_shares(&bfv, &sum, &set)
-                    .unwrap()
-            })
-            .collect();
+        let shares = shares_of(&bfv, &mut members, &sum, &set).unwrap();
         assert_eq!(combine(&bfv, &spec, &sum, &shares).unwrap(), truth);
         // The combiner refuses two shares of a 3-of-5 key…
         let error = combine(&bfv, &spec, &sum, &shares[..2]).unwrap_err();
@@ -814,14 +810,7 @@ mod tests {
     fn the_decoders_refuse_malformed_messages() {
         let (bfv, spec, sum, mut members, truth) = one_sum(3);
         let set = [2u32, 4, 5];
-        let shares: Vec<_> = set
-            .iter()
-            .map(|&k| {
-                members[k as usize - 1]
-                    .decryption_shares(&bfv, &sum, &set)
-                    .unwrap()
-            })
-            .collect();
+        let shares = shares_of(&bfv, &mut members, &sum, &set).unwrap();
         let mut rng = ChaCha20Rng::from_seed([6u8; 32]);
         let (key, mut own) = generate(&bfv, spec, 4, &mut rng).unwrap();
         let upload = key.encrypt(&bfv, &[3; 100], 10, &mut rng).unwrap();
@@ -858,14 +847,7 @@ mod tests {
             .add(&key.encrypt(&bfv, &[4; 100], 10, &mut rng).unwrap())
             .unwrap();
         let set = [1u32, 2, 3];
-        let own_shares: Vec<_> = set
-            .iter()
-            .map(|&k| {
-                own[k as usize - 1]
-                    .decryption_shares(&bfv, &target, &set)
-                    .unwrap()
-            })
-            .collect();
+        let own_shares = shares_of(&bfv, &mut own, &target, &set).unwrap();
         assert_eq!(
             combine(&bfv, &spec, &target, &own_shares).unwrap(),
             vec![7; 100]
