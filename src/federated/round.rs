@@ -11,6 +11,9 @@
 //! number of clients qN (never the realised one) and whose inner optimizer is the server
 //! optimizer (FedAvg, FedAvgM, FedAdam) stepping on the pseudo-gradient −Δ.
 
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+
 use candle_core::{Tensor, Var};
 
 use crate::data::Dataset;
@@ -151,38 +154,129 @@ impl<M: DpModule + Sync> Transport for InProcess<'_, M> {
         request: &RoundRequest,
         clients: &[usize],
     ) -> Vec<(usize, Result<ClientReply>)> {
-        let this = &*self;
-        let train = |module: &M, part: &[usize]| -> Vec<(usize, Result<ClientReply>)> {
-            part.iter()
-                .map(|&client| (client, this.compute(module, request, client)))
-                .collect()
-        };
+        self.exchange_then(request, clients, &|_, reply| Ok(reply))
+            .into_iter()
+            .zip(clients)
+            .map(|(reply, &client)| (client, reply))
+            .collect()
+    }
+}
+
+impl<M: DpModule + Sync> InProcess<'_, M> {
+    /// Trains `clients` on `request` and hands each reply, with its position in `clients`,
+    /// to `then` (a client's own work after training: sealing its upload, say). The results
+    /// come back in the clients' order.
+    ///
+    /// Training keeps [`InProcess`]'s contiguous shares (one module per thread), but `then`
+    /// runs on whichever thread is free: a thread whose share is done takes the others'
+    /// finished replies, as clients on their own machines would seal while others still
+    /// train. Each call depends only on its reply, so the result is the same for any W.
+    pub fn exchange_then<R: Send>(
+        &self,
+        request: &RoundRequest,
+        clients: &[usize],
+        then: &(dyn Fn(usize, ClientReply) -> Result<R> + Sync),
+    ) -> Vec<Result<R>> {
         let Some(first) = self.modules.first() else {
             let none = || Error::Usage("InProcess clients without a module".into());
-            return clients.iter().map(|&c| (c, Err(none()))).collect();
+            return clients.iter().map(|_| Err(none())).collect();
         };
         if self.modules.len() == 1 || clients.len() < 2 {
-            return train(first, clients);
+            return clients
+                .iter()
+                .enumerate()
+                .map(|(at, &client)| then(at, self.compute(first, request, client)?))
+                .collect();
         }
         let share = clients.len().div_ceil(self.modules.len());
+        let parts = clients.chunks(share).count();
+        let results = Mutex::new((0..clients.len()).map(|_| None).collect::<Vec<_>>());
+        let queue = Mutex::new(Finishing {
+            replies: VecDeque::new(),
+            training: parts,
+        });
+        let ready = Condvar::new();
+        let store = |at: usize, result: Result<R>| lock(&results)[at] = Some(result);
         std::thread::scope(|scope| {
-            let running: Vec<_> = clients
-                .chunks(share)
-                .zip(&self.modules)
-                .map(|(part, module)| (part, scope.spawn(move || train(module, part))))
-                .collect();
-            running
-                .into_iter()
-                .flat_map(|(part, thread)| {
-                    thread.join().unwrap_or_else(|_| {
-                        part.iter()
-                            .map(|&c| (c, Err(Error::Usage("its training thread panicked".into()))))
-                            .collect()
-                    })
-                })
-                .collect()
-        })
+            let mut threads = Vec::with_capacity(parts);
+            for (k, (part, module)) in clients.chunks(share).zip(&self.modules).enumerate() {
+                let (queue, ready, store) = (&queue, &ready, &store);
+                threads.push(scope.spawn(move || {
+                    // Counts this thread out of training even if it panics, so that no
+                    // other thread waits for it forever.
+                    let _trained = TrainingDone { queue, ready };
+                    for (j, &client) in part.iter().enumerate() {
+                        match self.compute(module, request, client) {
+                            Ok(reply) => {
+                                lock(queue).replies.push_back((k * share + j, reply));
+                                ready.notify_one();
+                            }
+                            Err(e) => store(k * share + j, Err(e)),
+                        }
+                    }
+                    drop(_trained);
+                    while let Some((at, reply)) = next_reply(queue, ready) {
+                        store(at, then(at, reply));
+                    }
+                }));
+            }
+            // A thread that panicked leaves its clients without a result (an error below).
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| Err(Error::Usage("its training thread panicked".into())))
+            })
+            .collect()
     }
+}
+
+/// The replies trained and not yet finished, and how many threads still train.
+struct Finishing {
+    replies: VecDeque<(usize, ClientReply)>,
+    training: usize,
+}
+
+/// Marks a thread's training done when dropped (also when it panics).
+struct TrainingDone<'a> {
+    queue: &'a Mutex<Finishing>,
+    ready: &'a Condvar,
+}
+
+impl Drop for TrainingDone<'_> {
+    fn drop(&mut self) {
+        lock(self.queue).training -= 1;
+        self.ready.notify_all();
+    }
+}
+
+/// The next reply to finish, waiting while some thread still trains; None when all is done.
+fn next_reply(queue: &Mutex<Finishing>, ready: &Condvar) -> Option<(usize, ClientReply)> {
+    let mut state = lock(queue);
+    loop {
+        if let Some(reply) = state.replies.pop_front() {
+            return Some(reply);
+        }
+        if state.training == 0 {
+            return None;
+        }
+        state = ready
+            .wait(state)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+}
+
+/// Locks `mutex`, also after a thread panicked holding it (the data stays consistent:
+/// every critical section is a single push, pop or store).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The parameters' values as [`Sums`] in their dtype.

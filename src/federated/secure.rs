@@ -444,21 +444,18 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
         client_seed: Option<[u8; 32]>,
     ) -> Inbox {
         self.clients.clear();
-        let trained = self.trained(request, clients);
-        let sealed: Vec<(u32, Result<Vec<u8>>)> = trained
-            .par_iter()
-            .map(|(id, reply)| {
-                let result = super::he::seal_update(
-                    reply,
-                    setup,
-                    sealer,
-                    client_seed.map(|seed| super::he::client_seed(&seed, request.round, *id)),
-                );
-                (*id, result)
-            })
-            .collect();
+        // Each client seals right after its training, on whichever thread is free.
+        let seal = |at: usize, reply: ClientReply| {
+            let seed =
+                client_seed.map(|seed| super::he::client_seed(&seed, request.round, at as u32));
+            Ok(super::he::seal_update(&reply, setup, sealer, seed))
+        };
+        let sealed = self.inner.exchange_then(request, clients, &seal);
         let mut inbox = Inbox::new();
-        for (id, result) in sealed {
+        for (id, result) in sealed.into_iter().enumerate() {
+            // A client whose training failed sends nothing (and draws no dropout).
+            let Ok(result) = result else { continue };
+            let id = id as u32;
             match result {
                 Ok(upload) if self.stays() => inbox.push((id, upload)),
                 Ok(_) => {}

@@ -75,14 +75,7 @@ impl Bfv {
             .clone();
         let modulus =
             |q: u64| Modulus::new(q).map_err(|e| Error::Usage(format!("BFV modulus {q:#x}: {e}")));
-        let mut hash = Sha256::new();
-        hash.update(b"dptrain BFV poly encoding, CBD 10");
-        hash.update((DEGREE as u64).to_le_bytes());
-        for q in MODULI.iter().chain([&PLAINTEXT]) {
-            hash.update(q.to_le_bytes());
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&hash.finalize()[..8]);
+        let id = parameter_id(&ntt_of_x(&ctx)?);
         Ok(Bfv {
             moduli: [modulus(MODULI[0])?, modulus(MODULI[1])?],
             par,
@@ -91,8 +84,8 @@ impl Bfv {
         })
     }
 
-    /// The parameter set's id (the first 8 bytes of a SHA-256 of n, the moduli and t): every
-    /// message carries it, and one made under other parameters is refused.
+    /// The parameter set's id (the first 8 bytes of a SHA-256 of n, the moduli, t and the
+    /// NTT's slot order): every message carries it, and one made under other parameters is refused.
     pub fn id(&self) -> [u8; 8] {
         self.id
     }
@@ -292,6 +285,38 @@ fn unpack_row<const BITS: usize>(row: &[u8], out: &mut [u64], q: u64) -> bool {
     bad
 }
 
+/// The NTT of the polynomial X, residues per prime: slot k holds X evaluated at the k-th
+/// root of unity of the NTT's order. Residues travel in NTT form, and that order is the NTT
+/// implementation's choice (fhe-math's native NTT and tfhe-ntt's differ), so this
+/// fingerprints the wire layout.
+fn ntt_of_x(ctx: &Arc<Context>) -> Result<Vec<u64>> {
+    let mut x = vec![0u64; 2 * DEGREE];
+    x[1] = 1;
+    x[DEGREE + 1] = 1;
+    let mut x = Poly::try_convert_from(x, ctx, false, Representation::PowerBasis)
+        .map_err(|e| Error::Usage(format!("BFV NTT fingerprint: {e}")))?;
+    x.change_representation(Representation::Ntt);
+    Ok(x.coefficients().iter().copied().collect())
+}
+
+/// The parameter set's id: the first 8 bytes of a SHA-256 of the encoding, n, the moduli,
+/// t and the NTT's slot order ([`ntt_of_x`]). Parties built with another NTT layout get
+/// another id and refuse each other's messages instead of decrypting garbage.
+fn parameter_id(ntt_of_x: &[u64]) -> [u8; 8] {
+    let mut hash = Sha256::new();
+    hash.update(b"dptrain BFV poly encoding, CBD 10");
+    hash.update((DEGREE as u64).to_le_bytes());
+    for q in MODULI.iter().chain([&PLAINTEXT]) {
+        hash.update(q.to_le_bytes());
+    }
+    for r in ntt_of_x {
+        hash.update(r.to_le_bytes());
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hash.finalize()[..8]);
+    id
+}
+
 /// Bits of a residue mod q: ⌈log₂ q⌉ (54 and 55 for [`MODULI`]).
 const fn residue_bits(q: u64) -> u32 {
     64 - (q - 1).leading_zeros()
@@ -485,5 +510,42 @@ impl CiphertextSum {
             }
             hash.finalize().into()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// a^e mod q by square-and-multiply in u128 (independent of fhe-math).
+    fn pow_mod(a: u64, mut e: u64, q: u64) -> u64 {
+        let (mut base, mut acc) = (u128::from(a % q), 1u128);
+        while e > 0 {
+            if e & 1 == 1 {
+                acc = acc * base % u128::from(q);
+            }
+            base = base * base % u128::from(q);
+            e >>= 1;
+        }
+        acc as u64
+    }
+
+    #[test]
+    fn the_ntt_fingerprint_holds_every_root_of_x_n_plus_1_and_the_id_follows_their_order() {
+        let bfv = Bfv::new().unwrap();
+        let x = ntt_of_x(&bfv.ctx).unwrap();
+        assert_eq!(x.len(), 2 * DEGREE);
+        for (row, q) in x.chunks(DEGREE).zip(MODULI) {
+            let mut seen = std::collections::HashSet::new();
+            for &w in row {
+                // X evaluated at a root w of X^n + 1 (w^n = −1), each of the n roots once.
+                assert_eq!(pow_mod(w, DEGREE as u64, q), q - 1);
+                assert!(seen.insert(w), "slot value {w} twice");
+            }
+        }
+        assert_eq!(parameter_id(&x), bfv.id());
+        let mut swapped = x.clone();
+        swapped.swap(0, 1);
+        assert_ne!(parameter_id(&swapped), bfv.id());
     }
 }
