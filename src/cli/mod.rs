@@ -219,6 +219,18 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last checkpoint (same config).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// Spread the run over the ranks of an engine: `mpirun -np W dptrain train CONFIG
+    /// --dist mpi`. Every rank trains the same run; rank 0 writes the run directory. Needs
+    /// a build with `--features mpi`.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub dist: Option<DistEngine>,
+}
+
+/// Engines a training run can be spread over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DistEngine {
+    /// MPI's ranks (OpenMPI or MPICH, through the `mpi` crate).
+    Mpi,
 }
 
 /// Flags of `dptrain federate`.

@@ -13,6 +13,7 @@ use crate::model::{ModelConfig, ModelKind};
 use crate::report::sweep::{SweepRow, read_sweep, sweep_csv, tradeoff_chart};
 use crate::report::{RunManifest, RunRecords, render, summary_json, unix_now, write_run_dir};
 use crate::train::bench::{BenchLength, throughput};
+use crate::train::dist::Distributed;
 use crate::train::{Checkpoint, Hooks, binary_metrics, plan_run, save_model, train_observed};
 
 /// Set by the first Ctrl-C: the trainer checkpoints after the current step and stops.
@@ -62,7 +63,31 @@ fn train_to_dir(
     resume: Option<Checkpoint>,
 ) -> Result<Finished> {
     let data = config.data.load()?;
-    train_data_to_dir(config, data, out, reporter, resume, None)
+    train_data_to_dir(config, data, out, reporter, resume, None, None)
+}
+
+/// This process's rank of a run spread over `engine` (`--dist`), with the config's parts.
+fn join_group(engine: super::DistEngine, config: &RunConfig) -> Result<Distributed> {
+    let parts = config
+        .training
+        .dist_parts
+        .unwrap_or(crate::train::dist::DEFAULT_PARTS);
+    match engine {
+        #[cfg(feature = "mpi")]
+        super::DistEngine::Mpi => {
+            Distributed::new(Box::new(crate::train::dist::MpiWorld::init()?), parts)
+        }
+        #[cfg(not(feature = "mpi"))]
+        super::DistEngine::Mpi => {
+            let _ = parts;
+            Err(Error::Usage(
+                "--dist mpi: this dptrain was built without MPI; build it with `cargo build \
+                 --release --features mpi` (needs an MPI library, e.g. Debian's \
+                 libopenmpi-dev, and libclang-dev) and start it with `mpirun -np W`"
+                    .into(),
+            ))
+        }
+    }
 }
 
 /// [`train_to_dir`] on data already loaded (an audit adds its canaries), with optional
@@ -74,7 +99,17 @@ pub(super) fn train_data_to_dir(
     reporter: &super::Reporter,
     resume: Option<Checkpoint>,
     canaries: Option<&mut crate::train::GradientCanaries>,
+    distributed: Option<Distributed>,
 ) -> Result<Finished> {
+    // Of a distributed run, rank 0 alone reports and writes the run directory; the other
+    // ranks train the same run silently.
+    let lead = distributed.as_ref().is_none_or(|d| d.rank() == 0);
+    let dist_shape = distributed.as_ref().map(|d| (d.ranks(), d.parts()));
+    let quiet = super::Reporter::new(true);
+    let reporter = match lead {
+        true => reporter,
+        false => &quiet,
+    };
     if let Some(encoding) = &data.encoding {
         reporter.line(&format!(
             "{} features from {} columns{}{}",
@@ -134,7 +169,11 @@ pub(super) fn train_data_to_dir(
         bar.set_position(taken);
     };
     let mut on_checkpoint = |checkpoint: &Checkpoint| checkpoint.save(out);
-    catch_interrupt();
+    // A distributed run has no Ctrl-C checkpoint: the ranks could stop at different steps.
+    // The engine stops them all; the last epoch's checkpoint stays.
+    if distributed.is_none() {
+        catch_interrupt();
+    }
     let record = train_observed(
         &data.train,
         &data.test,
@@ -146,12 +185,19 @@ pub(super) fn train_data_to_dir(
         Hooks {
             on_epoch: Some(&mut on_epoch),
             on_step: Some(&mut on_step),
-            on_checkpoint: Some(&mut on_checkpoint),
+            on_checkpoint: match lead {
+                true => Some(&mut on_checkpoint),
+                false => None,
+            },
             resume,
             stop_after_epoch: None,
             config_text: config.to_toml(),
-            interrupt: Some(&INTERRUPTED),
+            interrupt: match dist_shape {
+                None => Some(&INTERRUPTED),
+                Some(_) => None,
+            },
             canaries,
+            distributed,
         },
     );
     bar.finish_and_clear();
@@ -176,10 +222,20 @@ pub(super) fn train_data_to_dir(
     // A plateau schedule read this split without accounting: say so (it is declared public).
     summary["public_validation_examples"] = json!(data.validation.as_ref().map(|v| v.len()));
     summary["training_examples"] = json!(data.train.len());
+    if let Some((ranks, parts)) = dist_shape {
+        summary["distributed"] = json!({ "engine": "mpi", "ranks": ranks, "parts": parts });
+    }
     if let Some(binary) = binary_metrics(&record.model, &data.test)? {
         summary["test_auc"] = json!(binary.auc);
         summary["test_predicted_positive_rate"] = json!(binary.predicted_positive_rate);
         summary["test_positive_rate"] = json!(binary.positive_rate);
+    }
+    if !lead {
+        return Ok(Finished {
+            record,
+            summary,
+            eval_name,
+        });
     }
     write_run_dir(out, &config.to_toml(), &manifest, &record, &summary)?;
     save_model(&record.model, &out.join("model.safetensors"))?;
@@ -226,11 +282,23 @@ fn run_config(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
             None,
         ),
     };
+    let distributed = args
+        .dist
+        .map(|engine| join_group(engine, &config))
+        .transpose()?;
+    let lead = distributed.as_ref().is_none_or(|d| d.rank() == 0);
+    let data = config.data.load()?;
     let Finished {
         record,
         summary,
         eval_name,
-    } = train_to_dir(&config, &out, reporter, resume)?;
+    } = train_data_to_dir(&config, data, &out, reporter, resume, None, distributed)?;
+    if !lead {
+        return Ok(Output {
+            json: json!({}),
+            table: Vec::new(),
+        });
+    }
     let mut table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (

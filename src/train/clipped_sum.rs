@@ -260,6 +260,47 @@ impl ClippedSum {
         indices: &[usize],
         canaries: Option<&mut GradientCanaries>,
     ) -> Result<(Sums, StepStats)> {
+        let (mut sums, stats) = self.part_typed::<T>(model, data, indices)?;
+        self.next_step();
+        if let Some(canaries) = canaries {
+            canaries.before_noise(&mut sums, self.clipping.clip_norm, self.private);
+        }
+        Ok((T::wrap(sums), stats))
+    }
+
+    /// The clipped sums of one step's batch computed as separate parts: `each` receives
+    /// the sums and statistics of every part of `parts` in turn (a rank's parts of a
+    /// distributed step, [`super::dist`]). Dropout masks are the step's, whichever parts
+    /// a caller computes, so the parts of one step computed on several ranks are the parts
+    /// one process would compute.
+    ///
+    /// # Privacy
+    /// As [`ClippedSum::compute`], per example: each part's sums are a sum of clipped
+    /// gradients; nothing is private yet.
+    pub fn compute_parts(
+        &mut self,
+        model: &dyn DpModule,
+        data: &Dataset,
+        parts: &[&[usize]],
+        each: &mut dyn FnMut(Sums, StepStats) -> Result<()>,
+    ) -> Result<()> {
+        for part in parts {
+            let (sums, stats) = real!(self.dtype, "clipped sum", |T| self
+                .part_typed::<T>(model, data, part)
+                .map(|(sums, stats)| (T::wrap(sums), stats)))?;
+            each(sums, stats)?;
+        }
+        self.next_step();
+        Ok(())
+    }
+
+    /// The clipped sums of `indices`, in physical chunks (the step's masks).
+    fn part_typed<T: SumValue>(
+        &self,
+        model: &dyn DpModule,
+        data: &Dataset,
+        indices: &[usize],
+    ) -> Result<(Vec<Vec<T>>, StepStats)> {
         let mut sums: Vec<Vec<T>> = self.sizes.iter().map(|&n| vec![T::zero(); n]).collect();
         let mut stats = StepStats {
             batch_size: indices.len(),
@@ -268,12 +309,12 @@ impl ClippedSum {
         for chunk in indices.chunks(self.max_physical_batch) {
             self.accumulate::<T>(model, data, chunk, &mut sums, &mut stats)?;
         }
-        // Each step draws new dropout masks (the same for an example in any chunk).
+        Ok((sums, stats))
+    }
+
+    /// Each step draws new dropout masks (the same for an example in any chunk or part).
+    fn next_step(&mut self) {
         self.mask_seed = self.mask_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        if let Some(canaries) = canaries {
-            canaries.before_noise(&mut sums, self.clipping.clip_norm, self.private);
-        }
-        Ok((T::wrap(sums), stats))
     }
 
     /// Adds one physical chunk's clipped per-example gradients to `sums`.

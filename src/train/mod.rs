@@ -5,6 +5,7 @@ pub mod bench;
 pub mod canaries;
 pub mod checkpoint;
 pub mod clipped_sum;
+pub mod dist;
 pub mod epoch;
 pub mod inner;
 pub mod optimizer;

@@ -16,6 +16,7 @@ use candle_core::Var;
 
 use super::canaries::GradientCanaries;
 use super::clipped_sum::{ClippedSum, StepStats, Sums};
+use super::dist::{Distributed, FixedSums};
 use super::inner::{OptimizerConfig, OptimizerState, Update};
 use super::privatizer::{GaussianPrivatizer, NoNoise, Privatizer, SecurePrivatizer};
 use crate::data::Dataset;
@@ -61,6 +62,17 @@ pub struct DpOptimizer {
     update: Update,
     noise_multiplier: f64,
     private: bool,
+    /// Set when the step is spread over ranks ([`DpOptimizer::distribute`]).
+    dist: Option<DistState>,
+}
+
+/// A distributed optimizer's group and clip norms.
+struct DistState {
+    dist: Distributed,
+    /// C'/C: examples are clipped below C to pay for the fixed-point rounding.
+    clip_factor: f64,
+    /// C, the sensitivity the noise is calibrated to (and the grid's unit).
+    clip_norm: f64,
 }
 
 impl DpOptimizer {
@@ -130,7 +142,31 @@ impl DpOptimizer {
             update,
             noise_multiplier,
             private,
+            dist: None,
         }
+    }
+
+    /// Spreads every following step over `dist`'s ranks (`super::dist`): each rank computes
+    /// its parts of the batch, the ranks add their fixed-point sums, and every rank adds
+    /// the same noise. Examples are clipped to C' slightly below C from now on, so that the
+    /// rounded sum keeps sensitivity C. Every rank's optimizer must be built alike, with
+    /// the same seeded noise (the trainer refuses secure mode, whose noise comes from each
+    /// machine's operating system).
+    pub fn distribute(&mut self, dist: Distributed) -> Result<()> {
+        let clip_norm = self.clipped_sum.clipping().clip_norm;
+        let clip_factor = dist.clip_factor(self.clipped_sum.sizes().iter().sum());
+        self.clipped_sum.set_clip_norm(clip_norm * clip_factor)?;
+        self.dist = Some(DistState {
+            dist,
+            clip_factor,
+            clip_norm,
+        });
+        Ok(())
+    }
+
+    /// The group of a distributed optimizer.
+    pub fn distributed(&self) -> Option<&Distributed> {
+        self.dist.as_ref().map(|state| &state.dist)
     }
 
     /// The parameters it trains, in order.
@@ -177,7 +213,14 @@ impl DpOptimizer {
             }
             self.privatizer.set_noise(noise_multiplier, clip_norm)?;
         }
-        self.clipped_sum.set_clip_norm(clip_norm)?;
+        match &mut self.dist {
+            Some(state) => {
+                self.clipped_sum
+                    .set_clip_norm(clip_norm * state.clip_factor)?;
+                state.clip_norm = clip_norm;
+            }
+            None => self.clipped_sum.set_clip_norm(clip_norm)?,
+        }
         self.noise_multiplier = noise_multiplier;
         Ok(())
     }
@@ -230,6 +273,14 @@ impl DpOptimizer {
         indices: &[usize],
         canaries: Option<&mut GradientCanaries>,
     ) -> Result<StepStats> {
+        if self.dist.is_some() {
+            if canaries.is_some() {
+                return Err(Error::Usage(
+                    "audit canaries in a distributed run: audit with one process".into(),
+                ));
+            }
+            return self.step_distributed(model, data, indices);
+        }
         // The step runs on a rayon worker: the parallel kernels inside it then start on the
         // current thread instead of each waking the pool from outside (tens of µs apiece,
         // a fifth of the logreg's step).
@@ -264,6 +315,47 @@ impl DpOptimizer {
                 Sums::F64(values) => canaries.after_noise(values, noise_std),
             }
         }
+        self.update.apply(&self.params, sums)?;
+        Ok(stats)
+    }
+
+    /// One step spread over the ranks of [`DpOptimizer::distribute`]: this rank's parts
+    /// of `indices` (the whole Poisson batch, the same on every rank) are clipped, summed
+    /// and rounded to the grid while the noise is drawn; one all-reduce (on the calling
+    /// thread, which MPI requires) adds the ranks' integers; then the noise and the update,
+    /// the same on every rank.
+    ///
+    /// # Privacy
+    /// The reduced sum has L2 sensitivity C (`super::dist`: examples clipped to C'); the
+    /// noise N(0, (σC)²) is added once, as in [`DpOptimizer::step`].
+    fn step_distributed(
+        &mut self,
+        model: &dyn DpModule,
+        data: &Dataset,
+        indices: &[usize],
+    ) -> Result<StepStats> {
+        let Some(state) = &self.dist else {
+            return Err(Error::Usage("a distributed step without a group".into()));
+        };
+        let (clipped_sum, privatizer) = (&mut self.clipped_sum, &mut self.privatizer);
+        let (sizes, dtype) = (clipped_sum.sizes().to_vec(), clipped_sum.dtype());
+        let parts = state.dist.my_parts(indices);
+        let (fixed, ahead) = rayon::scope(|_| {
+            rayon::join(
+                || -> Result<FixedSums> {
+                    let mut fixed = FixedSums::new(&sizes, state.clip_norm)?;
+                    clipped_sum.compute_parts(model, data, &parts, &mut |sums, stats| {
+                        fixed.add_part(&sums, &stats)
+                    })?;
+                    Ok(fixed)
+                },
+                || privatizer.draw_ahead(&sizes, dtype),
+            )
+        });
+        let mut fixed = fixed?;
+        state.dist.collective().all_reduce_sum(fixed.values_mut())?;
+        let (mut sums, stats) = fixed.into_sums(&sizes, dtype)?;
+        self.privatizer.privatize(&mut sums, ahead?)?;
         self.update.apply(&self.params, sums)?;
         Ok(stats)
     }

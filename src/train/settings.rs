@@ -90,6 +90,12 @@ pub struct TrainingConfig {
     /// (Loshchilov & Hutter 2017, no restarts).
     #[serde(default)]
     pub lr_schedule: Schedule,
+    /// Parts each step's batch is cut into when the run is spread over ranks (`--dist`,
+    /// `train::dist`; default 8, at least the number of ranks). The parts, not the ranks,
+    /// fix the rounding, so the run ends the same bit for bit on any number of ranks that
+    /// is at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist_parts: Option<usize>,
 }
 
 fn default_physical_batch() -> usize {

@@ -86,6 +86,21 @@ pub fn evaluate(model: &dyn DpModule, data: &Dataset) -> Result<(f64, f64)> {
     Ok((loss / n, correct as f64 / n))
 }
 
+/// A digest of what a rank trains: the config's text, the training set's size and labels,
+/// and the seed (ranks that differ in any would take different steps).
+fn run_digest(config_text: &str, train: &Dataset, seed: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(config_text.as_bytes());
+    hash.update((train.len() as u64).to_le_bytes());
+    for label in &train.labels {
+        hash.update(label.to_le_bytes());
+    }
+    hash.update(seed.to_le_bytes());
+    let digest = hash.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 /// Binary classification figures of a model on a data set with classes 0 and 1.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BinaryMetrics {
@@ -206,6 +221,9 @@ pub struct Hooks<'a> {
     pub interrupt: Option<&'a std::sync::atomic::AtomicBool>,
     /// White-box audit canaries, inserted as per-example gradients in every step.
     pub canaries: Option<&'a mut super::GradientCanaries>,
+    /// This process's rank of a run spread over several (`--dist mpi`, `super::dist`):
+    /// every rank trains the same run and ends with the same model.
+    pub distributed: Option<super::dist::Distributed>,
 }
 
 /// [`train`] with [`Hooks`]: progress, checkpoints, resuming.
@@ -362,6 +380,23 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
                 noise,
             },
         )?;
+        if let Some(dist) = hooks.distributed.take() {
+            if privacy.secure_noise && privacy.private {
+                return Err(Error::invalid(
+                    "privacy.secure_noise",
+                    true,
+                    "seeded noise in a distributed run (every rank adds the same draw; \
+                     secure mode's comes from each machine's operating system)",
+                ));
+            }
+            if hooks.canaries.is_some() {
+                return Err(Error::Usage(
+                    "audit canaries in a distributed run: audit with one process".into(),
+                ));
+            }
+            dist.check_same("run", run_digest(&hooks.config_text, splits.train, seed))?;
+            optimizer.distribute(dist)?;
+        }
         let progress = match hooks.resume.take() {
             Some(resumed) => restore(
                 resumed,

@@ -11,6 +11,7 @@ mod bad_inputs;
 mod cli;
 mod data;
 mod data_formats;
+mod dist;
 mod dp_step;
 mod examples;
 mod federated;

@@ -99,6 +99,7 @@ fn a_run_stopped_after_epoch_one_and_resumed_ends_as_the_uninterrupted_run() {
             momentum: 0.9,
         },
         lr_schedule: Schedule::default(),
+        dist_parts: None,
     };
     let adam = TrainingConfig {
         optimizer: OptimizerConfig::Adam {
@@ -239,6 +240,7 @@ fn non_finite_examples_are_counted_and_divergence_stops_the_run() {
             momentum: 0.0,
         },
         lr_schedule: Schedule::default(),
+        dist_parts: None,
     };
     let go = |training: &TrainingConfig| {
         train_observed(
@@ -296,6 +298,7 @@ fn a_secure_run_resumes_with_fresh_randomness_and_the_same_ledger() {
             momentum: 0.0,
         },
         lr_schedule: Schedule::default(),
+        dist_parts: None,
     };
     let mut saved = None;
     let whole = run(&privacy, &training, false, None, None, &mut None);

@@ -236,6 +236,7 @@ fn training(epochs: f64) -> TrainingConfig {
             momentum: 0.0,
         },
         lr_schedule: Schedule::default(),
+        dist_parts: None,
     }
 }
 

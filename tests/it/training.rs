@@ -42,6 +42,7 @@ fn settings(private: bool) -> (ModelConfig, PrivacyConfig, TrainingConfig) {
                 end: Some(0.0),
                 ..Schedule::default()
             },
+            dist_parts: None,
         },
     )
 }
