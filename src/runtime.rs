@@ -45,7 +45,26 @@ pub unsafe fn configure_process() {
         if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
             std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
         }
+        if let Some(threads) = threads_per_local_rank() {
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
     }
+}
+
+/// Under an MPI launcher with several ranks on this machine (`mpirun -np W`), each rank's
+/// share of the cores (at least one), so that W ranks do not run W times as many threads
+/// as there are cores; None when RAYON_NUM_THREADS is set or no launcher says so. rayon's
+/// and candle's pools both read RAYON_NUM_THREADS.
+fn threads_per_local_rank() -> Option<usize> {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return None;
+    }
+    // OpenMPI, MPICH/Hydra.
+    let local: usize = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.parse().ok())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (local > 1).then(|| (cores / local).max(1))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Progress bars and log lines that do not garble each other.
 pub struct Reporter {
     multi: MultiProgress,
+    /// Shows nothing at all (the ranks of a distributed run other than rank 0).
+    silent: bool,
 }
 
 impl Reporter {
@@ -17,11 +19,23 @@ impl Reporter {
         };
         Reporter {
             multi: MultiProgress::with_draw_target(target),
+            silent: false,
+        }
+    }
+
+    /// Shows neither bars nor lines.
+    pub fn silent() -> Self {
+        Reporter {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            silent: true,
         }
     }
 
     /// A log line: above the bars on a terminal, through tracing otherwise.
     pub fn line(&self, text: &str) {
+        if self.silent {
+            return;
+        }
         if self.multi.is_hidden() {
             tracing::info!("{text}");
         } else {

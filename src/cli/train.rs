@@ -66,8 +66,15 @@ fn train_to_dir(
     train_data_to_dir(config, data, out, reporter, resume, None, None)
 }
 
+/// What a process of a distributed run holds besides its group: MPI's session, finalised
+/// when it is dropped after a finished run, aborting every rank after a failed one.
+#[cfg(feature = "mpi")]
+type Session = crate::train::dist::MpiSession;
+#[cfg(not(feature = "mpi"))]
+type Session = ();
+
 /// This process's rank of a run spread over `engine` (`--dist`), with the config's parts.
-fn join_group(engine: super::DistEngine, config: &RunConfig) -> Result<Distributed> {
+fn join_group(engine: super::DistEngine, config: &RunConfig) -> Result<(Distributed, Session)> {
     let parts = config
         .training
         .dist_parts
@@ -75,7 +82,15 @@ fn join_group(engine: super::DistEngine, config: &RunConfig) -> Result<Distribut
     match engine {
         #[cfg(feature = "mpi")]
         super::DistEngine::Mpi => {
-            Distributed::new(Box::new(crate::train::dist::MpiWorld::init()?), parts)
+            let (world, session) = crate::train::dist::MpiWorld::init()?;
+            match Distributed::new(Box::new(world), parts) {
+                Ok(group) => Ok((group, session)),
+                // Every rank refuses alike (the same config): abort, as a failed run does.
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    session.abort(2)
+                }
+            }
         }
         #[cfg(not(feature = "mpi"))]
         super::DistEngine::Mpi => {
@@ -105,7 +120,7 @@ pub(super) fn train_data_to_dir(
     // ranks train the same run silently.
     let lead = distributed.as_ref().is_none_or(|d| d.rank() == 0);
     let dist_shape = distributed.as_ref().map(|d| (d.ranks(), d.parts()));
-    let quiet = super::Reporter::new(true);
+    let quiet = super::Reporter::silent();
     let reporter = match lead {
         true => reporter,
         false => &quiet,
@@ -134,7 +149,11 @@ pub(super) fn train_data_to_dir(
     reporter.line(&format!(
         "{}: {} on {} training examples, {} epochs, expected batch {}",
         config.name,
-        format!("{:?}", config.model.kind).to_lowercase(),
+        config
+            .model
+            .kind
+            .map_or("a custom model".into(), |kind| format!("{kind:?}")
+                .to_lowercase()),
         data.train.len(),
         config.training.epochs,
         config.training.expected_batch_size
@@ -282,17 +301,33 @@ fn run_config(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
             None,
         ),
     };
-    let distributed = args
-        .dist
-        .map(|engine| join_group(engine, &config))
-        .transpose()?;
+    let (distributed, session) = match args.dist {
+        Some(engine) => {
+            let (group, session) = join_group(engine, &config)?;
+            (Some(group), Some(session))
+        }
+        None => (None, None),
+    };
     let lead = distributed.as_ref().is_none_or(|d| d.rank() == 0);
-    let data = config.data.load()?;
+    let trained = config.data.load().and_then(|data| {
+        train_data_to_dir(&config, data, &out, reporter, resume, None, distributed)
+    });
     let Finished {
         record,
         summary,
         eval_name,
-    } = train_data_to_dir(&config, data, &out, reporter, resume, None, distributed)?;
+    } = match (trained, session) {
+        (Ok(finished), _) => finished,
+        (Err(e), None) => return Err(e),
+        // A rank that fails stops them all (the others would wait in the next all-reduce).
+        #[cfg(feature = "mpi")]
+        (Err(e), Some(session)) => {
+            eprintln!("error: {}", crate::config::in_config_file(&args.config, e));
+            session.abort(1)
+        }
+        #[cfg(not(feature = "mpi"))]
+        (Err(e), Some(())) => return Err(e),
+    };
     if !lead {
         return Ok(Output {
             json: json!({}),

@@ -205,7 +205,14 @@ pub struct MpiWorld {
     world: mpi::topology::SimpleCommunicator,
     /// MPI is initialised with `MPI_THREAD_FUNNELED`: only this thread may call it.
     thread: std::thread::ThreadId,
-    _universe: mpi::environment::Universe,
+}
+
+/// MPI's lifetime in this process: dropping it finalises MPI (a finished run); a failed
+/// run calls [`MpiSession::abort`] instead, which stops every rank at once (a rank that
+/// merely exited would leave the others waiting in their next all-reduce).
+#[cfg(feature = "mpi")]
+pub struct MpiSession {
+    universe: mpi::environment::Universe,
 }
 
 // SAFETY: MPI is only ever called from the thread that initialised it; `all_reduce_sum`
@@ -218,18 +225,36 @@ unsafe impl Sync for MpiWorld {}
 
 #[cfg(feature = "mpi")]
 impl MpiWorld {
-    /// Initialises MPI (once per process) and joins its world.
-    pub fn init() -> Result<Self> {
+    /// Initialises MPI (once per process) and joins its world. A panic anywhere in the
+    /// process then aborts it, so that mpirun stops the other ranks instead of leaving
+    /// them blocked.
+    pub fn init() -> Result<(Self, MpiSession)> {
         use mpi::traits::Communicator;
         let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| Error::Usage("MPI is already initialised in this process".into()))?;
         let world = universe.world();
         tracing::debug!(rank = world.rank(), size = world.size(), "MPI world joined");
-        Ok(MpiWorld {
-            world,
-            thread: std::thread::current().id(),
-            _universe: universe,
-        })
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            std::process::abort();
+        }));
+        Ok((
+            MpiWorld {
+                world,
+                thread: std::thread::current().id(),
+            },
+            MpiSession { universe },
+        ))
+    }
+}
+
+#[cfg(feature = "mpi")]
+impl MpiSession {
+    /// Stops every rank of the job with `code` (MPI_Abort).
+    pub fn abort(&self, code: i32) -> ! {
+        use mpi::traits::Communicator;
+        self.universe.world().abort(code)
     }
 }
 
@@ -252,6 +277,8 @@ impl Collective for MpiWorld {
                 "MPI called from a thread other than the one that initialised it".into(),
             ));
         }
+        // Every rank sends the same length (the parameters' count, checked at start by
+        // `Distributed::check_same` on the config); the crate does not check it.
         let mut sum = vec![0i64; values.len()];
         self.world
             .all_reduce_into(&values[..], &mut sum[..], SystemOperation::sum());

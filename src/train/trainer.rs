@@ -67,23 +67,67 @@ pub fn derive_seed(seed: u64, stream: u64) -> u64 {
 /// Mean loss and accuracy of `model` on `data`, in chunks of 1000 examples.
 pub fn evaluate(model: &dyn DpModule, data: &Dataset) -> Result<(f64, f64)> {
     let (mut loss, mut correct) = (0.0f64, 0usize);
-    let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(1000) {
-        let (x, y) = dataset_batch(data, chunk)?;
-        let logits = model.forward(&x)?;
-        // Read as f64 whatever the model's dtype (exact for f32).
-        loss += summed_cross_entropy(&logits, &y)?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
-        let predicted = logits.argmax(1)?;
-        let hits: Tensor = predicted
-            .eq(&y)?
-            .to_dtype(candle_core::DType::F32)?
-            .sum_all()?;
-        correct += hits.to_scalar::<f32>()? as usize;
+    for chunk in (0..data.len()).collect::<Vec<_>>().chunks(EVALUATION_CHUNK) {
+        let (chunk_loss, hits) = evaluate_chunk(model, data, chunk)?;
+        loss += chunk_loss;
+        correct += hits;
     }
     let n = data.len().max(1) as f64;
     Ok((loss / n, correct as f64 / n))
+}
+
+/// Examples evaluated at once.
+const EVALUATION_CHUNK: usize = 1000;
+
+/// The summed loss and the correct predictions of `model` on the examples `chunk`.
+fn evaluate_chunk(model: &dyn DpModule, data: &Dataset, chunk: &[usize]) -> Result<(f64, usize)> {
+    let (x, y) = dataset_batch(data, chunk)?;
+    let logits = model.forward(&x)?;
+    // Read as f64 whatever the model's dtype (exact for f32).
+    let loss = summed_cross_entropy(&logits, &y)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?;
+    let predicted = logits.argmax(1)?;
+    let hits: Tensor = predicted
+        .eq(&y)?
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?;
+    Ok((loss, hits.to_scalar::<f32>()? as usize))
+}
+
+/// [`evaluate`] spread over a distributed run's ranks: rank r evaluates the chunks
+/// k ≡ r (mod W), and the chunks' losses are added on the grid 2^-32, so every rank gets
+/// the same figures for any W.
+pub fn evaluate_distributed(
+    model: &dyn DpModule,
+    data: &Dataset,
+    dist: &super::dist::Distributed,
+) -> Result<(f64, f64)> {
+    let scale = 2f64.powi(super::dist::FIXED_POINT_BITS);
+    // Σ loss on the grid, correct predictions, chunks whose loss is not finite or too large.
+    let mut sums = [0i64; 3];
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices
+        .chunks(EVALUATION_CHUNK)
+        .skip(dist.rank())
+        .step_by(dist.ranks())
+    {
+        let (loss, hits) = evaluate_chunk(model, data, chunk)?;
+        let fixed = (loss * scale).round();
+        // NaN or beyond 2^52 (an exploded loss): counted, reported as infinite.
+        match fixed.abs() <= 2f64.powi(52) {
+            true => sums[0] += fixed as i64,
+            false => sums[2] += 1,
+        }
+        sums[1] += hits as i64;
+    }
+    dist.collective().all_reduce_sum(&mut sums)?;
+    let n = data.len().max(1) as f64;
+    let loss = match sums[2] {
+        0 => sums[0] as f64 / scale,
+        _ => f64::INFINITY,
+    };
+    Ok((loss / n, sums[1] as f64 / n))
 }
 
 /// A digest of what a rank trains: the config's text, the training set's size and labels,
@@ -596,7 +640,7 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
     fn record_epoch(&mut self) -> Result<()> {
         let progress = &self.progress;
         let steps = progress.steps;
-        let (test_loss, test_accuracy) = evaluate(&self.module, self.splits.test)?;
+        let (test_loss, test_accuracy) = self.evaluate(self.splits.test)?;
         if !test_loss.is_finite() {
             return Err(Error::Tensor(format!(
                 "after step {steps} the test loss is {test_loss}: training diverged (lower the \
@@ -628,6 +672,14 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
         Ok(())
     }
 
+    /// Loss and accuracy on `data`, spread over the ranks of a distributed run.
+    fn evaluate(&self, data: &Dataset) -> Result<(f64, f64)> {
+        match self.optimizer.distributed() {
+            Some(dist) => evaluate_distributed(&self.module, data, dist),
+            None => evaluate(&self.module, data),
+        }
+    }
+
     fn wall_seconds(&self) -> f64 {
         self.progress.wall_offset + self.start.elapsed().as_secs_f64()
     }
@@ -637,7 +689,7 @@ impl<'a, 'h, M: DpModule> Run<'a, 'h, M> {
     fn end_epoch(&mut self) -> Result<bool> {
         self.record_epoch()?;
         if let (true, Some(validation)) = (self.plateau_schedule, self.splits.validation) {
-            let loss = evaluate(&self.module, validation)?.0;
+            let loss = self.evaluate(validation)?.0;
             self.progress
                 .plateau
                 .observe(&self.privacy.noise_schedule, loss);

@@ -19,6 +19,8 @@ mod fuzz;
 mod grad_sample;
 mod layers;
 mod mpc;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod private;
 mod refusals;
 mod report;
