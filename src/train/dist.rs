@@ -42,6 +42,8 @@ pub const FIXED_POINT_BITS: i32 = 32;
 const PART_LIMIT: f64 = (1u64 << 52) as f64;
 /// Statistics reduced beside the sums: loss (fixed point), batch size, clipped, non-finite.
 const STATS: usize = 4;
+/// Values rounded per task on the pool.
+const ROUND_BLOCK: usize = 16_384;
 
 /// A group of W ranks that add integer vectors: MPI's world, threads of one process, or a
 /// single process alone.
@@ -397,36 +399,42 @@ impl FixedSums {
     /// Adds one part's sums and statistics, each value rounded to the grid (half away from
     /// zero).
     pub fn add_part(&mut self, sums: &Sums, stats: &StepStats) -> Result<()> {
+        use rayon::prelude::*;
         let scale = self.scale;
         let dim = self.values.len() - STATS;
-        let round = |v: f64, what: &str| -> Result<i64> {
-            let q = (v * scale).round();
-            if q.is_nan() || q.abs() > PART_LIMIT {
-                return Err(Error::Usage(format!(
-                    "{what} {v} is beyond the distributed sum's fixed-point range (|v| ≤ \
-                     2^20·C): lower the expected batch size per part or raise dist_parts"
-                )));
-            }
-            Ok(q as i64)
-        };
-        real!(sums.dtype(), "distributed sum", |T| {
-            let mut at = 0;
+        if sums.sizes().iter().sum::<usize>() != dim {
+            return Err(Error::Tensor(format!(
+                "{} sums for {dim} parameter values",
+                sums.sizes().iter().sum::<usize>()
+            )));
+        }
+        // In blocks on the pool (the mlp's 407,050 values per part, every step); a value
+        // off the grid's range (or NaN) fails its block.
+        let out_of_range = real!(sums.dtype(), "distributed sum", |T| {
+            let mut rest = &mut self.values[..dim];
+            let mut blocks = Vec::new();
             for values in sums.values::<T>("distributed sum")? {
-                for &v in values {
-                    if at == dim {
-                        return Err(Error::Tensor("more sums than parameters".into()));
+                let (acc, tail) = rest.split_at_mut(values.len());
+                rest = tail;
+                blocks.extend(acc.chunks_mut(ROUND_BLOCK).zip(values.chunks(ROUND_BLOCK)));
+            }
+            Ok(blocks.into_par_iter().find_map_any(|(acc, values)| {
+                for (a, &v) in acc.iter_mut().zip(values) {
+                    let q = (v.wide() * scale).round();
+                    if q.is_nan() || q.abs() > PART_LIMIT {
+                        return Some(v.wide());
                     }
-                    self.values[at] += round(v.wide(), "a clipped sum")?;
-                    at += 1;
+                    *a += q as i64;
                 }
-            }
-            if at != dim {
-                return Err(Error::Tensor(format!(
-                    "{at} sums for {dim} parameter values"
-                )));
-            }
-            Ok(())
+                None
+            }))
         })?;
+        if let Some(v) = out_of_range {
+            return Err(Error::Usage(format!(
+                "a clipped sum {v} is beyond the distributed sum's fixed-point range (|v| ≤ \
+                 2^20·C): lower the expected batch size per part or raise dist_parts"
+            )));
+        }
         // The loss on its own grid (2^-32), the counts exact.
         let loss = (stats.loss_sum * 2f64.powi(FIXED_POINT_BITS)).round();
         if loss.is_nan() || loss.abs() > PART_LIMIT {
@@ -454,16 +462,33 @@ impl FixedSums {
         sizes: &[usize],
         dtype: candle_core::DType,
     ) -> Result<(Sums, StepStats)> {
+        use rayon::prelude::*;
         let dim = self.values.len() - STATS;
+        if sizes.iter().sum::<usize>() != dim {
+            return Err(Error::Tensor(format!(
+                "{dim} reduced values for parameters of {} values",
+                sizes.iter().sum::<usize>()
+            )));
+        }
         let mut sums = Sums::zeros(sizes, dtype)?;
+        let scale = self.scale;
         real!(dtype, "distributed sum", |T| {
-            let mut at = 0;
+            let mut rest = &self.values[..dim];
+            let mut blocks = Vec::new();
             for values in sums.values_mut::<T>("distributed sum")? {
-                for v in values.iter_mut() {
-                    *v = T::of(self.values[at] as f64 / self.scale);
-                    at += 1;
-                }
+                let (fixed, tail) = rest.split_at(values.len().min(rest.len()));
+                rest = tail;
+                blocks.extend(
+                    values
+                        .chunks_mut(ROUND_BLOCK)
+                        .zip(fixed.chunks(ROUND_BLOCK)),
+                );
             }
+            blocks.into_par_iter().for_each(|(values, fixed)| {
+                for (v, &q) in values.iter_mut().zip(fixed) {
+                    *v = T::of(q as f64 / scale);
+                }
+            });
             Ok(())
         })?;
         let stats = StepStats {

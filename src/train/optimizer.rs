@@ -354,9 +354,13 @@ impl DpOptimizer {
         });
         let mut fixed = fixed?;
         state.dist.collective().all_reduce_sum(fixed.values_mut())?;
-        let (mut sums, stats) = fixed.into_sums(&sizes, dtype)?;
-        self.privatizer.privatize(&mut sums, ahead?)?;
-        self.update.apply(&self.params, sums)?;
-        Ok(stats)
+        // Back on the pool: the element-wise kernels then start without waking it.
+        let (privatizer, update, params) = (&mut self.privatizer, &mut self.update, &self.params);
+        rayon::scope(|_| {
+            let (mut sums, stats) = fixed.into_sums(&sizes, dtype)?;
+            privatizer.privatize(&mut sums, ahead?)?;
+            update.apply(params, sums)?;
+            Ok(stats)
+        })
     }
 }
