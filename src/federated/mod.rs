@@ -10,10 +10,12 @@
 //! - [`silo`]: silo-level DP (each silo's own DP-SGD steps and ledger; the server takes the
 //!   weighted mean), [`SiloLevelRun`];
 //! - [`he`]: rounds through homomorphic aggregation under a committee's threshold key;
+//! - [`flower`]: Flower's wire format (object trees, `.npy` arrays) for `dptrain fl node`;
 //! - [`checkpoint`]: what a run keeps after each round to resume bit for bit.
 
 pub mod checkpoint;
 pub mod clients;
+pub mod flower;
 pub mod he;
 pub mod partition;
 pub mod round;
