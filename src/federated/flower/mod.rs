@@ -3,8 +3,12 @@
 //! - [`auth`]: the node's P-384 key and the signed headers of every Fleet request;
 //! - [`npy`]: NumPy's array files, the bytes of a Flower `Array`;
 //! - [`objects`]: the object trees messages travel as, with SHA-256 ids checked on every
-//!   object received.
+//!   object received;
+//! - [`proto`]: the Fleet API's protobuf messages, generated from the vendored descriptors.
+//! - [`records`]: whole messages (metadata and named records) as object trees, both ways.
 
 pub mod auth;
 pub mod npy;
 pub mod objects;
+pub mod proto;
+pub mod records;
