@@ -15,6 +15,7 @@ mod dist;
 mod dp_step;
 mod examples;
 mod federated;
+mod flower;
 mod fuzz;
 mod grad_sample;
 mod layers;
