@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::mechanism::{ClippingConfig, clip_factor_of};
 use crate::model::DpModule;
 use crate::real::real;
+use crate::train::dist::lock;
 use crate::train::{
     DpOptimizer, DpSettings, NoiseMode, OptimizerConfig, Privatizer, SumValue, Sums, Update,
 };
@@ -269,14 +270,6 @@ fn next_reply(queue: &Mutex<Finishing>, ready: &Condvar) -> Option<(usize, Clien
             .wait(state)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
     }
-}
-
-/// Locks `mutex`, also after a thread panicked holding it (the data stays consistent:
-/// every critical section is a single push, pop or store).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The parameters' values as [`Sums`] in their dtype.

@@ -115,14 +115,7 @@ impl Fleet {
     pub fn check_version(&self) -> Result<String> {
         let url = format!("{}/openapi.json", self.base);
         let body = self.with_retries("openapi.json", || {
-            let mut answer = self.agent.get(&url).call()?;
-            let status = answer.status().as_u16();
-            let body = answer
-                .body_mut()
-                .with_config()
-                .limit(MAX_ANSWER)
-                .read_to_vec()?;
-            Ok((status, body))
+            Ok(status_and_body(self.agent.get(&url).call()?)?)
         })?;
         let version = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -164,14 +157,7 @@ impl Fleet {
             for (name, value) in self.key.headers(&timestamp_now()).map_err(Failure::Fatal)? {
                 call = call.header(name, value);
             }
-            let mut answer = call.send(&body[..])?;
-            let status = answer.status().as_u16();
-            let bytes = answer
-                .body_mut()
-                .with_config()
-                .limit(MAX_ANSWER)
-                .read_to_vec()?;
-            Ok((status, bytes))
+            Ok(status_and_body(call.send(&body[..])?)?)
         })?;
         A::decode(answer.as_slice()).map_err(|e| {
             Error::invalid(
@@ -284,6 +270,19 @@ impl Fleet {
         }
         Ok(())
     }
+}
+
+/// An answer's status and its body (at most [`MAX_ANSWER`] bytes).
+fn status_and_body(
+    mut answer: ureq::http::Response<ureq::Body>,
+) -> std::result::Result<(u16, Vec<u8>), ureq::Error> {
+    let status = answer.status().as_u16();
+    let body = answer
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_vec()?;
+    Ok((status, body))
 }
 
 /// Why one try failed.

@@ -180,22 +180,22 @@ impl Object {
                 "the length the head states",
             ));
         }
-        let object = Object::new(class, children, body.to_vec());
-        if object.children.len() != children_count(head) {
+        if children
+            .iter()
+            .enumerate()
+            .any(|(i, c)| children[..i].contains(c))
+        {
             return Err(Error::invalid(
                 what(),
                 "a repeated child",
                 "distinct children",
             ));
         }
-        Ok(object)
-    }
-}
-
-fn children_count(head: &str) -> usize {
-    match head.split(' ').nth(1) {
-        Some("") | None => 0,
-        Some(list) => list.split(',').count(),
+        Ok(Object {
+            class,
+            children,
+            body: body.to_vec(),
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! id, as flwr 1.42 does; [`inflate`] reads one back from objects received by id, checking
 //! that every object named is there and of the class its parent says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message as _;
 
@@ -46,10 +46,12 @@ pub struct Deflated {
 /// The objects of a message with `metadata` (its `message_id` is ignored: it is the id
 /// computed here) and `content`, arrays in chunks of at most `chunk` bytes.
 pub fn deflate(metadata: &proto::Metadata, content: &Content, chunk: usize) -> Deflated {
+    // Each object once, found by its id (hashed once, not per comparison).
     let mut objects: Vec<Object> = Vec::new();
-    let push = |object: Object, objects: &mut Vec<Object>| -> (String, proto::ObjectTree) {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut push = |object: Object, objects: &mut Vec<Object>| -> (String, proto::ObjectTree) {
         let id = object.id();
-        if !objects.iter().any(|o| o.id() == id) {
+        if seen.insert(id.clone()) {
             objects.push(object);
         }
         (
