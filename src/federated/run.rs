@@ -389,6 +389,34 @@ impl ClientLevelConfig {
         )
     }
 
+    /// The aggregation plan of a run of `population` clients on a model of `dim`
+    /// parameters, seeded from `seed` unless in secure mode (None: plain aggregation).
+    /// Server and clients compute it alike from the same config.
+    pub fn secure_plan(
+        &self,
+        population: usize,
+        dim: usize,
+        seed: u64,
+    ) -> Result<Option<SecurePlan>> {
+        if self.aggregation == Aggregation::Plain {
+            return Ok(None);
+        }
+        let secagg = self.secagg();
+        let expected_clients = self.sampling.sample_rate(population) * population as f64;
+        let local_stddev = self
+            .distributed_noise(population, dim)?
+            .map_or(0.0, |(_, sigma)| sigma);
+        Ok(Some(SecurePlan {
+            aggregation: self.aggregation,
+            min_survivors: secagg.min_survivors_for(expected_clients),
+            config: secagg,
+            clip_norm: self.clip_norm,
+            dim,
+            local_stddev,
+            seed: (!self.secure_noise).then(|| derive_seed(seed, 7)),
+        }))
+    }
+
     /// One round's event at z: `PoissonSampled(q, Gaussian(z))`, or its discrete Gaussian
     /// in secure mode (or either without amplification for fixed-size sampling).
     pub fn round_event(&self, population: usize, z: f64) -> DpEvent {
@@ -517,27 +545,13 @@ impl<'a> ClientLevelRun<'a> {
             true => Server::new(params.clone(), config.clip_norm, privatizer, update)?,
             false => Server::non_private(params.clone(), update),
         };
-        let secure = match config.aggregation {
-            Aggregation::Plain => None,
-            aggregation => {
-                let secagg = config.secagg();
-                transport.secure().ok_or_else(|| {
-                    Error::Usage(format!(
-                        "aggregation = \"{}\" needs a transport that runs secure \
-                         aggregation's stages",
-                        aggregation.name()
-                    ))
-                })?;
-                Some(SecurePlan {
-                    aggregation,
-                    min_survivors: secagg.min_survivors_for(expected_clients),
-                    config: secagg,
-                    clip_norm: config.clip_norm,
-                    dim,
-                    local_stddev: distributed_noise.map_or(0.0, |(_, sigma)| sigma),
-                })
-            }
-        };
+        if config.aggregation != Aggregation::Plain && transport.secure().is_none() {
+            return Err(Error::Usage(format!(
+                "aggregation = \"{}\" needs a transport that runs secure aggregation's stages",
+                config.aggregation.name()
+            )));
+        }
+        let secure = config.secure_plan(population, dim, seed)?;
         let he: Option<HeState> = match &secure {
             Some(plan) if plan.aggregation == Aggregation::HeThreshold => Some((
                 Box::new(ThresholdHe::new(

@@ -167,6 +167,56 @@ pub struct SecAggConfig {
     /// of the protocol (keys, shares, masked input, unmasking). Default 0.
     #[serde(default)]
     pub simulated_dropout: f64,
+    /// Simulation only: clients that fail for good at a stage of a round (a silo whose
+    /// machine dies), to replay a real federation's failures. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub simulated_failures: Vec<SimulatedFailure>,
+}
+
+/// A stage of a secure round, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Training, then the client's public keys.
+    Keys,
+    /// The sealed shares of the client's secrets.
+    Shares,
+    /// The masked input.
+    MaskedInput,
+    /// The shares that unmask the sum.
+    Unmask,
+}
+
+impl Stage {
+    /// The name in configs and Flower message types.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Keys => "keys",
+            Stage::Shares => "shares",
+            Stage::MaskedInput => "masked_input",
+            Stage::Unmask => "unmask",
+        }
+    }
+}
+
+/// `{ client, round, stage }`: from `stage` of `round` on, `client` (an index into the
+/// partition) sends nothing, in this round and every later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedFailure {
+    /// The client, an index into the partition (clients.csv's row).
+    pub client: usize,
+    /// The round it fails in, from 1.
+    pub round: u64,
+    /// The first stage it misses.
+    pub stage: Stage,
+}
+
+impl SimulatedFailure {
+    /// Whether the failure silences its client at `stage` of `round`.
+    pub fn silences(&self, round: u64, stage: Stage) -> bool {
+        round > self.round || (round == self.round && stage >= self.stage)
+    }
 }
 
 fn default_bits() -> u32 {
@@ -194,6 +244,7 @@ impl Default for SecAggConfig {
             min_survivors: None,
             mechanism: default_mechanism(),
             simulated_dropout: 0.0,
+            simulated_failures: Vec::new(),
         }
     }
 }
@@ -234,6 +285,13 @@ impl SecAggConfig {
                 "a probability in [0, 1)",
             ));
         }
+        if let Some(failure) = self.simulated_failures.iter().find(|f| f.round == 0) {
+            return Err(Error::invalid(
+                format!("{key}.simulated_failures.round"),
+                failure.round,
+                "a round from 1",
+            ));
+        }
         Ok(())
     }
 
@@ -253,6 +311,11 @@ pub struct SecureSetup {
     pub quantiser: Quantiser,
     /// Each client's noise share (distributed DP), None with central noise.
     pub noise: Option<ShareNoise>,
+    /// Seeds the clients' randomised rounding (client i's generator from this and i), in
+    /// reproducible runs with central noise; None: each client draws from the OS (secure
+    /// mode, and always under distributed DP, where the rounding and the noise share come
+    /// from one generator the server must not know).
+    pub rounding_seed: Option<[u8; 32]>,
 }
 
 /// The public setup of one homomorphic round.
@@ -296,13 +359,16 @@ pub trait SecureTransport {
 
 /// [`InProcess`] virtual clients that also run secure aggregation's client side: each keeps
 /// its SecAgg+ state and its quantised, noised input between stages, and (in simulation)
-/// goes silent at a stage with probability `dropout`.
+/// goes silent at a stage with probability `dropout`, or for good as `failures` say.
 pub struct SecureInProcess<'a, M> {
     /// The clients' training.
     pub inner: InProcess<'a, M>,
     dropout: f64,
     dropout_rng: ChaCha8Rng,
-    clients: BTreeMap<u32, (Client, Vec<u32>)>,
+    failures: Vec<SimulatedFailure>,
+    /// The round under way and its clients (partition indices, by SecAgg+ id).
+    round: (u64, Vec<usize>),
+    clients: BTreeMap<u32, SecureClient>,
 }
 
 impl<'a, M> SecureInProcess<'a, M> {
@@ -313,8 +379,16 @@ impl<'a, M> SecureInProcess<'a, M> {
             inner,
             dropout,
             dropout_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5ec_a99),
+            failures: Vec::new(),
+            round: (0, Vec::new()),
             clients: BTreeMap::new(),
         }
+    }
+
+    /// The same, with clients that fail for good as `failures` say.
+    pub fn with_failures(mut self, failures: &[SimulatedFailure]) -> Self {
+        self.failures = failures.to_vec();
+        self
     }
 
     /// The clients' training on `request`: the replies that arrived, by position in
@@ -331,9 +405,16 @@ impl<'a, M> SecureInProcess<'a, M> {
             .collect()
     }
 
-    /// Whether a client stays for this stage (simulated dropout).
-    fn stays(&mut self) -> bool {
-        self.dropout == 0.0 || self.dropout_rng.random::<f64>() >= self.dropout
+    /// Whether client `id` of the round answers at `stage` (simulated dropout and
+    /// failures).
+    fn stays(&mut self, id: u32, stage: Stage) -> bool {
+        let draw = self.dropout == 0.0 || self.dropout_rng.random::<f64>() >= self.dropout;
+        let (round, clients) = &self.round;
+        let client = clients.get(id as usize).copied();
+        draw && !self
+            .failures
+            .iter()
+            .any(|f| Some(f.client) == client && f.silences(*round, stage))
     }
 }
 
@@ -362,40 +443,94 @@ pub(crate) fn update_values(reply: &ClientReply) -> Vec<f32> {
         .collect()
 }
 
-/// A client after stage 1: its SecAgg+ state, its input over Z_{2^b}, its encoded keys.
-type Prepared = (Client, Vec<u32>, Vec<u8>);
+/// One client's side of a secure round between stages: its SecAgg+ state and its input
+/// over Z_{2^b} (quantised, with its noise share under distributed DP). The virtual
+/// clients of [`SecureInProcess`] and a Flower node (`dptrain fl node`) both run it.
+pub struct SecureClient {
+    client: Client,
+    input: Vec<u32>,
+}
 
-/// A client's stage-1 work after training: its update as a vector over Z_{2^b} with its
-/// noise share, and its SecAgg+ state.
-fn prepare(reply: &ClientReply, setup: &SecureSetup, graph: &Graph, id: u32) -> Result<Prepared> {
-    let update = update_values(reply);
-    let mut rng = secure_rng()?;
-    let mut rounded = setup.quantiser.round(&update, &mut rng)?;
-    if let Some(noise) = &setup.noise {
-        noise.add_to(&mut rounded, &mut rng)?;
+impl SecureClient {
+    /// Stage 1 after training: client `id` of the round quantises its update (rounding
+    /// from `setup.rounding_seed` when given, else from the OS), adds its noise share, and
+    /// answers with its encoded public keys.
+    pub fn begin(
+        reply: &ClientReply,
+        setup: &SecureSetup,
+        graph: &Graph,
+        id: u32,
+    ) -> Result<(Self, Vec<u8>)> {
+        let update = update_values(reply);
+        let mut rng: Box<dyn rand::RngCore> = match setup.rounding_seed {
+            Some(seed) => Box::new(rand_chacha::ChaCha20Rng::from_seed(client_rounding_seed(
+                &seed, id,
+            ))),
+            None => Box::new(secure_rng()?),
+        };
+        let mut rounded = setup.quantiser.round(&update, &mut rng)?;
+        if let Some(noise) = &setup.noise {
+            if setup.rounding_seed.is_some() {
+                return Err(Error::Usage(
+                    "a noise share drawn from a seed the server knows protects nothing; \
+                     distributed DP draws the clients' rounding and noise from the OS"
+                        .into(),
+                ));
+            }
+            noise.add_to(&mut rounded, &mut rng)?;
+        }
+        let input = setup.quantiser.wrap(&rounded);
+        let (client, keys) = Client::new(&setup.params, graph, id, &*crypto::os_seed()?)?;
+        Ok((SecureClient { client, input }, keys.encode()))
     }
-    let input = setup.quantiser.wrap(&rounded);
-    let (client, keys) = Client::new(&setup.params, graph, id, &*crypto::os_seed()?)?;
-    Ok((client, input, keys.encode()))
+
+    /// Stage 2: the neighbours' keys in, the encoded sealed shares out.
+    pub fn share_keys(&mut self, keys: &NeighbourKeys) -> Result<Vec<u8>> {
+        Ok(self.client.share_keys(keys)?.encode())
+    }
+
+    /// Stage 3: the shares this client holds in, its encoded masked input out.
+    pub fn masked_input(&mut self, held: &SharesForHolder) -> Result<Vec<u8>> {
+        Ok(self.client.masked_input(held, &self.input)?.encode())
+    }
+
+    /// Stage 4: the unmask request in, the encoded shares that unmask the sum out.
+    pub fn unmask(&mut self, request: &UnmaskRequest) -> Result<Vec<u8>> {
+        Ok(self.client.unmask(request)?.encode())
+    }
+}
+
+/// A client after stage 1: its state and its encoded keys.
+type Begun = (SecureClient, Vec<u8>);
+
+/// Client `id`'s rounding seed in a round whose rounding seed is `seed`.
+fn client_rounding_seed(seed: &[u8; 32], id: u32) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"dptrain secagg rounding");
+    hash.update(seed);
+    hash.update(id.to_le_bytes());
+    hash.finalize().into()
 }
 
 impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
     fn begin(&mut self, request: &RoundRequest, setup: &SecureSetup, clients: &[usize]) -> Inbox {
         self.clients.clear();
+        self.round = (request.round, clients.to_vec());
         let Ok(graph) = Graph::new(&setup.params) else {
             return Inbox::new();
         };
         let trained = self.trained(request, clients);
-        let prepared: Vec<(u32, Result<Prepared>)> = trained
+        let prepared: Vec<(u32, Result<Begun>)> = trained
             .par_iter()
-            .map(|(id, reply)| (*id, prepare(reply, setup, &graph, *id)))
+            .map(|(id, reply)| (*id, SecureClient::begin(reply, setup, &graph, *id)))
             .collect();
         let mut inbox = Inbox::new();
         for (id, result) in prepared {
             match result {
-                Ok((client, input, keys)) => {
-                    self.clients.insert(id, (client, input));
-                    if self.stays() {
+                Ok((client, keys)) => {
+                    self.clients.insert(id, client);
+                    if self.stays(id, Stage::Keys) {
                         inbox.push((id, keys));
                     }
                 }
@@ -408,13 +543,13 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
     fn share_keys(&mut self, keys: &BTreeMap<u32, NeighbourKeys>) -> Inbox {
         let mut inbox = Inbox::new();
         for (id, message) in keys {
-            if !self.stays() {
+            if !self.stays(*id, Stage::Shares) {
                 continue;
             }
-            if let Some((client, _)) = self.clients.get_mut(id)
+            if let Some(client) = self.clients.get_mut(id)
                 && let Ok(shares) = client.share_keys(message)
             {
-                inbox.push((*id, shares.encode()));
+                inbox.push((*id, shares));
             }
         }
         inbox
@@ -423,13 +558,13 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
     fn masked_input(&mut self, held: &BTreeMap<u32, SharesForHolder>) -> Inbox {
         let mut inbox = Inbox::new();
         for (id, message) in held {
-            if !self.stays() {
+            if !self.stays(*id, Stage::MaskedInput) {
                 continue;
             }
-            if let Some((client, input)) = self.clients.get_mut(id)
-                && let Ok(masked) = client.masked_input(message, input)
+            if let Some(client) = self.clients.get_mut(id)
+                && let Ok(masked) = client.masked_input(message)
             {
-                inbox.push((*id, masked.encode()));
+                inbox.push((*id, masked));
             }
         }
         inbox
@@ -444,6 +579,7 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
         client_seed: Option<[u8; 32]>,
     ) -> Inbox {
         self.clients.clear();
+        self.round = (request.round, clients.to_vec());
         // Each client seals right after its training, on whichever thread is free.
         let seal = |at: usize, reply: ClientReply| {
             let seed =
@@ -457,7 +593,7 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
             let Ok(result) = result else { continue };
             let id = id as u32;
             match result {
-                Ok(upload) if self.stays() => inbox.push((id, upload)),
+                Ok(upload) if self.stays(id, Stage::Keys) => inbox.push((id, upload)),
                 Ok(_) => {}
                 Err(e) => tracing::info!("homomorphic round: client {id} sends nothing: {e}"),
             }
@@ -468,13 +604,13 @@ impl<M: DpModule + Sync> SecureTransport for SecureInProcess<'_, M> {
     fn unmask(&mut self, request: &UnmaskRequest) -> Inbox {
         let mut inbox = Inbox::new();
         for id in &request.survivors {
-            if !self.stays() {
+            if !self.stays(*id, Stage::Unmask) {
                 continue;
             }
-            if let Some((client, _)) = self.clients.get_mut(id)
+            if let Some(client) = self.clients.get_mut(id)
                 && let Ok(shares) = client.unmask(request)
             {
-                inbox.push((*id, shares.encode()));
+                inbox.push((*id, shares));
             }
         }
         self.clients.clear();
@@ -497,6 +633,10 @@ pub struct SecurePlan {
     pub min_survivors: u64,
     /// σ: each client's noise standard deviation (unscaled; 0 with central noise).
     pub local_stddev: f64,
+    /// Seeds each round's public randomness (the rotation, the neighbour graph) and, with
+    /// central noise, the clients' rounding: a reproducible run. None (secure mode): all
+    /// of it from the OS.
+    pub seed: Option<u64>,
 }
 
 impl SecurePlan {
@@ -575,9 +715,29 @@ impl SecurePlan {
         )
     }
 
-    /// The public setup of round `round` with `clients` sampled: fresh public seeds for the
-    /// neighbour graph and the rotation.
+    /// The public setup of round `round` with `clients` sampled: its public seeds from
+    /// the plan's seed, or fresh from the OS.
     pub fn setup(&self, round: u64, clients: u64) -> Result<SecureSetup> {
+        let (rotation, graph) = match self.seed {
+            Some(seed) => (
+                round_seed(seed, round, b"rotation"),
+                round_seed(seed, round, b"graph"),
+            ),
+            None => (*crypto::os_seed()?, *crypto::os_seed()?),
+        };
+        self.setup_with(round, clients, rotation, graph)
+    }
+
+    /// The setup of round `round` with `clients` sampled, the rotation's signs from
+    /// `rotation_seed` and the neighbour graph from `graph_seed` (what a client computes
+    /// from the seeds the server sends; everything else follows from the plan).
+    pub fn setup_with(
+        &self,
+        round: u64,
+        clients: u64,
+        rotation_seed: [u8; 32],
+        graph_seed: [u8; 32],
+    ) -> Result<SecureSetup> {
         let scale = self.scale(clients)?;
         let d = padded_dim(self.dim);
         let (noise, clip) = match self.aggregation {
@@ -594,18 +754,34 @@ impl SecurePlan {
             scale,
             self.config.beta,
             self.config.bits,
-            *crypto::os_seed()?,
+            rotation_seed,
         )?;
         let clients = u32::try_from(clients)
             .map_err(|_| Error::invalid("secure round clients", clients, "at most 2^32 − 1"))?;
-        let params =
-            RoundParams::recommended(round, clients, d, self.config.bits, *crypto::os_seed()?)?;
+        let params = RoundParams::recommended(round, clients, d, self.config.bits, graph_seed)?;
+        // The rounding is seeded only where no noise share shares its generator.
+        let rounding_seed = match (self.seed, &noise) {
+            (Some(seed), None) => Some(round_seed(seed, round, b"rounding")),
+            _ => None,
+        };
         Ok(SecureSetup {
             params,
             quantiser,
             noise,
+            rounding_seed,
         })
     }
+}
+
+/// The seed of `what` in round `round` of a plan seeded with `seed`.
+fn round_seed(seed: u64, round: u64, what: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"dptrain secagg round ");
+    hash.update(what);
+    hash.update(seed.to_le_bytes());
+    hash.update(round.to_le_bytes());
+    hash.finalize().into()
 }
 
 /// What a secure round did.

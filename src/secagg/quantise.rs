@@ -43,6 +43,8 @@ pub struct Quantiser {
     /// The rotation's block: H·D acts on consecutive blocks of this many coordinates (a
     /// power of two; the whole padded vector unless [`Quantiser::blocked`]).
     block: usize,
+    /// The seed D was drawn from.
+    rotation_seed: [u8; 32],
 }
 
 /// The next power of two at or above `m` (the rotation's dimension d).
@@ -168,7 +170,13 @@ impl Quantiser {
             bits,
             signs,
             block,
+            rotation_seed,
         })
+    }
+
+    /// The public seed the rotation's signs were drawn from.
+    pub fn rotation_seed(&self) -> [u8; 32] {
+        self.rotation_seed
     }
 
     /// d: the padded dimension.

@@ -1066,6 +1066,7 @@ fn a_secure_round_moves_the_model_as_the_plain_round_up_to_quantisation() {
         dim,
         min_survivors: 3,
         local_stddev: 0.0,
+        seed: None,
     };
     let outcome = secure_round(&mut secure, &mut transport, &sampled, &plan).unwrap();
     assert!(outcome.aborted.is_none(), "{:?}", outcome.aborted);
