@@ -25,13 +25,58 @@ use crate::train::trainer::derive_seed;
 /// Runs the federation of `args.config` (with `--set` overrides) and writes `--out`
 /// (default `reports/<name>`), or continues `--resume DIR`.
 pub fn run(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output> {
-    run_config(args, reporter).map_err(|e| crate::config::in_config_file(&args.config, e))
+    run_config(args, reporter, None).map_err(|e| crate::config::in_config_file(&args.config, e))
 }
 
-fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output> {
-    let config = FederatedRunConfig::load(&args.config, &args.set)?;
+/// Where the clients of a client-level run are when they are not simulated: Flower nodes
+/// reached through the ServerApp's pipe.
+pub struct FlowerServer<'r> {
+    /// The pipe to the ServerApp.
+    pub router: &'r mut dyn crate::federated::flower::server::Router,
+    /// How long to wait for every client's node before the first round.
+    pub wait: std::time::Duration,
+    /// How long each stage waits for the nodes' replies.
+    pub timeout: std::time::Duration,
+}
+
+/// A federated config with its `--set` values, and its resolved text (what config.toml
+/// holds and what nodes and server compare by SHA-256).
+pub fn resolve(path: &Path, set: &[String]) -> Result<(FederatedRunConfig, String)> {
+    let config = FederatedRunConfig::load(path, set)?;
     let resolved = toml::to_string(&config)
         .map_err(|e| Error::Usage(format!("the resolved config cannot be written: {e}")))?;
+    Ok((config, resolved))
+}
+
+/// The partition of a federated config's training data (the same on the server and on
+/// every node).
+pub fn partition_of(
+    config: &FederatedRunConfig,
+    train: &crate::data::Dataset,
+) -> Result<Partition> {
+    let federated = &config.federated;
+    let keys = match (&federated.partition, &config.data) {
+        (PartitionConfig::ByColumn { column }, DataConfig::Csv(table)) => {
+            Some(crate::data::table::train_column(table, column)?)
+        }
+        _ => None,
+    };
+    Partition::new(
+        &federated.partition,
+        &train.labels,
+        keys.as_deref(),
+        config.seed,
+    )
+}
+
+/// Runs the federation of `args`, its clients simulated, or Flower nodes when `flower`
+/// is given.
+pub fn run_config(
+    args: &super::FederateArgs,
+    reporter: &Reporter,
+    flower: Option<FlowerServer>,
+) -> Result<Output> {
+    let (config, resolved) = resolve(&args.config, &args.set)?;
     let (out, checkpoint) = match &args.resume {
         Some(dir) => {
             let checkpoint = FederatedCheckpoint::load(dir)?;
@@ -76,18 +121,7 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
     let splits = config.data.load()?;
     let (train, test) = (&splits.train, &splits.test);
     let federated = &config.federated;
-    let keys = match (&federated.partition, &config.data) {
-        (PartitionConfig::ByColumn { column }, DataConfig::Csv(table)) => {
-            Some(crate::data::table::train_column(table, column)?)
-        }
-        _ => None,
-    };
-    let partition = Partition::new(
-        &federated.partition,
-        &train.labels,
-        keys.as_deref(),
-        config.seed,
-    )?;
+    let partition = partition_of(&config, train)?;
     let global = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
     let module = Model::for_data(&config.model, train, derive_seed(config.seed, 1))?;
     let (record, unit) = match federated.mode()? {
@@ -111,20 +145,46 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
             // Secure aggregation: the virtual clients also run its client side.
             let mut plain;
             let mut secure;
-            let transport: &mut dyn crate::federated::round::Transport = match privacy.aggregation {
-                Aggregation::Plain => {
-                    plain = clients;
-                    &mut plain
-                }
-                _ => {
-                    secure = SecureInProcess::new(
-                        clients,
-                        privacy.secagg().simulated_dropout,
-                        derive_seed(config.seed, 6),
-                    );
-                    &mut secure
-                }
-            };
+            let mut nodes = None;
+            let transport: &mut dyn crate::federated::round::Transport =
+                match (privacy.aggregation, flower) {
+                    (Aggregation::HeThreshold, Some(_)) => {
+                        return Err(Error::Usage(
+                            "aggregation = \"he_threshold\" does not run over Flower nodes yet; \
+                         use plain, secagg or secagg_distributed_dp"
+                                .into(),
+                        ));
+                    }
+                    (_, Some(flower)) => {
+                        let shapes = global
+                            .parameters()
+                            .iter()
+                            .map(|p| p.dims().to_vec())
+                            .collect();
+                        nodes.insert(crate::federated::flower::server::FlowerClients::connect(
+                            flower.router,
+                            partition.len(),
+                            &sha256_hex(resolved.as_bytes()),
+                            shapes,
+                            flower.wait,
+                            flower.timeout,
+                        )?)
+                    }
+                    (Aggregation::Plain, None) => {
+                        plain = clients;
+                        &mut plain
+                    }
+                    (_, None) => {
+                        let secagg = privacy.secagg();
+                        secure = SecureInProcess::new(
+                            clients,
+                            secagg.simulated_dropout,
+                            derive_seed(config.seed, 6),
+                        )
+                        .with_failures(&secagg.simulated_failures);
+                        &mut secure
+                    }
+                };
             let mut run =
                 ClientLevelRun::new(&global, transport, partition.len(), privacy, config.seed)?;
             let record = rounds(
@@ -137,6 +197,10 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
                 reporter,
                 &config.name,
             )?;
+            drop(run);
+            if let Some(nodes) = nodes {
+                nodes.finish()?;
+            }
             (
                 record,
                 match privacy.private {
@@ -144,6 +208,13 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
                     false => "none (not private)",
                 },
             )
+        }
+        FederatedMode::SiloLevel(_) if flower.is_some() => {
+            return Err(Error::Usage(
+                "silo-level DP does not run over Flower nodes yet; use \
+                 [federated.client_level]"
+                    .into(),
+            ));
         }
         FederatedMode::SiloLevel(privacy) => {
             let mut run =
@@ -270,6 +341,15 @@ fn run_config(args: &super::FederateArgs, reporter: &Reporter) -> Result<Output>
         json: summary,
         table,
     })
+}
+
+/// Lowercase hex SHA-256 of `bytes` (a config's fingerprint).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Runs the rounds of `run` to its end with a progress bar, writing the checkpoint into

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 mod audit;
 mod federate;
+mod fl;
 mod mpc;
 mod plan;
 mod progress;
@@ -59,6 +60,10 @@ pub enum Command {
     /// Simulate client-level DP-FedAvg from a federated config (clients in one process)
     /// and write its run directory.
     Federate(FederateArgs),
+    /// Federated runs on Flower: `fl node` (a silo's SuperNode), `fl server-step` (the
+    /// server side the dptrain ServerApp drives).
+    #[command(subcommand)]
+    Fl(fl::FlCommand),
     /// Training-step throughput, private against non-private, on MNIST or a config's
     /// model and data.
     Bench(BenchArgs),
@@ -532,6 +537,7 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Calibrate(args) => calibrate(args),
         Command::Train(args) => train::run(args, &reporter),
         Command::Federate(args) => federate::run(args, &reporter),
+        Command::Fl(command) => fl::run(command, &reporter),
         Command::MpcInfer(args) => mpc::run(args),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {

@@ -258,6 +258,113 @@ impl Fleet {
         )
     }
 
+    /// PullObject: the object's bytes; None while it is registered but not yet uploaded
+    /// (pull again later); an error if the SuperLink does not know it.
+    pub fn pull_object(
+        &self,
+        node_id: u64,
+        run_id: u64,
+        object_id: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let answer: proto::PullObjectResponse = self.call(
+            "pull-object",
+            &proto::PullObjectRequest {
+                node: Some(proto::Node { node_id }),
+                run_id,
+                object_id: object_id.to_string(),
+            },
+        )?;
+        match (answer.object_found, answer.object_available) {
+            (true, true) => Ok(Some(answer.object_content)),
+            (true, false) => Ok(None),
+            (false, _) => Err(Error::invalid(
+                "PullObject",
+                format!("object {object_id} of run {run_id} not found"),
+                "an object of a message addressed to this node",
+            )),
+        }
+    }
+
+    /// ConfirmMessageReceived: the SuperLink may drop the message's objects.
+    pub fn confirm(&self, node_id: u64, run_id: u64, message_id: &str) -> Result<()> {
+        let _: proto::ConfirmMessageReceivedResponse = self.call(
+            "confirm-message-received",
+            &proto::ConfirmMessageReceivedRequest {
+                node: Some(proto::Node { node_id }),
+                run_id,
+                message_object_id: message_id.to_string(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// PushMessages of one reply (the SuperLink reads only the first), then PushObject of
+    /// each object it asks for. An answer asking for no object means the SuperLink
+    /// refused the reply (it answers 200 either way).
+    pub fn push_reply(
+        &self,
+        node_id: u64,
+        run_id: u64,
+        message: proto::Message,
+        reply: &super::records::Deflated,
+    ) -> Result<()> {
+        let answer: proto::PushMessagesResponse = self.call(
+            "push-messages",
+            &proto::PushMessagesRequest {
+                node: Some(proto::Node { node_id }),
+                messages_list: vec![message],
+                message_object_trees: vec![reply.tree.clone()],
+                clientapp_runtime_list: vec![0.0],
+            },
+        )?;
+        if answer.objects_to_push.is_empty() {
+            return Err(Error::Usage(format!(
+                "the SuperLink refused the reply {} (the instruction expired, was \
+                 answered already, or its run ended)",
+                &reply.message_id[..12]
+            )));
+        }
+        for object in &reply.objects {
+            let id = object.id();
+            if !answer.objects_to_push.contains(&id) {
+                continue;
+            }
+            let stored: proto::PushObjectResponse = self.call(
+                "push-object",
+                &proto::PushObjectRequest {
+                    node: Some(proto::Node { node_id }),
+                    run_id,
+                    object_id: id.clone(),
+                    object_content: object.encode(),
+                    session_id: answer.session_id.clone(),
+                },
+            )?;
+            if !stored.stored {
+                return Err(Error::Usage(format!(
+                    "the SuperLink did not store object {} of the reply (its push session \
+                     expired, or it was not expected)",
+                    &id[..12]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// GetRun: the run's record (its status, its app); an error once the run is no
+    /// longer running or the node is not in its federation (HTTP 403).
+    pub fn get_run(&self, node_id: u64, run_id: u64) -> Result<proto::Run> {
+        let answer: proto::GetRunResponse = self.call(
+            "get-run",
+            &proto::GetRunRequest {
+                node: Some(proto::Node { node_id }),
+                run_id,
+            },
+        )?;
+        answer
+            .run
+            .ok_or_else(|| Error::invalid("GetRun", "no run", "the run's record"))
+    }
+
     /// DeactivateNode, then UnregisterNode (a self-registered node leaving).
     pub fn leave(&self, node_id: u64, unregister: bool) -> Result<()> {
         let _: proto::DeactivateNodeResponse =

@@ -140,6 +140,112 @@ pub fn deflate(metadata: &proto::Metadata, content: &Content, chunk: usize) -> D
     }
 }
 
+/// The objects of a reply with `metadata` that carries an error instead of content (one
+/// `Message` object, no children).
+pub fn deflate_error(metadata: &proto::Metadata, code: i64, reason: &str) -> Deflated {
+    let body = proto::Message {
+        metadata: Some(proto::Metadata {
+            message_id: String::new(),
+            ..metadata.clone()
+        }),
+        content: None,
+        error: Some(proto::Error {
+            code,
+            reason: reason.to_string(),
+        }),
+    }
+    .encode_to_vec();
+    let object = Object::new(Class::Message, Vec::new(), body);
+    let message_id = object.id();
+    Deflated {
+        tree: proto::ObjectTree {
+            object_id: message_id.clone(),
+            children: Vec::new(),
+        },
+        message_id,
+        objects: vec![object],
+    }
+}
+
+/// A message's content as the protobuf `RecordDict` (the form `flwr.common.serde` reads:
+/// arrays with their `.npy` bytes inline), for the ServerApp's pipe to
+/// `dptrain fl server-step`.
+pub fn content_to_proto(content: &[(String, Record)]) -> proto::RecordDict {
+    use proto::record_dict::item::Value;
+    proto::RecordDict {
+        items: content
+            .iter()
+            .map(|(name, record)| proto::record_dict::Item {
+                key: name.clone(),
+                value: Some(match record {
+                    Record::Arrays(arrays) => Value::ArrayRecord(proto::ArrayRecord {
+                        items: arrays
+                            .iter()
+                            .map(|(name, array)| proto::array_record::Item {
+                                key: name.clone(),
+                                value: Some(proto::Array {
+                                    dtype: array.values.dtype().name().to_string(),
+                                    shape: array.shape.iter().map(|&n| n as i32).collect(),
+                                    stype: "numpy.ndarray".to_string(),
+                                    data: array.to_bytes(),
+                                }),
+                            })
+                            .collect(),
+                    }),
+                    Record::Config(config) => Value::ConfigRecord(config.clone()),
+                    Record::Metrics(metrics) => Value::MetricRecord(metrics.clone()),
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// The content a protobuf `RecordDict` holds, each array's `.npy` bytes checked against
+/// the dtype and shape it states.
+pub fn content_from_proto(dict: proto::RecordDict) -> Result<Content> {
+    use proto::record_dict::item::Value;
+    let mut content = Vec::new();
+    for item in dict.items {
+        let record = match item.value {
+            Some(Value::ArrayRecord(arrays)) => {
+                let mut out = Vec::new();
+                for array in arrays.items {
+                    let what = format!("array {:?} of record {:?}", array.key, item.key);
+                    let value = array
+                        .value
+                        .ok_or_else(|| Error::invalid(what.clone(), "no value", "an Array"))?;
+                    let values = NpyArray::from_bytes(&value.data)?;
+                    let shape: Vec<i32> = values.shape.iter().map(|&n| n as i32).collect();
+                    if shape != value.shape || values.values.dtype().name() != value.dtype {
+                        return Err(Error::invalid(
+                            what,
+                            format!(
+                                "{} {:?} in its .npy bytes",
+                                values.values.dtype().name(),
+                                values.shape
+                            ),
+                            format!("the {} {:?} it states", value.dtype, value.shape),
+                        ));
+                    }
+                    out.push((array.key, values));
+                }
+                Record::Arrays(out)
+            }
+            Some(Value::ConfigRecord(config)) => Record::Config(config),
+            Some(Value::MetricRecord(metrics)) => Record::Metrics(metrics),
+            None => {
+                return Err(Error::invalid(
+                    format!("record {:?}", item.key),
+                    "no value",
+                    "an ArrayRecord, ConfigRecord or MetricRecord",
+                ));
+            }
+        };
+        content.push((item.key, record));
+    }
+    Ok(content)
+}
+
 /// The metadata (with `message_id` set to `message_id`) and content of the message
 /// `message_id`, from `objects` received by id (each already checked against its bytes
 /// by [`Object::decode`]).
