@@ -1,0 +1,1 @@
+"""Flower-as-framework benchmark app (bench/flower-engine)."""
