@@ -44,6 +44,7 @@ pub fn run(args: &AuditArgs, reporter: &Reporter) -> Result<Output> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-audit", config.name)));
+    super::train::check_out(&out)?;
     let seed = config.run_seed()? ^ 0x0a0d_17ca_4a21_e500;
     let kinds: Vec<CanaryKind> = match args.kind {
         AuditKind::Gradient => vec![CanaryKind::Gradient],

@@ -114,6 +114,7 @@ pub fn run_config(
                     out.display()
                 )));
             }
+            super::train::check_out(&out)?;
             (out, None)
         }
     };
@@ -258,13 +259,15 @@ pub fn run_config(
         FederatedMode::ClientLevel(_, p) => (p.delta, p.accountant(), p.clip_norm, p.rounds),
         FederatedMode::SiloLevel(p) => (p.delta, p.accountant(), p.clip_norm, p.rounds),
     };
+    let private = !matches!(federated.mode()?, FederatedMode::ClientLevel(_, p) if !p.private);
     let last = record.rounds.last();
     let mut summary = json!({
         "mode": match federated.mode()? {
             FederatedMode::ClientLevel(_, p) if !p.private => "client_level_non_private",
-        FederatedMode::ClientLevel(..) => "client_level",
+            FederatedMode::ClientLevel(..) => "client_level",
             FederatedMode::SiloLevel(_) => "silo_level",
         },
+        "private": private,
         "unit_of_privacy": unit,
         "test_accuracy": last.map(|r| r.test_accuracy),
         "test_loss": last.map(|r| r.test_loss),
@@ -279,6 +282,13 @@ pub fn run_config(
         "stopped_early": record.stopped_early,
         "wall_seconds": record.wall_seconds,
     });
+    if !private {
+        // A non-private run states no guarantee a reader could take for one.
+        let fields = summary.as_object_mut().expect("a JSON object");
+        for field in ["epsilon", "delta", "accountant", "noise_multiplier"] {
+            fields.remove(field);
+        }
+    }
     match federated.mode()? {
         FederatedMode::ClientLevel(_, p) => {
             summary["sample_rate"] = json!(p.sampling.sample_rate(partition.len()));

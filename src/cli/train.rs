@@ -268,6 +268,27 @@ pub(super) fn train_data_to_dir(
     })
 }
 
+/// Checks, before any training, that the run directory `out` can be made: a file in its
+/// place or in place of a folder above it is an error now, not after the first epoch.
+/// Nothing is created (a run that fails leaves nothing behind).
+pub(crate) fn check_out(out: &std::path::Path) -> Result<()> {
+    let mut at = Some(out);
+    while let Some(path) = at {
+        if path.exists() {
+            if !path.is_dir() {
+                let what = match path == out {
+                    true => "a directory (new, or a previous run's): a file is there".into(),
+                    false => format!("a path under a directory, but {} is a file", path.display()),
+                };
+                return Err(Error::invalid("--out", out.display(), what));
+            }
+            return Ok(());
+        }
+        at = path.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    Ok(())
+}
+
 /// Trains from a config and writes `reports/<name>/` (or `--out`).
 pub fn run(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
     run_config(args, reporter).map_err(|e| crate::config::in_config_file(&args.config, e))
@@ -301,6 +322,7 @@ fn run_config(args: &TrainArgs, reporter: &super::Reporter) -> Result<Output> {
             None,
         ),
     };
+    check_out(&out)?;
     let (distributed, session) = match args.dist {
         Some(engine) => {
             let (group, session) = join_group(engine, &config)?;

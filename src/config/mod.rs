@@ -279,13 +279,17 @@ fn span_location(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// Sets `a.b.c = value` in `table`; the value is read as TOML (a bare word is a string).
-/// An integer given for a float key becomes a float.
+/// Sets `a.b.c = value` in `table`; the value is read as TOML (a bare word is a string,
+/// but a bare `none` removes the key: [`remove_key`]). An integer given for a float key
+/// becomes a float.
 fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Result<(), String> {
     let (key, raw) = assignment
         .split_once('=')
         .ok_or_else(|| "expected key.path=value".to_string())?;
     let key = key.trim();
+    if raw.trim() == "none" {
+        return remove_key(table, key);
+    }
     let mut value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
         Ok(mut t) => t.remove("v").expect("parsed above"),
         Err(_) => toml::Value::String(raw.trim().to_string()),
@@ -305,6 +309,26 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Res
     }
     current.insert(last.to_string(), value);
     Ok(())
+}
+
+/// `--set key.path=none`: removes the key (TOML has no null), so that a config can be
+/// switched between alternatives from the command line, e.g. from `privacy.target_epsilon`
+/// to `privacy.noise_multiplier`. A key that is not there is an error (a typo would
+/// otherwise pass silently). A string "none" is still `--set key='"none"'`.
+fn remove_key(table: &mut toml::Table, key: &str) -> std::result::Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).ok_or("empty key")?;
+    let mut current = table;
+    for part in parts {
+        current = current
+            .get_mut(part)
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| format!("no table `{part}` to remove `{key}` from"))?;
+    }
+    current
+        .remove(last)
+        .map(|_| ())
+        .ok_or_else(|| format!("no key `{key}` to remove (`=none` removes a key that is set)"))
 }
 
 #[cfg(test)]
@@ -340,6 +364,33 @@ optimizer = { name = "sgd", learning_rate = 1.0 }
         assert_eq!(config.training.max_physical_batch, 1024);
         let again = parse(&config.to_toml(), &[]).unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn none_removes_a_key_so_a_config_can_switch_alternatives() {
+        let switched = parse(
+            GOOD,
+            &[
+                "privacy.target_epsilon=none",
+                "privacy.noise_multiplier=1.1",
+            ],
+        )
+        .unwrap();
+        assert_eq!(switched.privacy.target_epsilon, None);
+        assert_eq!(switched.privacy.noise_multiplier, Some(1.1));
+        let err = parse(GOOD, &["privacy.noise_multiplier=1.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--set privacy.target_epsilon=none"), "{err}");
+        let err = parse(GOOD, &["privacy.target_epsilom=none"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--set privacy.target_epsilom=none: no key `privacy.target_epsilom`"),
+            "{err}"
+        );
+        let err = parse(GOOD, &["nothing.here=none"]).unwrap_err().to_string();
+        assert!(err.contains("no table `nothing`"), "{err}");
     }
 
     #[test]

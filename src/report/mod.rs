@@ -169,27 +169,40 @@ pub fn summary_json(
     evaluated_on: &str,
 ) -> serde_json::Value {
     let last = record.epochs.last();
-    json!({
+    let mut summary = json!({
         "evaluated_on": evaluated_on,
         "test_accuracy": last.map(|r| r.test_accuracy),
         "test_loss": last.map(|r| r.test_loss),
-        "epsilon": record.spent.map(|s| s.epsilon),
-        "delta": delta,
-        "order": record.spent.map(|s| s.order).filter(|&o| o > 0.0),
         "steps": record.steps,
         "planned_steps": record.planned_steps,
         "stopped_early": record.stopped_early,
         "wall_seconds": record.wall_seconds,
-        "accountant": record.accountant.kind.name(),
-        "discretization_interval": match record.accountant.kind {
-            crate::privacy::AccountantKind::Pld => Some(record.accountant.discretization_interval),
-            _ => None,
-        },
         "private": record.spent.is_some(),
-        "noise_multiplier": record.noise_multiplier,
         "sample_rate": record.sample_rate,
         "expected_batch_size": expected_batch_size,
-    })
+    });
+    // A non-private run states no guarantee: no ε, δ, accountant or noise that a reader
+    // could take for one.
+    if let Some(spent) = record.spent {
+        let fields = summary.as_object_mut().expect("a JSON object");
+        fields.insert("epsilon".into(), json!(spent.epsilon));
+        fields.insert("delta".into(), json!(delta));
+        fields.insert(
+            "order".into(),
+            json!(Some(spent.order).filter(|&o| o > 0.0)),
+        );
+        fields.insert("accountant".into(), json!(record.accountant.kind.name()));
+        fields.insert(
+            "discretization_interval".into(),
+            json!(match record.accountant.kind {
+                crate::privacy::AccountantKind::Pld =>
+                    Some(record.accountant.discretization_interval),
+                _ => None,
+            }),
+        );
+        fields.insert("noise_multiplier".into(), json!(record.noise_multiplier));
+    }
+    summary
 }
 
 /// Pretty JSON with a final newline.
@@ -287,11 +300,19 @@ pub fn run_charts(records: &RunRecords) -> Result<Vec<(String, Chart)>> {
         };
         let mut at: Vec<u64> = (1..=points).map(|j| (j * steps).div_ceil(points)).collect();
         at.dedup();
-        let curve = epsilon_curve(&records.ledger, records.summary.delta, &at, settings)?;
+        let curve = epsilon_curve(
+            &records.ledger,
+            records.summary.guarantee_delta(),
+            &at,
+            settings,
+        )?;
         charts.push((
             "epsilon".to_string(),
             Chart {
-                title: format!("{name}: privacy spent (δ = {:e})", records.summary.delta),
+                title: format!(
+                    "{name}: privacy spent (δ = {:e})",
+                    records.summary.guarantee_delta()
+                ),
                 x_label: "steps".into(),
                 y_label: format!("ε ({} accountant)", settings.kind.name().to_uppercase()),
                 series: vec![Series {

@@ -21,8 +21,9 @@ pub struct Summary {
     pub test_loss: Option<f64>,
     /// ε spent at δ (None for a non-private run).
     pub epsilon: Option<f64>,
-    /// δ.
-    pub delta: f64,
+    /// δ (None for a non-private run).
+    #[serde(default)]
+    pub delta: Option<f64>,
     /// The RDP order that gave ε.
     pub order: Option<f64>,
     /// Steps taken.
@@ -33,12 +34,14 @@ pub struct Summary {
     pub stopped_early: Option<String>,
     /// Seconds of training.
     pub wall_seconds: f64,
-    /// "rdp".
-    pub accountant: String,
+    /// "rdp", "pld" or "prv" (None for a non-private run).
+    #[serde(default)]
+    pub accountant: Option<String>,
     /// False for a non-private baseline.
     pub private: bool,
-    /// σ of the first step.
-    pub noise_multiplier: f64,
+    /// σ of the first step (None for a non-private run).
+    #[serde(default)]
+    pub noise_multiplier: Option<f64>,
     /// q.
     pub sample_rate: f64,
     /// B.
@@ -58,6 +61,14 @@ pub struct Summary {
     /// Binary tasks: share actually positive.
     #[serde(default)]
     pub test_positive_rate: Option<f64>,
+}
+
+impl Summary {
+    /// δ of a private run's guarantee ([`RunRecords::load`] refuses a private summary
+    /// without one; NaN for a non-private run, which has no guarantee).
+    pub fn guarantee_delta(&self) -> f64 {
+        self.delta.unwrap_or(f64::NAN)
+    }
 }
 
 /// One row of metrics.csv.
@@ -169,6 +180,13 @@ impl RunRecords {
                 location: format!("line {}, column {}", e.line(), e.column()),
                 message: e.to_string(),
             })?;
+        if summary.private && (summary.delta.is_none() || summary.epsilon.is_none()) {
+            return Err(Error::invalid(
+                summary_path.display().to_string(),
+                "a private run without epsilon or delta",
+                "epsilon and delta in the summary of a private run",
+            ));
+        }
         let ledger_path = dir.join("ledger.csv");
         let ledger = match summary.private {
             true => Ledger::read_csv(&ledger_path)?,

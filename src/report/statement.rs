@@ -197,7 +197,7 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
     out.push_str(&format!(
         "The released model satisfies **(ε = {epsilon:.4}, δ = {:e})-differential privacy** \
          for each training example, as accounted below.\n\n",
-        summary.delta
+        summary.guarantee_delta()
     ));
     let events = ledger.events();
     let first_sigma = events.first().map_or(f64::NAN, |e| e.noise_multiplier);
@@ -272,11 +272,11 @@ pub fn privacy_statement(config: &RunConfig, summary: &Summary, ledger: &Ledger)
         ("Accountant", accountant_text(privacy, summary)),
         (
             "ε by accountant",
-            epsilon_by_accountant(privacy, ledger, summary.delta),
+            epsilon_by_accountant(privacy, ledger, summary.guarantee_delta()),
         ),
         (
             "Guarantee",
-            format!("ε = {epsilon} at δ = {:e}", summary.delta),
+            format!("ε = {epsilon} at δ = {:e}", summary.guarantee_delta()),
         ),
         (
             "Noise generation",

@@ -194,7 +194,9 @@ impl PrivacyConfig {
             (true, Some(_), Some(_)) => Err(Error::invalid(
                 "privacy.target_epsilon / privacy.noise_multiplier",
                 "both",
-                "one of them: a target ε (the noise is calibrated) or a noise multiplier",
+                "one of them: a target ε (the noise is calibrated) or a noise multiplier \
+                 (from the command line, remove the other: --set privacy.target_epsilon=none \
+                 or --set privacy.noise_multiplier=none)",
             )),
             (true, None, None) => Err(Error::invalid(
                 "privacy.target_epsilon / privacy.noise_multiplier",

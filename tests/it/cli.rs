@@ -748,3 +748,90 @@ bias = "yes""#,
         }
     }
 }
+
+/// Issue 18's frictions: `--set key=none` switches a config from a target ε to a noise
+/// multiplier; a non-private summary states no guarantee; `--out` on a file fails before
+/// any training and leaves nothing.
+#[test]
+fn set_none_switches_alternatives_nonprivate_summaries_claim_nothing_and_out_is_checked_first() {
+    let config = synthetic_config("frictions.toml", "kind = \"logreg\"");
+    let config = config.to_str().unwrap();
+    let base = std::env::temp_dir().join(format!("dptrain-frictions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    // From noise_multiplier to target_epsilon on the command line.
+    let both = dptrain(&["train", config, "--set", "privacy.target_epsilon=8"]);
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(!both.status.success());
+    assert!(
+        stderr.contains("--set privacy.noise_multiplier=none"),
+        "{stderr}"
+    );
+    let switched = base.join("switched");
+    let summary = json(&[
+        "train",
+        config,
+        "--set",
+        "privacy.noise_multiplier=none",
+        "--set",
+        "privacy.target_epsilon=8",
+        "--out",
+        switched.to_str().unwrap(),
+        "--json",
+    ]);
+    let epsilon = summary["epsilon"].as_f64().unwrap();
+    assert!(epsilon <= 8.0 && epsilon > 4.0, "{summary}");
+    // Non-private: private = false and no ε, δ, accountant or noise multiplier.
+    let nonprivate = base.join("nonprivate");
+    let run = dptrain(&[
+        "train",
+        config,
+        "--set",
+        "privacy.private=false",
+        "--set",
+        "privacy.noise_multiplier=none",
+        "--out",
+        nonprivate.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(nonprivate.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(written["private"], false, "{written}");
+    for claim in [
+        "epsilon",
+        "delta",
+        "accountant",
+        "noise_multiplier",
+        "order",
+    ] {
+        assert!(written.get(claim).is_none(), "{claim} in {written}");
+    }
+    // The report of that directory still rebuilds.
+    let report = dptrain(&["report", nonprivate.to_str().unwrap()]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    // --out on a file, or under one: refused before training, nothing written.
+    let file = base.join("a-file");
+    std::fs::write(&file, "keep me").unwrap();
+    for out in [file.clone(), file.join("run")] {
+        let start = std::time::Instant::now();
+        let run = dptrain(&["train", config, "--out", out.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert!(
+            stderr.contains("--out") && stderr.contains("is a file")
+                || stderr.contains("a file is there"),
+            "{stderr}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -1190,6 +1190,7 @@ fn bad_secure_aggregation_settings_are_refused_naming_the_key() {
             "`plain`, `secagg`, `secagg_distributed_dp`",
         ),
     ];
+    let out = never_written("secagg");
     for (set, key) in cases {
         let run = dptrain(&[
             "federate",
@@ -1197,12 +1198,16 @@ fn bad_secure_aggregation_settings_are_refused_naming_the_key() {
             "--set",
             set,
             "--out",
-            "/dev/null/never",
+            &out,
         ]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{set} was accepted");
         assert!(stderr.contains(key), "{set}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !std::path::Path::new(&out).exists(),
+            "{set}: a refused run wrote {out}"
+        );
     }
 }
 
@@ -1360,6 +1365,7 @@ fn federate_with_homomorphic_aggregation_and_its_refusals() {
         ("federated.client_level.he.committee=1", "he.committee"),
         ("federated.client_level.secure_noise=true", "secure_noise"),
     ];
+    let never = never_written("he");
     for (set, key) in cases {
         let run = dptrain(&[
             "federate",
@@ -1367,12 +1373,16 @@ fn federate_with_homomorphic_aggregation_and_its_refusals() {
             "--set",
             set,
             "--out",
-            "/dev/null/never",
+            &never,
         ]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{set} was accepted");
         assert!(stderr.contains(key), "{set}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !std::path::Path::new(&never).exists(),
+            "{set}: a refused run wrote {never}"
+        );
     }
     let run = dptrain(&[
         "federate",
@@ -1380,11 +1390,18 @@ fn federate_with_homomorphic_aggregation_and_its_refusals() {
         "--set",
         "federated.client_level.he={ committee = 3 }",
         "--out",
-        "/dev/null/never",
+        &never,
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && stderr.contains("client_level.he"),
         "{stderr}"
     );
+}
+
+/// A run directory that does not exist (and must still not exist after a refused run).
+fn never_written(name: &str) -> String {
+    let out = std::env::temp_dir().join(format!("dptrain-never-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    out.to_str().unwrap().to_string()
 }
