@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 mod audit;
+mod evaluate;
 mod federate;
 mod fl;
 mod mpc;
@@ -82,6 +83,12 @@ pub enum Command {
     /// Models: `model show CONFIG` prints the expanded layer table.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// A finished run's model on its test split or on other data of its schema: accuracy,
+    /// loss, a confusion matrix, AUC for two classes.
+    Evaluate(evaluate::EvaluateArgs),
+    /// A finished run's predictions (class and probabilities per row) for IDX images or a
+    /// CSV table, through the run's own preprocessing.
+    Predict(evaluate::PredictArgs),
 }
 
 /// `dptrain model` subcommands.
@@ -539,6 +546,8 @@ pub fn run(cli: &Cli) -> Result<Output> {
         Command::Federate(args) => federate::run(args, &reporter),
         Command::Fl(command) => fl::run(command, &reporter),
         Command::MpcInfer(args) => mpc::run(args),
+        Command::Evaluate(args) => evaluate::evaluate(args),
+        Command::Predict(args) => evaluate::predict_command(args),
         Command::Bench(args) => train::bench(args),
         Command::Report(args) => match &args.run_dir {
             Some(dir) => train::report(dir),

@@ -205,23 +205,42 @@ pub fn read_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     read_split_of(images_path, labels_path, ImageSet::Mnist)
 }
 
+/// The images of an IDX file of `set`, normalised with the set's public constants, every
+/// label 0 (`dptrain predict` reads no labels).
+pub fn read_images_of(images_path: &Path, set: ImageSet) -> Result<Dataset> {
+    let images = read_idx(images_path, 3)?;
+    let (count, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
+    if (rows, cols) != (28, 28) {
+        return Err(Error::Parse {
+            path: images_path.to_path_buf(),
+            location: "header".into(),
+            message: format!("images are {rows}×{cols}, expected 28×28"),
+        });
+    }
+    let features = images
+        .data
+        .iter()
+        .map(|&p| (f32::from(p) / 255.0 - set.mean()) / set.std())
+        .collect();
+    Ok(Dataset {
+        features,
+        labels: vec![0; count],
+        feature_shape: vec![1, rows, cols],
+        classes: 10,
+        vocab: None,
+    })
+}
+
 /// One split of `set` from its image and label files (no checksum check).
 pub fn read_split_of(images_path: &Path, labels_path: &Path, set: ImageSet) -> Result<Dataset> {
-    let images = read_idx(images_path, 3)?;
+    let images = read_images_of(images_path, set)?;
     let labels = read_idx(labels_path, 1)?;
     let invalid = |path: &Path, location: String, message: String| Error::Parse {
         path: path.to_path_buf(),
         location,
         message,
     };
-    let (count, rows, cols) = (images.dims[0], images.dims[1], images.dims[2]);
-    if (rows, cols) != (28, 28) {
-        return Err(invalid(
-            images_path,
-            "header".into(),
-            format!("images are {rows}×{cols}, expected 28×28"),
-        ));
-    }
+    let count = images.len();
     if labels.dims[0] != count {
         return Err(invalid(
             labels_path,
@@ -243,16 +262,8 @@ pub fn read_split_of(images_path: &Path, labels_path: &Path, set: ImageSet) -> R
             ),
         ));
     }
-    let features = images
-        .data
-        .iter()
-        .map(|&p| (f32::from(p) / 255.0 - set.mean()) / set.std())
-        .collect();
     Ok(Dataset {
-        features,
         labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
-        feature_shape: vec![1, rows, cols],
-        classes: 10,
-        vocab: None,
+        ..images
     })
 }

@@ -77,10 +77,20 @@ pub fn evaluate(model: &dyn DpModule, data: &Dataset) -> Result<(f64, f64)> {
 }
 
 /// Examples evaluated at once.
-const EVALUATION_CHUNK: usize = 1000;
+pub(crate) const EVALUATION_CHUNK: usize = 1000;
 
 /// The summed loss and the correct predictions of `model` on the examples `chunk`.
 fn evaluate_chunk(model: &dyn DpModule, data: &Dataset, chunk: &[usize]) -> Result<(f64, usize)> {
+    evaluate_chunk_logits(model, data, chunk).map(|(loss, hits, _)| (loss, hits))
+}
+
+/// [`evaluate_chunk`] with the chunk's logits (`dptrain evaluate` reads the confusion
+/// matrix and scores from the very logits the figures come from).
+pub(crate) fn evaluate_chunk_logits(
+    model: &dyn DpModule,
+    data: &Dataset,
+    chunk: &[usize],
+) -> Result<(f64, usize, Tensor)> {
     let (x, y) = dataset_batch(data, chunk)?;
     let logits = model.forward(&x)?;
     // Read as f64 whatever the model's dtype (exact for f32).
@@ -92,7 +102,7 @@ fn evaluate_chunk(model: &dyn DpModule, data: &Dataset, chunk: &[usize]) -> Resu
         .eq(&y)?
         .to_dtype(candle_core::DType::F32)?
         .sum_all()?;
-    Ok((loss, hits.to_scalar::<f32>()? as usize))
+    Ok((loss, hits.to_scalar::<f32>()? as usize, logits))
 }
 
 /// [`evaluate`] spread over a distributed run's ranks: rank r evaluates the chunks

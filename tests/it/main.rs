@@ -13,6 +13,7 @@ mod data;
 mod data_formats;
 mod dist;
 mod dp_step;
+mod evaluate;
 mod examples;
 mod federated;
 mod flower;
