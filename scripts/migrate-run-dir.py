@@ -12,6 +12,9 @@
 - model.safetensors: tensors named `layers.<i>.<weight|bias>` become `<i>.<kind>.<...>`,
   today's names (the kind from the weight's rank: 4 dimensions a conv2d, 2 a linear). The
   index is the layer's position, the same in both formats for the three presets.
+- config.toml, [privacy]: a run made while RDP was the default accountant names none;
+  the accountant its summary.json states is written in (else today's default, PLD, would
+  redraw its ε curve under another accountant).
 - config.toml, [training]: the old string schedules become today's tables
   (`lr_schedule = "cosine"` is `{ kind = "cosine", end = 0.0 }`; "constant" the default).
 Files are rewritten through a temporary file and a rename; a directory already in
@@ -73,6 +76,30 @@ def migrate_config(path):
     return changed
 
 
+def pin_accountant(run):
+    """A run made when RDP was the default accountant (before PLD became it) names none in
+    its config; today's default would redraw its ε curve under PLD. Pin the accountant its
+    summary.json states."""
+    config = os.path.join(run, "config.toml")
+    summary = os.path.join(run, "summary.json")
+    if not os.path.isfile(summary):
+        return False
+    accountant = json.load(open(summary, encoding="utf-8")).get("accountant")
+    lines = open(config, encoding="utf-8").read().split("\n")
+    if accountant in (None, "pld") or "[privacy]" not in [l.strip() for l in lines]:
+        return False
+    section = None
+    for line in lines:
+        if line.strip().startswith("["):
+            section = line.strip()
+        elif section == "[privacy]" and re.match(r"accountant\s*=", line.strip()):
+            return False
+    at = [l.strip() for l in lines].index("[privacy]")
+    lines.insert(at + 1, f'accountant = "{accountant}"')
+    write_atomic(config, "\n".join(lines).encode("utf-8"))
+    return True
+
+
 def migrate_model(path):
     raw = open(path, "rb").read()
     if len(raw) < 8:
@@ -119,6 +146,8 @@ def main():
         done = []
         if migrate_config(config):
             done.append("config.toml")
+        if pin_accountant(run):
+            done.append("config.toml (accountant pinned)")
         model = os.path.join(run, "model.safetensors")
         if os.path.isfile(model) and migrate_model(model):
             done.append("model.safetensors")

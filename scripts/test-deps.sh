@@ -9,7 +9,7 @@
 #   ~/.cache/dptrain/flwr-1.42.
 # Idempotent.
 set -euo pipefail
-packages=(openmpi-bin libopenmpi-dev libclang-dev openssl openssh-client)
+packages=(openmpi-bin libopenmpi-dev libclang-dev openssl openssh-client chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

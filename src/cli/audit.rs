@@ -204,6 +204,8 @@ fn audit_once(
         dir,
         "audit",
     )?;
+    // report.html again, now with the audit's findings and plot.
+    crate::report::render(&crate::report::RunRecords::load(dir)?)?;
     Ok(audited)
 }
 

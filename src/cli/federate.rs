@@ -328,6 +328,20 @@ pub fn run_config(
     {
         crate::report::plots::save(chart, &out, stem)?;
     }
+    let page = crate::report::html::federated_page(
+        &out,
+        &config.name,
+        &summary,
+        &charts
+            .iter()
+            .filter(|(stem, _)| private || *stem != "epsilon")
+            .map(|(stem, chart)| (stem.to_string(), chart.title.clone()))
+            .collect::<Vec<_>>(),
+    )?;
+    write_atomic(
+        &file("report.html"),
+        crate::report::html::render_page(&page).as_bytes(),
+    )?;
     let table = vec![
         ("run directory".to_string(), out.display().to_string()),
         (

@@ -573,7 +573,48 @@ pub fn bench(args: &BenchArgs) -> Result<Output> {
 }
 
 /// `dptrain report RUN_DIR`: rebuilds privacy.md and the plots from the saved records.
+/// A sweep's trade-off chart (`tradeoff.png/svg`) and `report.html`, from its rows; the
+/// paths written.
+fn write_sweep_report(dir: &std::path::Path, name: &str, rows: &[SweepRow]) -> Result<Vec<String>> {
+    let key = rows.first().map_or("-", |r| r.key.as_str());
+    let title = format!("{name}: privacy/utility trade-off over {key}");
+    let chart = tradeoff_chart(&title, &[(name.to_string(), rows.to_vec())]);
+    let mut written = save_chart(&chart, dir, "tradeoff")?;
+    let page = crate::report::html::sweep_page(dir, &title, rows)?;
+    let path = dir.join("report.html");
+    crate::fs::write_atomic(&path, crate::report::html::render_page(&page).as_bytes())?;
+    written.push(path.display().to_string());
+    Ok(written)
+}
+
+/// `dptrain report SWEEP_DIR`: the sweep's chart and page again from its sweep.csv (the
+/// sweep's name from its first run's config, else the folder's name).
+fn report_sweep(dir: &std::path::Path) -> Result<Output> {
+    let rows = read_sweep(&dir.join("sweep.csv"))?;
+    let name = rows
+        .first()
+        .and_then(|r| RunConfig::load(&PathBuf::from(&r.run_dir).join("config.toml"), &[]).ok())
+        .map(|c| c.name)
+        .unwrap_or_else(|| {
+            dir.file_name()
+                .map_or("sweep".into(), |n| n.to_string_lossy().into_owned())
+        });
+    let written = write_sweep_report(dir, &name, &rows)?;
+    Ok(Output {
+        json: json!({ "sweep_directory": dir.display().to_string(), "written": written }),
+        table: vec![
+            ("sweep directory".into(), dir.display().to_string()),
+            ("written".into(), written.join(", ")),
+        ],
+    })
+}
+
+/// `dptrain report DIR`: a run directory's privacy.md, plots and report.html again from its
+/// records, or a sweep's chart and page.
 pub fn report(dir: &std::path::Path) -> Result<Output> {
+    if !dir.join("config.toml").exists() && dir.join("sweep.csv").exists() {
+        return report_sweep(dir);
+    }
     let records = RunRecords::load(dir)?;
     let written = render(&records)?;
     let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
@@ -664,11 +705,7 @@ pub fn sweep(args: &super::SweepArgs, reporter: &super::Reporter) -> Result<Outp
     }
     runs_bar.finish_and_clear();
     crate::fs::write_atomic(&out.join("sweep.csv"), sweep_csv(&rows)?.as_bytes())?;
-    let chart = tradeoff_chart(
-        &format!("{name}: privacy/utility trade-off over {key}"),
-        &[(name.clone(), rows.clone())],
-    );
-    let written = save_chart(&chart, &out, "tradeoff")?;
+    let written = write_sweep_report(&out, &name, &rows)?;
     let table = rows
         .iter()
         .map(|r| {

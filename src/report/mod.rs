@@ -7,6 +7,7 @@
 //! Departure from design.md section 6: the wall clock lives in `timing.csv`, not in
 //! metrics.csv, so that the same config and seed give a byte-identical metrics.csv.
 
+pub mod html;
 pub mod plots;
 pub mod records;
 pub mod statement;
@@ -430,8 +431,20 @@ pub fn render(records: &RunRecords) -> Result<Vec<PathBuf>> {
     let path = records.dir.join("privacy.md");
     write_atomic(&path, statement.as_bytes())?;
     let mut written = vec![path];
+    let mut drawn = Vec::new();
     for (stem, chart) in run_charts(records)? {
         written.extend(plots::save(&chart, &records.dir, &stem)?);
+        drawn.push((stem, chart.title));
     }
+    written.push(write_run_page(records, &drawn)?);
     Ok(written)
+}
+
+/// Writes `report.html` of a run directory whose privacy.md and plots (`drawn`: stem and
+/// title) are written; an audit's `audit.md` is included when there is one.
+pub fn write_run_page(records: &RunRecords, drawn: &[(String, String)]) -> Result<PathBuf> {
+    let page = html::run_page(records, drawn)?;
+    let path = records.dir.join("report.html");
+    write_atomic(&path, html::render_page(&page).as_bytes())?;
+    Ok(path)
 }

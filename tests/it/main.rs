@@ -19,6 +19,7 @@ mod federated;
 mod flower;
 mod fuzz;
 mod grad_sample;
+mod html;
 mod layers;
 mod mpc;
 #[cfg(feature = "mpi")]
