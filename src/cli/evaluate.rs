@@ -12,7 +12,7 @@ use crate::config::federated::FederatedRunConfig;
 use crate::config::{DataConfig, RunConfig};
 use crate::data::Dataset;
 use crate::data::mnist::{ImageSet, read_images_of};
-use crate::data::table::{TableFile, load_table};
+use crate::data::table::{TableFile, load_input_table};
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
 use crate::model::{Model, ModelConfig};
@@ -42,12 +42,12 @@ pub struct PredictArgs {
     #[arg(value_name = "RUN_DIR")]
     pub run_dir: PathBuf,
     /// The examples: an IDX image file (`*-idx3-ubyte[.gz]`) for an image run, or a CSV file
-    /// of the run's table schema, label column included, for a table run.
+    /// of the run's table columns, with or without the label column, for a table run.
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
-    /// Where to write the predictions (default RUN_DIR/predictions.csv): `row` (the image's
-    /// index, or the table's data row among those kept), `predicted`, `prob_<class>`..., and
-    /// `label` when labels are known.
+    /// Where to write the predictions (default RUN_DIR/predictions.csv): `index` (the
+    /// image's) or `line` (the table row's line in INPUT), `predicted`, `prob_<class>`...,
+    /// and `label` when labels are known.
     #[arg(long, value_name = "FILE.csv")]
     pub out: Option<PathBuf>,
     /// IDX labels of INPUT's images: adds the true label to each row and the accuracy.
@@ -175,6 +175,20 @@ impl SavedRun {
     /// (the encoding fixed from the config, or from the run's training file where the
     /// config leaves a column to the data).
     fn table_file(&self, path: &Path, skip_rows: usize) -> Result<Dataset> {
+        let (data, labelled, _) = self.input_table(path, skip_rows)?;
+        if !labelled {
+            return Err(Error::invalid(
+                path.display().to_string(),
+                "rows without the label column",
+                "labelled rows to evaluate on (predict takes rows without labels)",
+            ));
+        }
+        Ok(data)
+    }
+
+    /// [`SavedRun::table_file`] for predictions: the rows may lack the label column.
+    /// Returns the rows, whether they had labels and each row's line in the file.
+    fn input_table(&self, path: &Path, skip_rows: usize) -> Result<(Dataset, bool, Vec<u64>)> {
         let DataConfig::Csv(table) = &self.data else {
             return Err(Error::invalid(
                 path.display().to_string(),
@@ -186,13 +200,13 @@ impl SavedRun {
             ));
         };
         let mut table = table.clone();
-        table.test = TableFile {
+        table.holdout = 0;
+        let input = TableFile {
             path: path.to_path_buf(),
             skip_rows,
         };
-        table.holdout = 0;
-        table.checksums = None;
-        Ok(load_table(&table)?.test)
+        let (loaded, labelled) = load_input_table(&table, &input)?;
+        Ok((loaded.test, labelled, loaded.encoding.test_lines))
     }
 }
 
@@ -268,14 +282,17 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<Output> {
 /// `dptrain predict`.
 pub fn predict_command(args: &PredictArgs) -> Result<Output> {
     let run = SavedRun::load(&args.run_dir)?;
-    let data = match run.image_set() {
+    // The rows, whether their labels are known, and each row's name in the output (the
+    // image's index; the table row's line in its file).
+    let (data, labelled, rows) = match run.image_set() {
         Some(set) => {
             let mut images = read_images_of(&args.input, set)?;
             if let Some(labels) = &args.labels {
                 let labelled = crate::data::mnist::read_split_of(&args.input, labels, set)?;
                 images.labels = labelled.labels;
             }
-            images
+            let rows = (0..images.len() as u64).collect();
+            (images, args.labels.is_some(), rows)
         }
         None if args.labels.is_some() => {
             return Err(Error::invalid(
@@ -287,13 +304,16 @@ pub fn predict_command(args: &PredictArgs) -> Result<Output> {
                 "IDX labels for an image run (a table's labels are its label column)",
             ));
         }
-        None => run.table_file(&args.input, args.skip_rows)?,
+        None => run.input_table(&args.input, args.skip_rows)?,
     };
-    let labelled = args.labels.is_some() || run.image_set().is_none();
     let model = run.model(&args.run_dir, &data)?;
     let predictions = predict(&model, &data)?;
     let classes = data.classes;
-    let mut csv = String::from("row,predicted");
+    let row_name = match run.image_set() {
+        Some(_) => "index",
+        None => "line",
+    };
+    let mut csv = format!("{row_name},predicted");
     for class in 0..classes {
         csv.push_str(&format!(",prob_{class}"));
     }
@@ -303,7 +323,7 @@ pub fn predict_command(args: &PredictArgs) -> Result<Output> {
     csv.push('\n');
     let mut correct = 0usize;
     for (row, prediction) in predictions.iter().enumerate() {
-        csv.push_str(&format!("{row},{}", prediction.class));
+        csv.push_str(&format!("{},{}", rows[row], prediction.class));
         for &p in &prediction.probabilities {
             // Shortest round-trip forms; tiny probabilities in scientific notation.
             match p == 0.0 || p >= 1e-4 {

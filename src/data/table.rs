@@ -199,6 +199,8 @@ pub struct Encoding {
     pub data_derived: Vec<String>,
     /// Rows dropped for missing values: (train, test).
     pub dropped: (usize, usize),
+    /// The line in its file of every test row (empty for a holdout).
+    pub test_lines: Vec<u64>,
 }
 
 /// The training and evaluation splits of a table.
@@ -373,6 +375,17 @@ fn read_text(path: &Path) -> Result<Vec<u8>> {
 /// The rows of one file's (decompressed) bytes: skips its first rows, checks the header and
 /// the field count of every row, and applies the missing-value rule.
 fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<RawTable> {
+    parse_rows_with(config, file, bytes, false)
+}
+
+/// [`parse_rows`]; `without_label`: the file lacks the label column (rows to predict), and
+/// each row gets the label's first positive value in its place, which nothing reads.
+fn parse_rows_with(
+    config: &TableConfig,
+    file: &TableFile,
+    bytes: &[u8],
+    without_label: bool,
+) -> Result<RawTable> {
     let path = &file.path;
     // Skip whole lines (before CSV parsing: skipped lines need not be CSV at all).
     let mut start = 0;
@@ -402,7 +415,23 @@ fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<Ra
             csv::Trim::None
         })
         .from_reader(&bytes[start..]);
-    let names: Vec<&str> = config.columns.iter().map(Column::name).collect();
+    let label = config
+        .columns
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| match c {
+            Column::Label { positive, .. } => {
+                Some((i, positive.first().cloned().unwrap_or_default()))
+            }
+            _ => None,
+        });
+    let names: Vec<&str> = config
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(without_label && label.as_ref().is_some_and(|(l, _)| l == i)))
+        .map(|(_, c)| c.name())
+        .collect();
     if config.header {
         let header = reader
             .headers()
@@ -444,23 +473,33 @@ fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<Ra
                 ),
             ));
         }
+        let mut row: Vec<String> = record.iter().map(str::to_string).collect();
+        let left_out = match (without_label, &label) {
+            (true, Some((at, placeholder))) => {
+                row.insert(*at, placeholder.clone());
+                Some(*at)
+            }
+            _ => None,
+        };
+        // The file's column (1-based) of a config column: one less after a left-out label.
+        let in_file = |column: usize| column + usize::from(left_out.is_none_or(|at| column < at));
         // Ignored columns may hold anything, missing markers included.
-        let missing_at = record
-            .iter()
-            .zip(&config.columns)
-            .position(|(field, column)| {
-                !matches!(column, Column::Ignore { .. })
-                    && config.missing.iter().any(|m| m == field)
-            });
+        let missing_at = row.iter().zip(&config.columns).position(|(field, column)| {
+            !matches!(column, Column::Ignore { .. }) && config.missing.iter().any(|m| m == field)
+        });
         if let Some(column) = missing_at {
             match config.on_missing {
                 OnMissing::Error => {
                     return Err(parse_error(
                         path,
-                        format!("line {line}, column {} ({})", column + 1, names[column]),
+                        format!(
+                            "line {line}, column {} ({})",
+                            in_file(column),
+                            config.columns[column].name()
+                        ),
                         format!(
                             "missing value `{}`; set data.on_missing = \"drop\" or \"encode\"",
-                            &record[column]
+                            &row[column]
                         ),
                     ));
                 }
@@ -471,7 +510,7 @@ fn parse_rows(config: &TableConfig, file: &TableFile, bytes: &[u8]) -> Result<Ra
                 OnMissing::Encode => {}
             }
         }
-        table.rows.push(record.iter().map(str::to_string).collect());
+        table.rows.push(row);
         table.lines.push(line);
     }
     if table.rows.is_empty() {
@@ -591,6 +630,34 @@ pub fn train_column(config: &TableConfig, name: &str) -> Result<Vec<String>> {
         .take(rows)
         .map(|mut row| std::mem::take(&mut row[c]))
         .collect())
+}
+
+/// Rows to predict: the training file of `config` (checksummed when listed; it fixes the
+/// encoding of columns the config leaves to the data) and `input`, a CSV of the table's
+/// columns with or without the label column, as the test split. Returns the table and
+/// whether the input had labels; `encoding.test_lines` gives each row's line in `input`.
+pub fn load_input_table(config: &TableConfig, input: &TableFile) -> Result<(Table, bool)> {
+    config.validate()?;
+    if let Some(sums_path) = &config.checksums {
+        let sums = read_sha256sums(sums_path)?;
+        verify_sha256(&config.train.path, &sums, sums_path)?;
+    }
+    let train = read_text(&config.train.path)?;
+    let bytes = read_text(&input.path)?;
+    let train_raw = parse_rows(config, &config.train, &train)?;
+    // Labelled unless the first row has one field fewer than the columns.
+    let has_label = config
+        .columns
+        .iter()
+        .any(|c| matches!(c, Column::Label { .. }));
+    match parse_rows(config, input, &bytes) {
+        Ok(raw) => Ok((encode_table(config, train_raw, Some(raw))?, true)),
+        // Not as labelled rows: as rows without the label, else the first error.
+        Err(e) => match has_label.then(|| parse_rows_with(config, input, &bytes, true)) {
+            Some(Ok(raw)) => Ok((encode_table(config, train_raw, Some(raw))?, false)),
+            _ => Err(e),
+        },
+    }
 }
 
 /// [`load_table`] on the two files' text (after any decompression), without checksums
@@ -853,11 +920,17 @@ fn encode_table(
             format!("fewer than the {} training rows", train.len()),
         ));
     }
-    let (train, test, test_is_holdout, test_dropped) = match test_raw {
-        Some(test_raw) => (train, encode(&test_raw)?, false, test_raw.dropped),
+    let (train, test, test_is_holdout, test_dropped, test_lines) = match test_raw {
+        Some(test_raw) => (
+            train,
+            encode(&test_raw)?,
+            false,
+            test_raw.dropped,
+            test_raw.lines.clone(),
+        ),
         None => {
             let (train, holdout) = train.split_at(train.len() - config.holdout);
-            (train, holdout, true, 0)
+            (train, holdout, true, 0, Vec::new())
         }
     };
     Ok(Table {
@@ -868,6 +941,7 @@ fn encode_table(
             feature_names,
             data_derived,
             dropped: (train_raw.dropped, test_dropped),
+            test_lines,
         },
     })
 }

@@ -111,7 +111,7 @@ fn predict_on_the_mnist_test_file_gives_the_runs_accuracy() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "row,predicted,prob_0,prob_1,prob_2,prob_3,prob_4,prob_5,prob_6,prob_7,prob_8,prob_9,label"
+        "index,predicted,prob_0,prob_1,prob_2,prob_3,prob_4,prob_5,prob_6,prob_7,prob_8,prob_9,label"
     );
     let mut rows = 0;
     let mut correct = 0;
@@ -167,6 +167,57 @@ fn predict_on_a_table_agrees_with_evaluate_on_it() {
     let own = json(&["evaluate", run, "--json"]);
     assert_eq!(evaluated["accuracy"], own["accuracy"]);
     assert_eq!(evaluated["auc"], own["auc"]);
+    // The same rows without the label column: the same classes, lines and probabilities
+    // (each a probability of one row, whatever the rows around it), no label and no accuracy.
+    let labelled = std::fs::read_to_string(&out).unwrap();
+    let text = {
+        use std::io::Read;
+        let mut gz = flate2::read::GzDecoder::new(
+            std::fs::File::open(repo().join("datasets/adult/adult.test.gz")).unwrap(),
+        );
+        let mut text = String::new();
+        gz.read_to_string(&mut text).unwrap();
+        text
+    };
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .take(300)
+        .map(|line| line.rsplit_once(',').unwrap().0.to_string())
+        .collect();
+    let unlabelled = dir.join("unlabelled.csv");
+    std::fs::write(&unlabelled, rows.join("\n") + "\n").unwrap();
+    let out2 = dir.join("p2.csv");
+    let predicted = json(&[
+        "predict",
+        run,
+        unlabelled.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(predicted["rows"], 300);
+    assert!(predicted.get("accuracy").is_none(), "{predicted}");
+    let without = std::fs::read_to_string(&out2).unwrap();
+    let mut without = without.lines();
+    assert_eq!(without.next().unwrap(), "line,predicted,prob_0,prob_1");
+    for (with, without) in labelled.lines().skip(1).zip(without) {
+        let with: Vec<&str> = with.split(',').collect();
+        let without: Vec<&str> = without.split(',').collect();
+        // Lines: the labelled file skips its first line, so its rows are one line later.
+        assert_eq!(
+            with[0].parse::<u64>().unwrap(),
+            without[0].parse::<u64>().unwrap() + 1
+        );
+        assert_eq!(with[1], without[1]);
+        let (p, q): (f64, f64) = (with[3].parse().unwrap(), without[3].parse().unwrap());
+        assert!((p - q).abs() < 1e-6, "{p} {q}");
+        assert_eq!(without.len(), 4);
+    }
+    // evaluate needs labels.
+    let run_it = dptrain(&["evaluate", run, "--data", unlabelled.to_str().unwrap()]);
+    assert!(!run_it.status.success());
+    assert!(String::from_utf8_lossy(&run_it.stderr).contains("without the label column"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
