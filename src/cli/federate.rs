@@ -418,6 +418,44 @@ pub fn metrics_csv(rounds: &[RoundRecord]) -> String {
     text
 }
 
+/// `dptrain report DIR` on a federated run directory: its report.html again, from its
+/// summary.json, privacy.md, config.toml and plots (which are not redrawn: the rounds'
+/// records they come from are in metrics.csv, the ε curve's in the ledger).
+pub fn rebuild_page(dir: &Path) -> Result<Output> {
+    let config = FederatedRunConfig::load(&dir.join("config.toml"), &[])?;
+    let path = dir.join("summary.json");
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let summary: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
+        path: path.clone(),
+        location: format!("line {}, column {}", e.line(), e.column()),
+        message: e.to_string(),
+    })?;
+    // The titles the run's plots were drawn with, for the plots that are there.
+    let drawn: Vec<(String, String)> = charts(&config.name, &[], None)
+        .into_iter()
+        .filter(|(stem, _)| dir.join(format!("{stem}.svg")).exists())
+        .map(|(stem, chart)| (stem.to_string(), chart.title))
+        .collect();
+    let page = crate::report::html::federated_page(dir, &config.name, &summary, &drawn)?;
+    let written = dir.join("report.html");
+    write_atomic(&written, crate::report::html::render_page(&page).as_bytes())?;
+    Ok(Output {
+        json: json!({
+            "run_directory": dir.display().to_string(),
+            "written": [written.display().to_string()],
+            "epsilon": summary["epsilon"],
+            "test_accuracy": summary["test_accuracy"],
+        }),
+        table: vec![
+            ("run directory".into(), dir.display().to_string()),
+            ("written".into(), written.display().to_string()),
+        ],
+    })
+}
+
 /// The charts of a federated run: test accuracy and ε against rounds.
 pub fn charts(
     name: &str,

@@ -610,10 +610,15 @@ fn report_sweep(dir: &std::path::Path) -> Result<Output> {
 }
 
 /// `dptrain report DIR`: a run directory's privacy.md, plots and report.html again from its
-/// records, or a sweep's chart and page.
+/// records, a sweep's chart and page, or a federated run's page.
 pub fn report(dir: &std::path::Path) -> Result<Output> {
     if !dir.join("config.toml").exists() && dir.join("sweep.csv").exists() {
         return report_sweep(dir);
+    }
+    let federated = std::fs::read_to_string(dir.join("config.toml"))
+        .is_ok_and(|text| text.lines().any(|l| l.starts_with("[federated")));
+    if federated {
+        return super::federate::rebuild_page(dir);
     }
     let records = RunRecords::load(dir)?;
     let written = render(&records)?;

@@ -1,6 +1,6 @@
 //! report.html in headless Chromium (Debian's `chromium`, installed by
-//! scripts/test-deps.sh): the pages of the shipped quickstart, cnn, Adult and sweep examples
-//! are rebuilt by `dptrain report`, read back through Chromium's DOM and photographed. The
+//! scripts/test-deps.sh): the pages of the shipped quickstart, cnn, Adult, sweep and
+//! federated examples are rebuilt by `dptrain report`, read back through Chromium's DOM and photographed. The
 //! text must carry the title, the accuracy, the ε and every plot's title; the page must
 //! reference nothing outside itself. Screenshots are kept in the target directory.
 
@@ -88,7 +88,7 @@ fn the_html_reports_of_the_shipped_examples_show_their_figures_in_chromium() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&shots).unwrap();
     // (example, the texts its page must show).
-    let examples: [(&str, Vec<&str>); 4] = [
+    let examples: [(&str, Vec<&str>); 5] = [
         (
             "quickstart",
             vec![
@@ -132,6 +132,16 @@ fn the_html_reports_of_the_shipped_examples_show_their_figures_in_chromium() {
                 "privacy.target_epsilon = 0.5 0.500 1e-5 90.89%",
                 "privacy.target_epsilon = 8 8.000 1e-5 92.96%",
                 "non-private - - 98.26%",
+            ],
+        ),
+        (
+            "federated-mnist-he",
+            vec![
+                "dptrain federated run: federated-mnist-he",
+                "test accuracy 83.27%",
+                "ε = 1.7129 at δ = 1e-5 for one client's whole data (RDP accountant)",
+                "federated-mnist-he: test accuracy",
+                "federated-mnist-he: privacy spent",
             ],
         ),
     ];
