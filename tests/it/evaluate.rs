@@ -342,3 +342,33 @@ fn another_configs_model_a_truncated_file_and_other_schemas_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn evaluate_reproduces_a_federated_runs_summary() {
+    // A small secure-aggregation federation (synthetic data, 3 rounds): its global model
+    // through `evaluate` gives the accuracy and loss its summary states, exactly.
+    let dir = scratch("federated");
+    let out = dir.join("run");
+    let run = dptrain(&[
+        "-q",
+        "federate",
+        "tests/data/flower/contract.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let evaluated = json(&["evaluate", out.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        evaluated["accuracy"], summary["test_accuracy"],
+        "{evaluated}"
+    );
+    assert_eq!(evaluated["loss"], summary["test_loss"], "{evaluated}");
+    assert_eq!(evaluated["reproduces_summary"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
