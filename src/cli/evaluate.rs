@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::Output;
-use crate::config::federated::FederatedRunConfig;
+use crate::config::federated::{FederatedRunConfig, is_federated};
 use crate::config::{DataConfig, RunConfig};
 use crate::data::Dataset;
 use crate::data::mnist::{ImageSet, read_images_of};
@@ -74,26 +74,8 @@ impl SavedRun {
                 dir.display()
             )));
         }
-        let text = std::fs::read_to_string(&config).map_err(|source| Error::Io {
-            path: config.clone(),
-            source,
-        })?;
-        match text.lines().any(|l| l.starts_with("[federated")) {
-            true => {
-                let run = FederatedRunConfig::load(&config, &[])?;
-                Ok(SavedRun {
-                    data: run.data,
-                    model: run.model,
-                })
-            }
-            false => {
-                let run = RunConfig::load(&config, &[])?;
-                Ok(SavedRun {
-                    data: run.data,
-                    model: run.model,
-                })
-            }
-        }
+        let (data, model) = data_and_model(&config)?;
+        Ok(SavedRun { data, model })
     }
 
     /// The model of the config on data shaped like `data`, with the run's weights.
@@ -132,14 +114,7 @@ impl SavedRun {
             return Ok((splits.test, name.into()));
         };
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let data = match text.lines().any(|l| l.starts_with("[federated")) {
-                true => FederatedRunConfig::load(path, &[])?.data,
-                false => RunConfig::load(path, &[])?.data,
-            };
+            let (data, _) = data_and_model(path)?;
             self.same_schema(&data, path)?;
             let splits = data.load()?;
             return Ok((splits.test, format!("test split of {}", path.display())));
@@ -208,6 +183,24 @@ impl SavedRun {
         let (loaded, labelled) = load_input_table(&table, &input)?;
         Ok((loaded.test, labelled, loaded.encoding.test_lines))
     }
+}
+
+/// The data and model sections of a config file, a training or a federated run's.
+fn data_and_model(path: &Path) -> Result<(DataConfig, ModelConfig)> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match is_federated(&text) {
+        true => {
+            let run = FederatedRunConfig::load(path, &[])?;
+            (run.data, run.model)
+        }
+        false => {
+            let run = RunConfig::load(path, &[])?;
+            (run.data, run.model)
+        }
+    })
 }
 
 /// The name of a kind of data, for messages.

@@ -70,30 +70,14 @@ fn values(tensors: &std::collections::HashMap<String, Tensor>, name: &str) -> Re
 pub fn load_model(run_dir: &Path, data: &Dataset) -> Result<LoadedModel> {
     let config = RunConfig::load(&run_dir.join("config.toml"), &[])?;
     let model = Model::for_data(&config.model, data, 0)?;
-    let file = run_dir.join("model.safetensors");
-    let tensors =
-        candle_core::safetensors::load(&file, &candle_core::Device::Cpu).map_err(|e| {
-            Error::Parse {
-                path: file.clone(),
-                location: "safetensors".into(),
-                message: e.to_string(),
-            }
-        })?;
-    for (name, var) in model.named_parameters() {
-        let saved = tensors.get(&name).ok_or_else(|| Error::Parse {
-            path: file.clone(),
-            location: name.clone(),
-            message: "missing: the model of config.toml has this parameter".into(),
-        })?;
-        if saved.dims() != var.dims() {
-            return Err(Error::Parse {
-                path: file.clone(),
-                location: name.clone(),
-                message: format!("shape {:?}, the model needs {:?}", saved.dims(), var.dims()),
-            });
-        }
-        var.set(&saved.to_dtype(var.dtype())?)?;
-    }
+    // Strictly (every parameter, its shape and dtype, nothing else), as `dptrain evaluate`;
+    // the parties' weights are then read from the loaded model.
+    crate::train::load_weights(&model, &run_dir.join("model.safetensors"))?;
+    let tensors: std::collections::HashMap<String, Tensor> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, var)| (name, var.as_tensor().clone()))
+        .collect();
     let mut shape = data.feature_shape.clone();
     let (mut ops, mut weights) = (Vec::new(), Vec::new());
     for node in config.model.expand(data.classes)? {

@@ -616,7 +616,7 @@ pub fn report(dir: &std::path::Path) -> Result<Output> {
         return report_sweep(dir);
     }
     let federated = std::fs::read_to_string(dir.join("config.toml"))
-        .is_ok_and(|text| text.lines().any(|l| l.starts_with("[federated")));
+        .is_ok_and(|text| crate::config::federated::is_federated(&text));
     if federated {
         return super::federate::rebuild_page(dir);
     }

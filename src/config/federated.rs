@@ -85,6 +85,12 @@ impl FederatedConfig {
     }
 }
 
+/// True when a config's text is a federated run's (it has a `[federated]` table): run
+/// directories of `dptrain train` and `dptrain federate` both hold a config.toml.
+pub fn is_federated(text: &str) -> bool {
+    text.lines().any(|l| l.starts_with("[federated"))
+}
+
 impl FederatedRunConfig {
     /// Reads `path`, applies `overrides` (`key.path=value`, TOML values), checks ranges.
     pub fn load(path: &Path, overrides: &[String]) -> Result<FederatedRunConfig> {

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::trainer::{BinaryMetrics, EVALUATION_CHUNK, auc, evaluate_chunk_logits};
+use super::trainer::{BinaryMetrics, EVALUATION_CHUNK, binary_from_scores, evaluate_chunk_logits};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::DpModule;
@@ -126,12 +126,7 @@ pub fn evaluate_detailed(model: &dyn DpModule, data: &Dataset) -> Result<Evaluat
     }
     let n = data.len().max(1) as f64;
     let binary = match classes == 2 && !data.is_empty() {
-        true => auc(&scores, &data.labels).map(|auc| BinaryMetrics {
-            auc,
-            // argmax picks class 0 on a tie.
-            predicted_positive_rate: scores.iter().filter(|&&s| s > 0.0).count() as f64 / n,
-            positive_rate: data.labels.iter().filter(|&&l| l == 1).count() as f64 / n,
-        }),
+        true => binary_from_scores(&scores, &data.labels),
         false => None,
     };
     Ok(Evaluation {

@@ -212,16 +212,19 @@ pub fn binary_metrics(model: &dyn DpModule, data: &Dataset) -> Result<Option<Bin
             .to_vec2::<f64>()?;
         scores.extend(logits.iter().map(|l| l[1] - l[0]));
     }
-    let n = data.len() as f64;
-    let Some(auc) = auc(&scores, &data.labels) else {
-        return Ok(None);
-    };
-    Ok(Some(BinaryMetrics {
-        auc,
+    Ok(binary_from_scores(&scores, &data.labels))
+}
+
+/// [`BinaryMetrics`] of the scores logit₁ − logit₀ of examples with binary `labels` (None
+/// when one class is absent or there are no examples).
+pub(crate) fn binary_from_scores(scores: &[f64], labels: &[u32]) -> Option<BinaryMetrics> {
+    let n = scores.len() as f64;
+    Some(BinaryMetrics {
+        auc: auc(scores, labels)?,
         // argmax picks class 0 on a tie, as `evaluate` does.
         predicted_positive_rate: scores.iter().filter(|&&s| s > 0.0).count() as f64 / n,
-        positive_rate: data.labels.iter().filter(|&&l| l == 1).count() as f64 / n,
-    }))
+        positive_rate: labels.iter().filter(|&&l| l == 1).count() as f64 / n,
+    })
 }
 
 /// Trains `model_config` on `train` with DP-SGD, evaluating on `test` after each epoch;

@@ -3,28 +3,10 @@
 //! Bad input must give a clear message on stderr and a non-zero exit, never a panic.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::{relative_error, rows};
-
-fn dptrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dptrain"))
-        .args(args)
-        .output()
-        .expect("the dptrain binary runs")
-}
-
-fn json(args: &[&str]) -> Value {
-    let out = dptrain(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
+use crate::support::{dptrain, dptrain_json as json, relative_error, rows};
 
 /// Owned arguments from string slices.
 fn args(list: &[&str]) -> Vec<String> {
@@ -527,7 +509,7 @@ fn plan_agrees_with_account_and_calibrate() {
 /// found by probing for issue 28 (it printed "failed printing to stdout" and a backtrace).
 #[test]
 fn a_closed_output_pipe_is_not_a_panic() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dptrain"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dptrain"))
         .args(["account", "configs/quickstart.toml", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

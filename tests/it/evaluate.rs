@@ -4,27 +4,10 @@
 //! message naming what is wrong, and nothing is written.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn dptrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dptrain"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("the dptrain binary runs")
-}
-
-fn json(args: &[&str]) -> Value {
-    let out = dptrain(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
+use crate::support::{dptrain, dptrain_json as json};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

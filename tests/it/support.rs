@@ -91,3 +91,23 @@ pub fn spent(q: f64, sigma: f64, steps: u64, delta: f64, conversion: Conversion)
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
     spent(q, sigma, steps, delta, Conversion::Improved).epsilon
 }
+
+/// The `dptrain` binary run with `args` from the repository root.
+pub fn dptrain(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dptrain"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("the dptrain binary runs")
+}
+
+/// The one JSON object `dptrain args` prints; the test fails with stderr if it fails.
+pub fn dptrain_json(args: &[&str]) -> serde_json::Value {
+    let out = dptrain(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
