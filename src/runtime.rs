@@ -36,18 +36,28 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Call it first thing in `main`, before any other thread exists: it sets an environment
 /// variable, which is not thread-safe.
 pub unsafe fn configure_process() {
-    // SAFETY: no other thread runs yet (the caller's contract); mallopt only changes
-    // allocator tunables.
+    keep_freed_memory();
+    // SAFETY: no other thread runs yet (the caller's contract).
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
             std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
         }
         if let Some(threads) = threads_per_local_rank() {
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         }
+    }
+}
+
+/// The allocator part of [`configure_process`], safe to call with other threads running (a
+/// library loaded into another program, as the Python package is): mimalloc never purges
+/// freed memory, glibc's malloc keeps it too.
+pub fn keep_freed_memory() {
+    // SAFETY: mi_option_set and mallopt only change allocator tunables; both are
+    // thread-safe.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
 

@@ -17,6 +17,8 @@ mod plan;
 mod progress;
 mod train;
 
+pub use train::was_interrupted;
+
 pub use progress::Reporter;
 
 use crate::error::{Error, Result};
@@ -673,23 +675,40 @@ fn account(args: &AccountArgs) -> Result<Output> {
             ledger
         }
     };
-    let kind = args.accountant.unwrap_or(AccountantKind::Rdp);
-    if kind != AccountantKind::Rdp {
-        return account_on_grid(args, kind, &ledger);
-    }
-    let mut accountant = RdpAccountant::from_ledger(
+    account_ledger(
         &ledger,
-        Orders::dp_accounting_default(),
-        args.conversion.into(),
-    )?;
-    let mut table = ledger_rows(&ledger);
-    match (args.delta, args.epsilon) {
+        args.delta,
+        args.epsilon,
+        args.accountant.unwrap_or(AccountantKind::Rdp),
+        &args.grid,
+        args.conversion,
+    )
+}
+
+/// `dptrain account` of a ledger in memory, the entry of the Python package: ε at `delta`,
+/// or δ at `epsilon` (one of the two), under `kind`, with the command line's JSON, table and
+/// error messages.
+pub fn account_ledger(
+    ledger: &Ledger,
+    delta: Option<f64>,
+    epsilon: Option<f64>,
+    kind: AccountantKind,
+    grid: &GridArgs,
+    conversion: ConversionKind,
+) -> Result<Output> {
+    if kind != AccountantKind::Rdp {
+        return account_on_grid(grid, delta, epsilon, kind, ledger);
+    }
+    let mut accountant =
+        RdpAccountant::from_ledger(ledger, Orders::dp_accounting_default(), conversion.into())?;
+    let mut table = ledger_rows(ledger);
+    match (delta, epsilon) {
         (Some(delta), _) => {
             let spent = accountant.epsilon(delta)?;
             table.extend([
                 ("epsilon".into(), format!("{:.6}", spent.epsilon)),
                 ("delta".into(), format!("{delta:e}")),
-                ("accountant".into(), accountant_label(args.conversion)),
+                ("accountant".into(), accountant_label(conversion)),
                 ("best order".into(), format!("{}", spent.order)),
             ]);
             Ok(Output {
@@ -704,7 +723,7 @@ fn account(args: &AccountArgs) -> Result<Output> {
             })
         }
         (None, Some(epsilon)) => {
-            if let ConversionKind::Classic = args.conversion {
+            if let ConversionKind::Classic = conversion {
                 return Err(Error::Usage(
                     "--epsilon (δ at a given ε) uses the improved conversion only".into(),
                 ));
@@ -714,7 +733,7 @@ fn account(args: &AccountArgs) -> Result<Output> {
             table.extend([
                 ("epsilon".into(), format!("{epsilon}")),
                 ("delta".into(), format!("{:e}", best.delta)),
-                ("accountant".into(), accountant_label(args.conversion)),
+                ("accountant".into(), accountant_label(conversion)),
                 ("best order".into(), format!("{}", best.order)),
             ]);
             Ok(Output {
@@ -736,23 +755,41 @@ fn account(args: &AccountArgs) -> Result<Output> {
 
 fn calibrate(args: &CalibrateArgs) -> Result<Output> {
     let (sample_rate, steps) = args.step.resolve()?;
-    if args.accountant != AccountantKind::Rdp {
-        let settings = args.grid.settings(args.accountant);
+    calibrate_steps(
+        args.target_epsilon,
+        args.delta,
+        sample_rate,
+        steps,
+        args.accountant,
+        &args.grid,
+        args.conversion,
+    )
+}
+
+/// `dptrain calibrate` for `steps` steps at `sample_rate`, the entry of the Python package:
+/// the smallest noise multiplier whose ε at `delta` stays within `target_epsilon`, with the
+/// command line's JSON, table and error messages.
+pub fn calibrate_steps(
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+    kind: AccountantKind,
+    grid: &GridArgs,
+    conversion: ConversionKind,
+) -> Result<Output> {
+    if kind != AccountantKind::Rdp {
+        let settings = grid.settings(kind);
         settings.validate()?;
-        let c = calibrate_noise_multiplier_with(
-            settings,
-            args.target_epsilon,
-            args.delta,
-            sample_rate,
-            steps,
-        )?;
+        let c =
+            calibrate_noise_multiplier_with(settings, target_epsilon, delta, sample_rate, steps)?;
         let mut json = json!({
             "noise_multiplier": c.noise_multiplier,
             "epsilon": c.epsilon,
             "delta": c.delta,
             "accountant": settings.kind.name(),
         });
-        if args.accountant == AccountantKind::Pld {
+        if kind == AccountantKind::Pld {
             json["discretization_interval"] = json!(settings.discretization_interval);
         } else {
             json["eps_error"] = json!(settings.eps_error);
@@ -767,7 +804,7 @@ fn calibrate(args: &CalibrateArgs) -> Result<Output> {
                 ),
                 (
                     "epsilon".into(),
-                    format!("{:.6} (target {})", c.epsilon, args.target_epsilon),
+                    format!("{:.6} (target {})", c.epsilon, target_epsilon),
                 ),
                 ("delta".into(), format!("{:e}", c.delta)),
                 ("sample rate".into(), format!("{sample_rate}")),
@@ -776,14 +813,8 @@ fn calibrate(args: &CalibrateArgs) -> Result<Output> {
             ],
         });
     }
-    let template = RdpAccountant::new(Orders::dp_accounting_default(), args.conversion.into());
-    let c = calibrate_noise_multiplier(
-        args.target_epsilon,
-        args.delta,
-        sample_rate,
-        steps,
-        &template,
-    )?;
+    let template = RdpAccountant::new(Orders::dp_accounting_default(), conversion.into());
+    let c = calibrate_noise_multiplier(target_epsilon, delta, sample_rate, steps, &template)?;
     let table = vec![
         (
             "noise multiplier".into(),
@@ -791,12 +822,12 @@ fn calibrate(args: &CalibrateArgs) -> Result<Output> {
         ),
         (
             "epsilon".into(),
-            format!("{:.6} (target {})", c.epsilon, args.target_epsilon),
+            format!("{:.6} (target {})", c.epsilon, target_epsilon),
         ),
         ("delta".into(), format!("{:e}", c.delta)),
         ("sample rate".into(), format!("{sample_rate}")),
         ("steps".into(), format!("{steps}")),
-        ("accountant".into(), accountant_label(args.conversion)),
+        ("accountant".into(), accountant_label(conversion)),
     ];
     Ok(Output {
         json: json!({
@@ -809,12 +840,18 @@ fn calibrate(args: &CalibrateArgs) -> Result<Output> {
 }
 
 /// `account` under PLD or PRV: ε at δ (with the interval or the bounds), or δ at ε (PLD).
-fn account_on_grid(args: &AccountArgs, kind: AccountantKind, ledger: &Ledger) -> Result<Output> {
-    let settings = args.grid.settings(kind);
+fn account_on_grid(
+    grid: &GridArgs,
+    delta: Option<f64>,
+    epsilon: Option<f64>,
+    kind: AccountantKind,
+    ledger: &Ledger,
+) -> Result<Output> {
+    let settings = grid.settings(kind);
     settings.validate()?;
     let mut table = ledger_rows(ledger);
     table.push(("accountant".into(), settings.describe()));
-    match (kind, args.delta, args.epsilon) {
+    match (kind, delta, epsilon) {
         (AccountantKind::Pld, Some(delta), _) => {
             let spent =
                 crate::privacy::pld::pld_epsilon(ledger, delta, settings.discretization_interval)?;
@@ -843,7 +880,14 @@ fn account_on_grid(args: &AccountArgs, kind: AccountantKind, ledger: &Ledger) ->
             })
         }
         (AccountantKind::Pld, None, Some(epsilon)) => {
-            crate::privacy::conversion::check_target_epsilon(epsilon)?;
+            // The RDP path's check and wording (`delta_from_rdp`): δ at ε = 0 is a question.
+            if !(epsilon >= 0.0 && epsilon.is_finite()) {
+                return Err(Error::invalid(
+                    "epsilon",
+                    epsilon,
+                    "a finite number at least 0",
+                ));
+            }
             let pld = crate::privacy::pld::ledger_pld(ledger, settings.discretization_interval)?;
             let delta = pld.delta(epsilon);
             table.extend([

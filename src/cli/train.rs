@@ -28,8 +28,16 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     }
 }
 
-/// Makes the first Ctrl-C a request to checkpoint and stop.
+/// Whether the last training run in this process stopped at a Ctrl-C (its error then names
+/// the checkpoint to resume from): the Python package raises `KeyboardInterrupt` for it.
+pub fn was_interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Makes the first Ctrl-C a request to checkpoint and stop. A process that trains more than
+/// once (the Python package) starts every run uninterrupted.
 fn catch_interrupt() {
+    INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
     // SAFETY: installs a handler that only stores to an atomic and resets the handler.
     unsafe {
         libc::signal(

@@ -161,7 +161,7 @@ impl DpEvent {
 /// One query (a leaf, or Gaussians composed on one sample) at sample rate `sample_rate`.
 fn single_query(sample_rate: f64, queries: &[DpEvent]) -> Result<PrivacyEvent> {
     let mut mechanism = None;
-    let mut precisions = Vec::with_capacity(queries.len());
+    let mut sigmas = Vec::with_capacity(queries.len());
     for query in queries {
         let (kind, noise_multiplier) = match query {
             DpEvent::Gaussian { noise_multiplier } => (Mechanism::Gaussian, *noise_multiplier),
@@ -189,7 +189,7 @@ fn single_query(sample_rate: f64, queries: &[DpEvent]) -> Result<PrivacyEvent> {
         }
         mechanism = Some(kind);
         super::rdp::check_step(sample_rate, noise_multiplier)?;
-        precisions.push(noise_multiplier.powi(-2));
+        sigmas.push(noise_multiplier);
     }
     let Some(mechanism) = mechanism else {
         return Err(Error::Unaccountable {
@@ -197,8 +197,13 @@ fn single_query(sample_rate: f64, queries: &[DpEvent]) -> Result<PrivacyEvent> {
             reason: "nothing was released on the sample; leave the event out".into(),
         });
     };
-    // σ⁻² = Σ σᵢ⁻²: the queries together are one Gaussian query of the concatenation.
-    let total = precisions.iter().sum::<f64>().powf(-0.5);
+    // σ⁻² = Σ σᵢ⁻²: the queries together are one Gaussian query of the concatenation. One
+    // query keeps its σ bit for bit ((σ⁻²)^(-1/2) can be off in the last bit, and a ledger
+    // read from dp_accounting's events must account as the same steps given as numbers).
+    let total = match sigmas.as_slice() {
+        [one] => *one,
+        many => many.iter().map(|s| s.powi(-2)).sum::<f64>().powf(-0.5),
+    };
     let event = PrivacyEvent::new(sample_rate, total, 1)?.with_mechanism(mechanism);
     match (queries, mechanism) {
         // Adaptive clipping's shape: the gradient sum and the count, in that order.

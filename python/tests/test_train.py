@@ -1,0 +1,58 @@
+"""dptrain.train: the command line's training run, from Python."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import dptrain
+from conftest import BIN, REPO
+
+CONFIG = REPO / "configs" / "adult-logreg-eps1.toml"
+
+
+def test_train_returns_the_summary_of_the_same_run_as_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)  # the config's data paths are relative, as for the CLI
+    before = signal.getsignal(signal.SIGINT)
+    summary = dptrain.train(CONFIG, out=tmp_path / "py", training__epochs=1)
+    # Python's Ctrl-C handler is back after the run.
+    assert signal.getsignal(signal.SIGINT) is before
+    on_disk = json.loads((tmp_path / "py" / "summary.json").read_text())
+    assert summary == on_disk
+    assert summary["private"] is True and 0 < summary["epsilon"] <= 1.0
+    assert summary["accountant"] == "pld"
+    subprocess.run(
+        [str(BIN), "--quiet", "train", str(CONFIG), "--set", "training.epochs=1",
+         "--out", str(tmp_path / "cli")],
+        check=True, cwd=REPO, timeout=300,
+    )
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    # The same seed gives the same run: every figure but the clock's.
+    for key in ("epsilon", "delta", "noise_multiplier", "steps", "test_accuracy", "test_loss"):
+        assert summary[key] == cli[key], key
+    assert (tmp_path / "py" / "model.safetensors").read_bytes() == (
+        tmp_path / "cli" / "model.safetensors"
+    ).read_bytes()
+    assert (tmp_path / "py" / "report.html").is_file()
+
+
+def test_overrides_remove_keys_and_take_toml_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    summary = dptrain.train(
+        CONFIG,
+        out=tmp_path / "fixed",
+        set=["training.epochs=1"],
+        **{"privacy.target_epsilon": None, "privacy.noise_multiplier": 2.0},
+    )
+    assert summary["noise_multiplier"] == 2.0
+    with pytest.raises(ValueError, match="both"):
+        dptrain.train(CONFIG, out=tmp_path / "both", privacy__noise_multiplier=2.0)
+    assert not (tmp_path / "both").exists()
