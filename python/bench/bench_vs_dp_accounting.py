@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import platform
 import statistics
 import time
@@ -69,6 +70,18 @@ def reference_pld(event: dp_accounting.DpEvent) -> float:
     return accountant.get_epsilon(DELTA)
 
 
+def cpu_name() -> str:
+    """The CPU model (the figures hold for that CPU only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller schedule")
@@ -105,7 +118,7 @@ def main() -> None:
             (3, 5),
         ),
         (
-            "rdp calibrate sigma for 1e4 steps to eps 3 (dptrain: 1e-4 relative)",
+            "rdp calibrate sigma for 1e4 steps to eps 3",
             lambda: dp_accounting.calibrate_dp_mechanism(
                 rdp.RdpAccountant,
                 lambda sigma: dp_accounting.SelfComposedDpEvent(step(Q, sigma), 10_000),
@@ -117,7 +130,7 @@ def main() -> None:
             (1, 20),
         ),
     ]
-    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+    print(f"# {cpu_name()} ({os.cpu_count()} CPUs), Python {platform.python_version()}, "
           f"dptrain {dptrain.__version__}, dp_accounting 0.6.0")
     print("case,dp_accounting_s,dptrain_s,ratio,dp_accounting_value,dptrain_value")
     for name, theirs, ours, (their_repeats, our_repeats) in cases:
@@ -126,7 +139,7 @@ def main() -> None:
         their_s, their_value = median_seconds(theirs, their_repeats)
         our_s, our_value = median_seconds(ours, our_repeats)
         print(f"{name},{their_s:.6g},{our_s:.6g},{their_s / our_s:.0f},"
-              f"{their_value!r},{our_value!r}", flush=True)
+              f"{float(their_value)!r},{float(our_value)!r}", flush=True)
 
 
 if __name__ == "__main__":

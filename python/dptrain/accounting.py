@@ -249,7 +249,7 @@ def calibrate(
 ) -> Calibration:
     """The smallest noise multiplier σ whose ε at ``delta`` stays within ``target_epsilon``.
 
-    As ``dptrain calibrate``: a bisection to 1e-4 relative, never above the target; a
+    As ``dptrain calibrate``: a bisection to 1e-10 relative, ε never above the target; a
     target that even σ = 1e4 cannot reach raises ``ValueError``.
     """
     by_epochs = epochs is not None or dataset_size is not None or batch_size is not None

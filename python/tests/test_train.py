@@ -56,3 +56,49 @@ def test_overrides_remove_keys_and_take_toml_values(
     with pytest.raises(ValueError, match="both"):
         dptrain.train(CONFIG, out=tmp_path / "both", privacy__noise_multiplier=2.0)
     assert not (tmp_path / "both").exists()
+
+
+def test_ctrl_c_checkpoints_raises_keyboard_interrupt_and_gives_python_its_handler_back(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    script = f"""
+import signal, dptrain
+try:
+    dptrain.train({str(REPO / "configs" / "quickstart.toml")!r}, out={str(run)!r})
+except KeyboardInterrupt as err:
+    print("interrupted:", err, flush=True)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        print("python's handler is back", flush=True)
+else:
+    print("finished", flush=True)
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # The first epoch's checkpoint: training is under way (bounded wait).
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint").exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    assert "interrupted: interrupted after step" in out, out
+    assert f"--resume {run}" in out
+    assert "python's handler is back" in out
+    # No report of an unfinished run; the checkpoint to continue from.
+    assert not (run / "summary.json").exists()
+    assert (run / "checkpoint").is_dir()
