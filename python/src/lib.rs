@@ -29,6 +29,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// recursive reader and of the crate's normal form.
 const MAX_EVENT_DEPTH: usize = 200;
 
+/// δ at ε is a PLD or RDP question (the command line says it in terms of its flags).
+const PRV_HAS_NO_DELTA: &str =
+    "delta() at a given epsilon works with accountant 'rdp' or 'pld'; PRV gives epsilon only";
+
 /// A dptrain error as the Python exception a caller expects, with the command line's text.
 fn py_err(err: dptrain::Error) -> PyErr {
     use dptrain::Error as E;
@@ -358,6 +362,13 @@ impl Ledger {
         self.0.events().len()
     }
 
+    /// Pickling (multiprocessing, caches): the ledger travels as its CSV text, every column
+    /// kept.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let from_csv = slf.get_type().getattr("from_csv")?;
+        Ok((from_csv, (slf.borrow().0.to_csv(),)))
+    }
+
     fn __repr__(&self) -> String {
         let blocks: Vec<String> = self
             .blocks()
@@ -486,6 +497,9 @@ impl Accountant {
     /// δ at `epsilon` for everything composed so far (RDP and PLD).
     fn delta(&self, py: Python<'_>, epsilon: &Bound<'_, PyAny>) -> PyResult<f64> {
         let epsilon = number(epsilon, "epsilon")?;
+        if self.kind == AccountantKind::Prv {
+            return Err(PyValueError::new_err(PRV_HAS_NO_DELTA));
+        }
         let ledger = self.inner.ledger().clone();
         let (kind, grid) = (self.kind, &self.grid);
         let output = py

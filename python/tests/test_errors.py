@@ -151,6 +151,8 @@ def test_wrong_types_raise_type_errors(call, fragment: str) -> None:
         (lambda: acc.epsilon(0.01, 1.1, 10, delta=1e-5, conversion="best"),
          "invalid conversion = best: expected one of improved, classic"),
         (lambda: acc.Accountant().compose(0.5), "cannot account float"),
+        (lambda: acc.Accountant("prv").delta(1.0),
+         "delta() at a given epsilon works with accountant 'rdp' or 'pld'"),
         (lambda: acc.delta(0.01, 1.1, 10, epsilon=1.0, accountant="prv"),
          "delta() at a given epsilon works with accountant 'rdp' or 'pld'"),
     ],

@@ -134,6 +134,17 @@ def test_nested_events_compose_like_dp_accounting() -> None:
     assert b.ledger == acc.Ledger([(0.01, 1.2, 1000)])
 
 
+def test_a_ledger_pickles_with_every_column() -> None:
+    import pickle
+
+    ledger = acc.Ledger.from_csv(
+        "sample_rate,noise_multiplier,steps,mechanism\n0.01,1.1,100,gaussian\n"
+        "0.02,0.9,5,discrete_gaussian\n"
+    )
+    back = pickle.loads(pickle.dumps(ledger))
+    assert back == ledger and back.to_json() == ledger.to_json()
+
+
 def test_a_ledger_round_trips_through_dp_accounting_events() -> None:
     ledger = acc.Ledger([(0.01, 1.1, 100), (0.02, 0.9, 5), (1.0, 3.0, 1)])
     event = acc.to_dp_event(ledger)

@@ -43,11 +43,12 @@ def test_known_published_values() -> None:
 
 
 def grid_cases(name: str) -> dict[tuple[float, float, int], list[dict[str, str]]]:
-    """The rows of NAME with q < 1 and at most 10,000 steps (the fast ones), by setting."""
+    """The rows of NAME with q < 1 and at most 1,000 steps, by setting: the bindings pass the
+    settings through (the Rust tests check every row of these files)."""
     cases: dict[tuple[float, float, int], list[dict[str, str]]] = defaultdict(list)
     for row in vectors(name):
         key = (float(row["q"]), float(row["noise_multiplier"]), int(row["steps"]))
-        if key[0] < 1 and key[2] <= 10_000:
+        if key[0] < 1 and key[2] <= 1_000:
             cases[key].append(row)
     return cases
 
@@ -68,12 +69,6 @@ def test_pld_vectors() -> None:
 def test_prv_vectors() -> None:
     cases = grid_cases("prv_epsilon.csv")
     assert len(cases) >= 30
-    pld_reference = {
-        (float(r["q"]), float(r["noise_multiplier"]), int(r["steps"]), float(r["delta"])): float(
-            r["epsilon_pld"]
-        )
-        for r in vectors("pld_epsilon.csv")
-    }
     for (q, sigma, steps), rows in cases.items():
         for row in rows:
             delta = float(row["delta"])
@@ -88,13 +83,6 @@ def test_prv_vectors() -> None:
                 delta_error=float(row["delta_error"]),
             )
             assert out["eps_low"] <= out["eps_estimate"] <= out["eps_upper"] == out["epsilon"]
-            if (q, sigma, steps) == (0.01, 0.5, 10000):
-                # prv_accountant's interval misses the true ε here (its eps_low is above
-                # dp_accounting's PLD, an upper bound; tests/it/accounting_pld.rs): compare
-                # with the PLD reference instead.
-                ref = pld_reference[(q, sigma, steps, delta)]
-                assert abs(out["eps_estimate"] - ref) < 0.001, (row, out)
-                continue
             estimate = float(row["eps_estimate"])
             assert abs(out["eps_estimate"] - estimate) <= eps_error, (row, out)
             assert out["eps_low"] <= estimate <= out["eps_upper"], (row, out)
