@@ -54,6 +54,15 @@ class Accountant:
     def ledger(self) -> Ledger: ...
     @property
     def accountant(self) -> str: ...
+    def __reduce__(self) -> tuple[Any, tuple[str, float, float, float, str]]: ...
+    @staticmethod
+    def _restore(
+        accountant: str,
+        discretization_interval: float,
+        eps_error: float,
+        delta_error: float,
+        ledger_csv: str,
+    ) -> Accountant: ...
 
 def account(
     ledger: Ledger,

@@ -394,6 +394,9 @@ fn number_or(value: Option<&Bound<'_, PyAny>>, name: &str, default: f64) -> PyRe
     Ok(maybe_number(value, name)?.unwrap_or(default))
 }
 
+/// What a pickled accountant carries: its kind, the PLD/PRV settings, the ledger's CSV.
+type AccountantState = (&'static str, f64, f64, f64, String);
+
 #[pymethods]
 impl Accountant {
     /// An accountant with nothing spent: "rdp" (the default), "pld" or "prv", with the
@@ -526,6 +529,47 @@ impl Accountant {
     #[getter]
     fn ledger(&self) -> Ledger {
         Ledger(self.inner.ledger().clone())
+    }
+
+    /// Pickling (multiprocessing, caches): the settings and the ledger's CSV; unpickling
+    /// composes the ledger again, which gives the same state (composition is a sum in
+    /// order).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, AccountantState)> {
+        let restore = slf.get_type().getattr("_restore")?;
+        let this = slf.borrow();
+        let state = (
+            this.inner.kind().name(),
+            this.grid.discretization_interval,
+            this.grid.eps_error,
+            this.grid.delta_error,
+            this.inner.ledger().to_csv(),
+        );
+        Ok((restore, state))
+    }
+
+    /// The accountant that `__reduce__` describes.
+    #[staticmethod]
+    fn _restore(
+        accountant: &Bound<'_, PyAny>,
+        discretization_interval: f64,
+        eps_error: f64,
+        delta_error: f64,
+        ledger_csv: &str,
+    ) -> PyResult<Self> {
+        let kind = accountant_kind(accountant)?;
+        let grid = GridArgs {
+            discretization_interval,
+            eps_error,
+            delta_error,
+        };
+        let ledger = dptrain::privacy::Ledger::parse_csv(
+            ledger_csv.as_bytes(),
+            std::path::Path::new("<pickle>"),
+        )
+        .map_err(py_err)?;
+        let inner = dptrain::privacy::Accountant::from_ledger(grid.settings(kind), &ledger)
+            .map_err(py_err)?;
+        Ok(Accountant { inner, kind, grid })
     }
 
     /// Which accountant: "rdp", "pld" or "prv".

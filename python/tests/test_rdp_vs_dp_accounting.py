@@ -145,6 +145,20 @@ def test_a_ledger_pickles_with_every_column() -> None:
     assert back == ledger and back.to_json() == ledger.to_json()
 
 
+def test_an_accountant_pickles_to_the_same_state() -> None:
+    import pickle
+
+    for kind in ("rdp", "pld", "prv"):
+        a = acc.Accountant(kind, eps_error=0.05)
+        a.compose_steps(0.01, 1.1, 300)
+        a.compose_steps(0.02, 0.9, 7)
+        b = pickle.loads(pickle.dumps(a))
+        assert b.accountant == kind and b.ledger == a.ledger
+        assert b.get_epsilon(1e-5) == a.get_epsilon(1e-5)
+        b.compose_steps(0.01, 1.1, 1)
+        assert b.ledger != a.ledger
+
+
 def test_a_ledger_round_trips_through_dp_accounting_events() -> None:
     ledger = acc.Ledger([(0.01, 1.1, 100), (0.02, 0.9, 5), (1.0, 3.0, 1)])
     event = acc.to_dp_event(ledger)
