@@ -117,6 +117,31 @@ def _ledger(
     return ledger
 
 
+def _account(caller: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The command line's account on the arguments of ``account``, ``epsilon`` or ``delta``
+    (their ``locals()``); errors name ``caller``."""
+    ledger = _ledger(
+        args["sample_rate"],
+        args["noise_multiplier"],
+        args["steps"],
+        args["events"],
+        args["epochs"],
+        args["dataset_size"],
+        args["batch_size"],
+        caller,
+    )
+    return _dptrain.account(
+        ledger,
+        args.get("delta"),
+        args.get("epsilon"),
+        args["accountant"],
+        args["discretization_interval"],
+        args["eps_error"],
+        args["delta_error"],
+        args.get("conversion", "improved"),
+    )
+
+
 def account(
     sample_rate: float | None = None,
     noise_multiplier: float | None = None,
@@ -143,19 +168,7 @@ def account(
     """
     if (delta is None) == (epsilon is None):
         raise TypeError("account() takes delta=D (ε at that δ) or epsilon=E (δ at that ε)")
-    ledger = _ledger(
-        sample_rate, noise_multiplier, steps, events, epochs, dataset_size, batch_size, "account"
-    )
-    return _dptrain.account(
-        ledger,
-        delta,
-        epsilon,
-        accountant,
-        discretization_interval,
-        eps_error,
-        delta_error,
-        conversion,
-    )
+    return _account("account", locals())
 
 
 def epsilon(
@@ -179,20 +192,7 @@ def epsilon(
     >>> round(epsilon(256 / 60000, 1.1, 14063, delta=1e-5), 4)
     2.5967
     """
-    ledger = _ledger(
-        sample_rate, noise_multiplier, steps, events, epochs, dataset_size, batch_size, "epsilon"
-    )
-    out = _dptrain.account(
-        ledger,
-        delta,
-        None,
-        accountant,
-        discretization_interval,
-        eps_error,
-        delta_error,
-        conversion,
-    )
-    return out["epsilon"]
+    return _account("epsilon", locals())["epsilon"]
 
 
 def delta(
@@ -216,20 +216,7 @@ def delta(
             "delta() at a given epsilon works with accountant 'rdp' or 'pld'; PRV gives "
             "epsilon only"
         )
-    ledger = _ledger(
-        sample_rate, noise_multiplier, steps, events, epochs, dataset_size, batch_size, "delta"
-    )
-    out = _dptrain.account(
-        ledger,
-        None,
-        epsilon,
-        accountant,
-        discretization_interval,
-        eps_error,
-        delta_error,
-        "improved",
-    )
-    return out["delta"]
+    return _account("delta", locals())["delta"]
 
 
 def calibrate(

@@ -94,6 +94,24 @@ fn whole(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
     })
 }
 
+/// A validated block of `steps` steps (1 when absent) at sample rate q and noise
+/// multiplier σ, from Python arguments.
+fn steps_block(
+    sample_rate: &Bound<'_, PyAny>,
+    noise_multiplier: &Bound<'_, PyAny>,
+    steps: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PrivacyEvent> {
+    let (q, sigma) = (
+        number(sample_rate, "sample_rate")?,
+        number(noise_multiplier, "noise_multiplier")?,
+    );
+    let steps = match steps {
+        Some(s) => whole(s, "steps")?,
+        None => 1,
+    };
+    PrivacyEvent::new(q, sigma, steps).map_err(py_err)
+}
+
 /// An optional real number argument (None stays None).
 fn maybe_number(value: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<f64>> {
     match value {
@@ -228,14 +246,6 @@ fn event_from_py(event: &Bound<'_, PyAny>, depth: usize) -> PyResult<DpEvent> {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Ledger(dptrain::privacy::Ledger);
 
-impl Ledger {
-    fn push(&mut self, sample_rate: f64, noise_multiplier: f64, steps: u64) -> PyResult<()> {
-        self.0
-            .push(PrivacyEvent::new(sample_rate, noise_multiplier, steps).map_err(py_err)?);
-        Ok(())
-    }
-}
-
 #[pymethods]
 impl Ledger {
     /// A ledger of `blocks`: (sample_rate, noise_multiplier, steps) triples, in order.
@@ -257,11 +267,7 @@ impl Ledger {
                         block.repr()?
                     )));
                 };
-                ledger.push(
-                    number(q, "sample_rate")?,
-                    number(sigma, "noise_multiplier")?,
-                    whole(steps, "steps")?,
-                )?;
+                ledger.0.push(steps_block(q, sigma, Some(steps))?);
             }
         }
         Ok(ledger)
@@ -275,15 +281,9 @@ impl Ledger {
         noise_multiplier: &Bound<'_, PyAny>,
         steps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let steps = match steps {
-            Some(s) => whole(s, "steps")?,
-            None => 1,
-        };
-        self.push(
-            number(sample_rate, "sample_rate")?,
-            number(noise_multiplier, "noise_multiplier")?,
-            steps,
-        )
+        self.0
+            .push(steps_block(sample_rate, noise_multiplier, steps)?);
+        Ok(())
     }
 
     /// Appends a dp_accounting `DpEvent` (PoissonSampled, SelfComposed, Composed, Gaussian
@@ -442,16 +442,7 @@ impl Accountant {
         noise_multiplier: &Bound<'_, PyAny>,
         steps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let steps = match steps {
-            Some(s) => whole(s, "steps")?,
-            None => 1,
-        };
-        let event = PrivacyEvent::new(
-            number(sample_rate, "sample_rate")?,
-            number(noise_multiplier, "noise_multiplier")?,
-            steps,
-        )
-        .map_err(py_err)?;
+        let event = steps_block(sample_rate, noise_multiplier, steps)?;
         self.inner.compose(event).map_err(py_err)
     }
 
