@@ -3,6 +3,8 @@
 - :mod:`dptrain.accounting`: ε and δ of DP-SGD under the RDP, PLD and PRV accountants,
   noise calibration, ledgers, and dp_accounting's ``DpEvent`` trees.
 - :func:`train`: a whole private training run from a config file, as ``dptrain train``.
+- :func:`evaluate` and :func:`predict`: a finished run's model used again, as
+  ``dptrain evaluate`` and ``dptrain predict``.
 
 Bad values raise ``ValueError`` with the command line's message; wrong types raise
 ``TypeError``.
@@ -26,7 +28,7 @@ from . import accounting  # noqa: E402
 
 __version__: str = _dptrain.__version__
 
-__all__ = ["__version__", "accounting", "train"]
+__all__ = ["__version__", "accounting", "evaluate", "predict", "train"]
 
 
 def _toml_value(value: Any, key: str) -> str:
@@ -103,3 +105,54 @@ def train(
     finally:
         if main and saved is not None:
             signal.signal(signal.SIGINT, saved)
+
+
+def _path(value: str | os.PathLike[str] | None, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    return os.fspath(value)
+
+
+def _rows(skip_rows: int) -> int:
+    if isinstance(skip_rows, bool) or not isinstance(skip_rows, int):
+        raise TypeError(f"skip_rows must be an int, not {type(skip_rows).__name__}")
+    if skip_rows < 0:
+        raise ValueError(f"invalid skip_rows = {skip_rows}: expected a whole number at least 0")
+    return skip_rows
+
+
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    skip_rows: int = 0,
+) -> dict[str, Any]:
+    """A finished run's model (rebuilt from its config.toml, weights loaded strictly) on its
+    test split, or on ``data`` (another config's test split, or a CSV file of the run's
+    schema, ``skip_rows`` lines skipped first), as ``dptrain --json evaluate``: accuracy,
+    loss, confusion matrix, AUC for two classes, and on its own split whether it reproduces
+    summary.json."""
+    return _dptrain.evaluate(_path(run_dir, "run_dir"), _path(data, "data"), _rows(skip_rows))
+
+
+def predict(
+    run_dir: str | os.PathLike[str],
+    input: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    skip_rows: int = 0,
+) -> dict[str, Any]:
+    """Class and probabilities per row of ``input`` (IDX images, or a CSV table with or
+    without its label column) through the run's own preprocessing, written as CSV to
+    ``out`` (default RUN_DIR/predictions.csv), as ``dptrain --json predict``; with IDX
+    ``labels``, also the accuracy."""
+    return _dptrain.predict(
+        _path(run_dir, "run_dir"),
+        _path(input, "input"),
+        _path(out, "out"),
+        _path(labels, "labels"),
+        _rows(skip_rows),
+    )

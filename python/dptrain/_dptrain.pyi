@@ -93,3 +93,11 @@ def train(
     resume: str | None,
     quiet: bool,
 ) -> dict[str, Any]: ...
+def evaluate(run_dir: str, data: str | None, skip_rows: int) -> dict[str, Any]: ...
+def predict(
+    run_dir: str,
+    input: str,
+    out: str | None,
+    labels: str | None,
+    skip_rows: int,
+) -> dict[str, Any]: ...

@@ -674,6 +674,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// Runs one command as the binary does with `--json` and returns its JSON object, the GIL
+/// released meanwhile.
+fn run_command<'py>(
+    py: Python<'py>,
+    command: cli::Command,
+    quiet: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let args = cli::Cli {
+        json: true,
+        verbose: 0,
+        quiet,
+        command,
+    };
+    VERBOSE.store(!quiet, Ordering::Relaxed);
+    let result = py.detach(|| cli::run(&args));
+    VERBOSE.store(false, Ordering::Relaxed);
+    let output = result.map_err(|err| match cli::was_interrupted() {
+        true => PyKeyboardInterrupt::new_err(err.to_string()),
+        false => py_err(err),
+    })?;
+    json_to_py(py, &output.json)
+}
+
 /// `dptrain train CONFIG [--set KEY=VALUE]… [--out DIR | --resume DIR]`: trains, writes the
 /// run directory and returns summary.json as a dict. A Ctrl-C checkpoints after the
 /// current step and raises `KeyboardInterrupt` naming the checkpoint.
@@ -687,26 +710,54 @@ fn train<'py>(
     resume: Option<PathBuf>,
     quiet: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let args = cli::Cli {
-        json: true,
-        verbose: 0,
-        quiet,
-        command: cli::Command::Train(cli::TrainArgs {
-            config,
-            out,
-            set,
-            resume,
-            dist: None,
-        }),
-    };
-    VERBOSE.store(!quiet, Ordering::Relaxed);
-    let result = py.detach(|| cli::run(&args));
-    VERBOSE.store(false, Ordering::Relaxed);
-    match result {
-        Ok(output) => json_to_py(py, &output.json),
-        Err(err) if cli::was_interrupted() => Err(PyKeyboardInterrupt::new_err(err.to_string())),
-        Err(err) => Err(py_err(err)),
-    }
+    let command = cli::Command::Train(cli::TrainArgs {
+        config,
+        out,
+        set,
+        resume,
+        dist: None,
+    });
+    run_command(py, command, quiet)
+}
+
+/// `dptrain evaluate RUN_DIR [--data CONFIG_OR_TABLE] [--skip-rows N]`: a finished run's
+/// model on its test split or other data of its schema, as the command line's JSON object.
+#[pyfunction]
+#[pyo3(signature = (run_dir, data, skip_rows))]
+fn evaluate<'py>(
+    py: Python<'py>,
+    run_dir: PathBuf,
+    data: Option<PathBuf>,
+    skip_rows: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let command = cli::Command::Evaluate(cli::EvaluateArgs {
+        run_dir,
+        data,
+        skip_rows,
+    });
+    run_command(py, command, true)
+}
+
+/// `dptrain predict RUN_DIR INPUT [--out FILE.csv] [--labels IDX] [--skip-rows N]`: class
+/// and probabilities per row, written as CSV; returns the command line's JSON object.
+#[pyfunction]
+#[pyo3(signature = (run_dir, input, out, labels, skip_rows))]
+fn predict<'py>(
+    py: Python<'py>,
+    run_dir: PathBuf,
+    input: PathBuf,
+    out: Option<PathBuf>,
+    labels: Option<PathBuf>,
+    skip_rows: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let command = cli::Command::Predict(cli::PredictArgs {
+        run_dir,
+        input,
+        out,
+        labels,
+        skip_rows,
+    });
+    run_command(py, command, true)
 }
 
 /// The compiled half of dptrain's Python package.
@@ -739,5 +790,7 @@ fn _dptrain(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calibrate, m)?)?;
     m.add_function(wrap_pyfunction!(epochs_to_steps, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(predict, m)?)?;
     Ok(())
 }

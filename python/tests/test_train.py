@@ -102,3 +102,49 @@ else:
     # No report of an unfinished run; the checkpoint to continue from.
     assert not (run / "summary.json").exists()
     assert (run / "checkpoint").is_dir()
+
+
+def test_evaluate_and_predict_are_the_cli_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)  # the run's config names its data relative to the repository
+    run = REPO / "reports" / "examples" / "quickstart-cnn"
+    images = REPO / "datasets" / "mnist" / "t10k-images-idx3-ubyte.gz"
+    labels = REPO / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    evaluation = dptrain.evaluate(run)
+    assert evaluation["reproduces_summary"] is True
+    summary = json.loads((run / "summary.json").read_text())
+    assert evaluation["accuracy"] == summary["test_accuracy"]
+    cli = subprocess.run(
+        [str(BIN), "--json", "evaluate", str(run)], capture_output=True, text=True,
+        check=True, timeout=300, cwd=REPO,
+    )
+    assert evaluation == json.loads(cli.stdout)
+    out = tmp_path / "predictions.csv"
+    predicted = dptrain.predict(run, images, out=out, labels=labels)
+    assert predicted["rows"] == 10_000 and predicted["written"] == str(out)
+    assert predicted["accuracy"] == summary["test_accuracy"]
+    assert out.read_text().splitlines()[0].startswith("index,predicted,prob_0")
+
+
+def test_evaluate_and_predict_refuse_bad_input_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import cli_error
+
+    monkeypatch.chdir(REPO)
+
+    with pytest.raises(FileNotFoundError) as err:
+        dptrain.evaluate(tmp_path / "nothing")
+    assert str(err.value) == cli_error("evaluate", str(tmp_path / "nothing"))
+    run = REPO / "reports" / "examples" / "quickstart-cnn"
+    labels = REPO / "datasets" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    out = tmp_path / "p.csv"
+    with pytest.raises(ValueError) as err:
+        dptrain.predict(run, labels, out=out)  # labels given as images
+    assert str(err.value) == cli_error("predict", str(run), str(labels), "--out", str(out))
+    assert not out.exists()
+    with pytest.raises(TypeError):
+        dptrain.evaluate(run, skip_rows="2")
+    with pytest.raises(TypeError):
+        dptrain.predict(run, 42)

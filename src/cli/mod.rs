@@ -17,6 +17,7 @@ mod plan;
 mod progress;
 mod train;
 
+pub use evaluate::{EvaluateArgs, PredictArgs};
 pub use train::was_interrupted;
 
 pub use progress::Reporter;
