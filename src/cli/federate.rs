@@ -316,18 +316,8 @@ pub fn run_config(
     )?;
     let statement = privacy_statement(&config, &record, &partition)?;
     write_atomic(&file("privacy.md"), statement.as_bytes())?;
-    let budget = match federated.mode()? {
-        FederatedMode::ClientLevel(_, p) => p.target_epsilon,
-        FederatedMode::SiloLevel(p) => p.target_epsilon,
-    };
-    let charts = charts(&config.name, &record.rounds, budget);
-    let private = record.spent.epsilon.is_finite();
-    for (stem, chart) in charts
-        .iter()
-        .filter(|(stem, _)| private || *stem != "epsilon")
-    {
-        crate::report::plots::save(chart, &out, stem)?;
-    }
+    let charts = charts(&config.name, &record.rounds, budget(&config)?);
+    save_charts(&charts, &out, record.spent.epsilon.is_finite())?;
     let page = crate::report::html::federated_page(
         &out,
         &config.name,
@@ -418,11 +408,100 @@ pub fn metrics_csv(rounds: &[RoundRecord]) -> String {
     text
 }
 
-/// `dptrain report DIR` on a federated run directory: its report.html again, from its
-/// summary.json, privacy.md, config.toml and plots (which are not redrawn: the rounds'
-/// records they come from are in metrics.csv, the ε curve's in the ledger).
+/// The ε budget line of a run's ε chart: the target ε, when the run has one.
+fn budget(config: &FederatedRunConfig) -> Result<Option<f64>> {
+    Ok(match config.federated.mode()? {
+        FederatedMode::ClientLevel(_, p) => p.target_epsilon,
+        FederatedMode::SiloLevel(p) => p.target_epsilon,
+    })
+}
+
+/// Draws a run's charts into `dir` (the ε chart only for a private run); the files written.
+fn save_charts(
+    charts: &[(&'static str, Chart)],
+    dir: &Path,
+    private: bool,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (stem, chart) in charts
+        .iter()
+        .filter(|(stem, _)| private || *stem != "epsilon")
+    {
+        written.extend(crate::report::plots::save(chart, dir, stem)?);
+    }
+    Ok(written)
+}
+
+/// The rounds of a run's metrics.csv, as [`RoundRecord::csv_row`] wrote them.
+fn read_rounds(path: &Path) -> Result<Vec<RoundRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_error = |line: usize, message: String| Error::Parse {
+        path: path.to_path_buf(),
+        location: format!("line {line}"),
+        message,
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(crate::federated::run::METRICS_HEADER) {
+        return Err(parse_error(
+            1,
+            format!(
+                "expected the header `{}`",
+                crate::federated::run::METRICS_HEADER
+            ),
+        ));
+    }
+    let mut rounds = Vec::new();
+    for (index, line) in lines.enumerate() {
+        let number = index + 2;
+        let fields: Vec<&str> = line.split(',').collect();
+        let [
+            round,
+            sampled,
+            survivors,
+            clip,
+            loss,
+            accuracy,
+            epsilon,
+            seconds,
+        ] = fields[..]
+        else {
+            return Err(parse_error(
+                number,
+                format!("expected 8 fields, found {}", fields.len()),
+            ));
+        };
+        fn field<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("`{value}` is not a number"))
+        }
+        let record = (|| {
+            Ok::<_, String>(RoundRecord {
+                round: field(round)?,
+                sampled: field(sampled)?,
+                survivors: field(survivors)?,
+                clip_norm: field(clip)?,
+                test_loss: field(loss)?,
+                test_accuracy: field(accuracy)?,
+                epsilon: field(epsilon)?,
+                seconds: field(seconds)?,
+            })
+        })()
+        .map_err(|message| parse_error(number, message))?;
+        rounds.push(record);
+    }
+    Ok(rounds)
+}
+
+/// `dptrain report DIR` on a federated run directory: its plots, redrawn from metrics.csv,
+/// and its report.html, from its summary.json, privacy.md and config.toml (privacy.md is
+/// kept as written: it needs the whole run's records).
 pub fn rebuild_page(dir: &Path) -> Result<Output> {
     let config = FederatedRunConfig::load(&dir.join("config.toml"), &[])?;
+    let rounds = read_rounds(&dir.join("metrics.csv"))?;
     let path = dir.join("summary.json");
     let bytes = std::fs::read(&path).map_err(|source| Error::Io {
         path: path.clone(),
@@ -433,25 +512,29 @@ pub fn rebuild_page(dir: &Path) -> Result<Output> {
         location: format!("line {}, column {}", e.line(), e.column()),
         message: e.to_string(),
     })?;
-    // The titles the run's plots were drawn with, for the plots that are there.
-    let drawn: Vec<(String, String)> = charts(&config.name, &[], None)
+    let charts = charts(&config.name, &rounds, budget(&config)?);
+    let private = summary["epsilon"].as_f64().is_some_and(f64::is_finite);
+    let mut written = save_charts(&charts, dir, private)?;
+    let drawn: Vec<(String, String)> = charts
         .into_iter()
-        .filter(|(stem, _)| dir.join(format!("{stem}.svg")).exists())
+        .filter(|(stem, _)| private || *stem != "epsilon")
         .map(|(stem, chart)| (stem.to_string(), chart.title))
         .collect();
     let page = crate::report::html::federated_page(dir, &config.name, &summary, &drawn)?;
-    let written = dir.join("report.html");
-    write_atomic(&written, crate::report::html::render_page(&page).as_bytes())?;
+    let html = dir.join("report.html");
+    write_atomic(&html, crate::report::html::render_page(&page).as_bytes())?;
+    written.push(html);
+    let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     Ok(Output {
         json: json!({
             "run_directory": dir.display().to_string(),
-            "written": [written.display().to_string()],
+            "written": files,
             "epsilon": summary["epsilon"],
             "test_accuracy": summary["test_accuracy"],
         }),
         table: vec![
             ("run directory".into(), dir.display().to_string()),
-            ("written".into(), written.display().to_string()),
+            ("written".into(), files.join(", ")),
         ],
     })
 }

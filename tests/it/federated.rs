@@ -467,6 +467,43 @@ fn federate_writes_a_run_directory_whose_epsilon_is_its_ledgers() {
             .count(),
         3
     );
+    // `dptrain report` redraws the plots from metrics.csv and rebuilds the page: the same
+    // bytes as the run wrote.
+    let drawn: Vec<Vec<u8>> = ["accuracy.svg", "epsilon.svg", "report.html"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    for file in ["accuracy.svg", "accuracy.png", "epsilon.svg", "epsilon.png"] {
+        std::fs::remove_file(out.join(file)).unwrap();
+    }
+    let report = dptrain(&["report", out.to_str().unwrap(), "--json"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let written: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(written["written"].as_array().unwrap().len(), 5, "{written}");
+    for (file, before) in ["accuracy.svg", "epsilon.svg", "report.html"]
+        .iter()
+        .zip(&drawn)
+    {
+        assert!(&std::fs::read(out.join(file)).unwrap() == before, "{file}");
+    }
+    assert!(out.join("accuracy.png").exists() && out.join("epsilon.png").exists());
+    // A damaged metrics.csv is named, with its line.
+    let metrics = out.join("metrics.csv");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let (header, rows) = text.split_once('\n').unwrap();
+    let (_round, rest) = rows.split_once(',').unwrap();
+    std::fs::write(&metrics, format!("{header}\ntwo,{rest}")).unwrap();
+    let report = dptrain(&["report", out.to_str().unwrap()]);
+    assert!(!report.status.success());
+    let error = String::from_utf8_lossy(&report.stderr);
+    assert!(
+        error.contains("metrics.csv:line 2: `two` is not a number"),
+        "{error}"
+    );
     // A finished run is not overwritten.
     let again = dptrain(&[
         "federate",
