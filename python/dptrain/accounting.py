@@ -211,11 +211,6 @@ def delta(
     delta_error: float = DEFAULT_DELTA_ERROR,
 ) -> float:
     """δ at ``epsilon`` of DP-SGD's steps (RDP or PLD; PRV gives ε only)."""
-    if accountant == "prv":
-        raise ValueError(
-            "delta() at a given epsilon works with accountant 'rdp' or 'pld'; PRV gives "
-            "epsilon only"
-        )
     return _account("delta", locals())["delta"]
 
 

@@ -29,7 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// recursive reader and of the crate's normal form.
 const MAX_EVENT_DEPTH: usize = 200;
 
-/// δ at ε is a PLD or RDP question (the command line says it in terms of its flags).
+/// δ at ε is a PLD or RDP question.
 const PRV_HAS_NO_DELTA: &str =
     "delta() at a given epsilon works with accountant 'rdp' or 'pld'; PRV gives epsilon only";
 
@@ -132,13 +132,35 @@ fn text<'a>(value: &'a Bound<'_, PyAny>, name: &str) -> PyResult<std::borrow::Co
 
 /// The accountant named `value` ("rdp", "pld" or "prv").
 fn accountant_kind(value: &Bound<'_, PyAny>) -> PyResult<AccountantKind> {
-    let kind: dptrain::privacy::AccountantKind =
-        text(value, "accountant")?.parse().map_err(py_err)?;
-    Ok(match kind {
+    Ok(cli_kind(
+        text(value, "accountant")?.parse().map_err(py_err)?,
+    ))
+}
+
+/// The command line's name for an accountant of the library.
+fn cli_kind(kind: dptrain::privacy::AccountantKind) -> AccountantKind {
+    match kind {
         dptrain::privacy::AccountantKind::Rdp => AccountantKind::Rdp,
         dptrain::privacy::AccountantKind::Pld => AccountantKind::Pld,
         dptrain::privacy::AccountantKind::Prv => AccountantKind::Prv,
-    })
+    }
+}
+
+/// `dptrain account` of `ledger`, the GIL released: ε at `delta` or δ at `epsilon`. δ at ε
+/// under PRV is refused in Python's words (the command line's names its flags).
+fn account_of(
+    py: Python<'_>,
+    ledger: &dptrain::privacy::Ledger,
+    (delta, epsilon): (Option<f64>, Option<f64>),
+    kind: AccountantKind,
+    grid: &GridArgs,
+    conversion: ConversionKind,
+) -> PyResult<Output> {
+    if kind == AccountantKind::Prv && delta.is_none() && epsilon.is_some() {
+        return Err(PyValueError::new_err(PRV_HAS_NO_DELTA));
+    }
+    py.detach(|| cli::account_ledger(ledger, delta, epsilon, kind, grid, conversion))
+        .map_err(py_err)
 }
 
 /// The RDP conversion named `value` ("improved" or "classic").
@@ -385,7 +407,6 @@ impl Ledger {
 #[pyclass(name = "Accountant", module = "dptrain.accounting")]
 struct Accountant {
     inner: dptrain::privacy::Accountant,
-    kind: AccountantKind,
     grid: GridArgs,
 }
 
@@ -431,7 +452,7 @@ impl Accountant {
             )?,
         };
         let inner = dptrain::privacy::Accountant::new(grid.settings(kind)).map_err(py_err)?;
-        Ok(Accountant { inner, kind, grid })
+        Ok(Accountant { inner, grid })
     }
 
     /// Composes `steps` steps at sample rate q and noise multiplier σ.
@@ -491,23 +512,14 @@ impl Accountant {
     /// δ at `epsilon` for everything composed so far (RDP and PLD).
     fn delta(&self, py: Python<'_>, epsilon: &Bound<'_, PyAny>) -> PyResult<f64> {
         let epsilon = number(epsilon, "epsilon")?;
-        if self.kind == AccountantKind::Prv {
-            return Err(PyValueError::new_err(PRV_HAS_NO_DELTA));
-        }
-        let ledger = self.inner.ledger().clone();
-        let (kind, grid) = (self.kind, &self.grid);
-        let output = py
-            .detach(|| {
-                cli::account_ledger(
-                    &ledger,
-                    None,
-                    Some(epsilon),
-                    kind,
-                    grid,
-                    ConversionKind::Improved,
-                )
-            })
-            .map_err(py_err)?;
+        let output = account_of(
+            py,
+            self.inner.ledger(),
+            (None, Some(epsilon)),
+            cli_kind(self.inner.kind()),
+            &self.grid,
+            ConversionKind::Improved,
+        )?;
         Ok(output.json["delta"].as_f64().unwrap_or(f64::NAN))
     }
 
@@ -560,7 +572,7 @@ impl Accountant {
         .map_err(py_err)?;
         let inner = dptrain::privacy::Accountant::from_ledger(grid.settings(kind), &ledger)
             .map_err(py_err)?;
-        Ok(Accountant { inner, kind, grid })
+        Ok(Accountant { inner, grid })
     }
 
     /// Which accountant: "rdp", "pld" or "prv".
@@ -600,9 +612,7 @@ fn account<'py>(
     let grid = grid(discretization_interval, eps_error, delta_error)?;
     let conversion = conversion_kind(conversion)?;
     let ledger = ledger.borrow().0.clone();
-    let output: Output = py
-        .detach(|| cli::account_ledger(&ledger, delta, epsilon, kind, &grid, conversion))
-        .map_err(py_err)?;
+    let output = account_of(py, &ledger, (delta, epsilon), kind, &grid, conversion)?;
     json_to_py(py, &output.json)
 }
 

@@ -432,68 +432,19 @@ fn save_charts(
     Ok(written)
 }
 
-/// The rounds of a run's metrics.csv, as [`RoundRecord::csv_row`] wrote them.
+/// The rounds of a run's metrics.csv, as [`RoundRecord::csv_row`] wrote them; errors name
+/// the file and the line.
 fn read_rounds(path: &Path) -> Result<Vec<RoundRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let parse_error = |line: usize, message: String| Error::Parse {
-        path: path.to_path_buf(),
-        location: format!("line {line}"),
-        message,
-    };
-    let mut lines = text.lines();
-    if lines.next() != Some(crate::federated::run::METRICS_HEADER) {
-        return Err(parse_error(
-            1,
-            format!(
-                "expected the header `{}`",
-                crate::federated::run::METRICS_HEADER
-            ),
-        ));
-    }
-    let mut rounds = Vec::new();
-    for (index, line) in lines.enumerate() {
-        let number = index + 2;
-        let fields: Vec<&str> = line.split(',').collect();
-        let [
-            round,
-            sampled,
-            survivors,
-            clip,
-            loss,
-            accuracy,
-            epsilon,
-            seconds,
-        ] = fields[..]
-        else {
-            return Err(parse_error(
-                number,
-                format!("expected 8 fields, found {}", fields.len()),
-            ));
-        };
-        fn field<T: std::str::FromStr>(value: &str) -> std::result::Result<T, String> {
-            value
-                .parse()
-                .map_err(|_| format!("`{value}` is not a number"))
-        }
-        let record = (|| {
-            Ok::<_, String>(RoundRecord {
-                round: field(round)?,
-                sampled: field(sampled)?,
-                survivors: field(survivors)?,
-                clip_norm: field(clip)?,
-                test_loss: field(loss)?,
-                test_accuracy: field(accuracy)?,
-                epsilon: field(epsilon)?,
-                seconds: field(seconds)?,
-            })
-        })()
-        .map_err(|message| parse_error(number, message))?;
-        rounds.push(record);
-    }
-    Ok(rounds)
+    crate::report::records::parse_csv_rows(
+        &bytes,
+        path,
+        (crate::federated::run::METRICS_HEADER, &[]),
+        "no rounds: a finished run has at least one",
+    )
 }
 
 /// `dptrain report DIR` on a federated run directory: its plots, redrawn from metrics.csv,

@@ -500,10 +500,7 @@ fn federate_writes_a_run_directory_whose_epsilon_is_its_ledgers() {
     let report = dptrain(&["report", out.to_str().unwrap()]);
     assert!(!report.status.success());
     let error = String::from_utf8_lossy(&report.stderr);
-    assert!(
-        error.contains("metrics.csv:line 2: `two` is not a number"),
-        "{error}"
-    );
+    assert!(error.contains("metrics.csv:line 2:"), "{error}");
     // A finished run is not overwritten.
     let again = dptrain(&[
         "federate",
